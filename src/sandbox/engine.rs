@@ -1,0 +1,182 @@
+//! The one wasmtime `Engine`, its epoch ticker, and the compiled-module cache.
+//!
+//! Compiling the 100 MB CPython module with Cranelift takes about a minute, so a module is
+//! compiled once and its serialized form kept under `<data-dir>/cache/modules/`, keyed by the
+//! input's SHA-256, the wasmtime version and the engine configuration. Each entry carries the
+//! SHA-256 of its own bytes and is verified before `Module::deserialize_file` sees it; a stale or
+//! corrupt entry is rebuilt. A file lock makes concurrent processes compile once.
+
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sha2::{Digest, Sha256};
+use wasmtime::{Config, Engine, Module};
+
+use super::progress::Progress;
+use super::runtime::{sha256_file, write_atomic};
+
+/// Wall-clock length of one epoch tick; deadlines are checked at this granularity.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// wasmtime's version, part of every cache key.
+pub const WASMTIME_VERSION: &str = "48";
+
+/// Build the engine every sandbox shares: exceptions on (the runtime needs them), 8 MiB of wasm
+/// stack (deep C recursion in `json` etc.), epoch interruption for deadlines and cancellation.
+pub fn new_engine() -> anyhow::Result<Engine> {
+    let mut cfg = Config::new();
+    cfg.wasm_exceptions(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(8 << 20)
+        .async_stack_size(10 << 20)
+        .memory_init_cow(true)
+        .parallel_compilation(true);
+    let engine = Engine::new(&cfg).map_err(anyhow::Error::from).context("configuring wasmtime")?;
+    spawn_ticker(&engine);
+    Ok(engine)
+}
+
+/// One thread advances the engine's epoch every [`TICK`]; it ends when the engine is dropped.
+fn spawn_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("oasis-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(TICK);
+            }
+        })
+        .expect("spawning the epoch thread");
+}
+
+/// A short hex digest of the engine's compatibility-relevant configuration.
+fn engine_key(engine: &Engine) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// Exclusive lock on `path` (created if absent), released on drop.
+pub fn lock_file(path: &Path) -> anyhow::Result<fs::File> {
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening lock {}", path.display()))?;
+    f.lock()
+        .with_context(|| format!("locking {}", path.display()))?;
+    Ok(f)
+}
+
+/// The on-disk cache of compiled modules.
+#[derive(Debug, Clone)]
+pub struct ModuleCache {
+    dir: PathBuf,
+}
+
+impl ModuleCache {
+    pub fn new(data_dir: &Path) -> ModuleCache {
+        ModuleCache {
+            dir: data_dir.join("cache").join("modules"),
+        }
+    }
+
+    /// Cache key for a module derived from `input_sha256` (+ whatever else `recipe` names).
+    pub fn key(&self, engine: &Engine, name: &str, input_sha256: &str, recipe: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(input_sha256.as_bytes());
+        h.update(b"\0");
+        h.update(recipe.as_bytes());
+        let digest = hex::encode(h.finalize());
+        format!(
+            "{name}-{}-wasmtime{WASMTIME_VERSION}-{}",
+            &digest[..16],
+            engine_key(engine)
+        )
+    }
+
+    fn paths(&self, key: &str) -> (PathBuf, PathBuf, PathBuf) {
+        (
+            self.dir.join(format!("{key}.cwasm")),
+            self.dir.join(format!("{key}.sha256")),
+            self.dir.join(format!("{key}.lock")),
+        )
+    }
+
+    /// Load the module for `key`, or build its wasm with `build` and compile it, once across
+    /// threads and processes.
+    pub fn get_or_compile(
+        &self,
+        engine: &Engine,
+        key: &str,
+        progress: &Progress,
+        build: impl FnOnce() -> anyhow::Result<Vec<u8>>,
+    ) -> anyhow::Result<Module> {
+        fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
+        let (cwasm, digest, lock) = self.paths(key);
+        if let Some(m) = self.load_verified(engine, &cwasm, &digest)? {
+            return Ok(m);
+        }
+        let _lock = lock_file(&lock)?;
+        if let Some(m) = self.load_verified(engine, &cwasm, &digest)? {
+            return Ok(m);
+        }
+        let wasm = build()?;
+        let bar = progress.spinner(&format!(
+            "compiling {key} with Cranelift (once; about a minute on 2 cores)"
+        ));
+        let bytes = engine
+            .precompile_module(&wasm)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("compiling {key}"))?;
+        drop(wasm);
+        bar.finish_and_clear();
+        progress.message(&format!("compiled {key} ({} MB)", bytes.len() >> 20));
+        let sha = hex::encode(Sha256::digest(&bytes));
+        // Digest first, then the module: a crash in between leaves a mismatch, which is rebuilt.
+        write_atomic(&digest, sha.as_bytes())?;
+        write_atomic(&cwasm, &bytes)?;
+        drop(bytes);
+        match self.load_verified(engine, &cwasm, &digest)? {
+            Some(m) => Ok(m),
+            None => bail!("the module just compiled to {} does not load", cwasm.display()),
+        }
+    }
+
+    /// Deserialize a cache entry only if its bytes match the recorded digest; a bad entry is
+    /// removed and `None` returned.
+    fn load_verified(
+        &self,
+        engine: &Engine,
+        cwasm: &Path,
+        digest: &Path,
+    ) -> anyhow::Result<Option<Module>> {
+        let (Ok(expected), true) = (fs::read_to_string(digest), cwasm.is_file()) else {
+            return Ok(None);
+        };
+        let actual = sha256_file(cwasm)?;
+        if actual != expected.trim() {
+            tracing::warn!(path = %cwasm.display(), "cached module is corrupt; rebuilding");
+            let _ = fs::remove_file(cwasm);
+            return Ok(None);
+        }
+        // SAFETY: the file was produced by `Engine::precompile_module` in this cache and its
+        // bytes match the digest recorded when it was written; wasmtime itself also rejects a
+        // module built by another version or configuration.
+        match unsafe { Module::deserialize_file(engine, cwasm) } {
+            Ok(m) => Ok(Some(m)),
+            Err(e) => {
+                tracing::warn!(path = %cwasm.display(), error = %e, "cached module is stale; rebuilding");
+                let _ = fs::remove_file(cwasm);
+                Ok(None)
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! One live CPython interpreter: a wasmtime `Store` and its instance, driven through the
+//! runtime's `turn` export.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::Context;
+use wasmtime::{Instance, Memory, Store, TypedFunc, UpdateDeadline};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use super::wasi::{DiskQuota, Door, MemoryLimiter, OutputSink, State, StreamKind};
+use super::{LoadedImage, SessionDirs};
+
+/// Guest paths.
+pub const GUEST_DATA: &str = "/mnt/data";
+const GUEST_STDLIB: &str = "/usr/local/lib";
+const GUEST_TMP: &str = "/tmp";
+const GUEST_HOME: &str = "/tmp/home";
+
+/// How a turn ended, seen from the host.
+#[derive(Debug)]
+pub enum TurnEnd {
+    /// `turn` returned this status (0..=255, or 256+n after `exit()`).
+    Returned(i32),
+    /// The deadline passed (epoch interruption, or the call was dropped while blocked).
+    Deadline,
+    /// The host cancelled the call.
+    Cancelled,
+    /// `os._exit(n)` / `proc_exit`.
+    Exited(i32),
+    /// Any other trap.
+    Trapped(String),
+}
+
+/// Per-call controls the epoch callback reads.
+#[derive(Debug, Clone)]
+pub struct Clock {
+    pub deadline: Instant,
+    pub cancel: Arc<AtomicBool>,
+}
+
+pub struct Interpreter {
+    store: Store<State>,
+    memory: Memory,
+    turn: TypedFunc<(i32, i32), i32>,
+    alloc: TypedFunc<i32, i32>,
+    pub stdout: OutputSink,
+    pub stderr: OutputSink,
+    /// Our helper module is installed (first call done).
+    pub installed: bool,
+    /// Per-call deadline and cancel flag, shared with the epoch callback.
+    clock: Arc<std::sync::Mutex<Clock>>,
+}
+
+impl Interpreter {
+    /// Instantiate the image with `dirs` mounted. `/tmp` is emptied first.
+    pub async fn start(
+        image: &LoadedImage,
+        dirs: &SessionDirs,
+        memory_bytes: u64,
+    ) -> anyhow::Result<Interpreter> {
+        reset_tmp(dirs, &image.image.env)?;
+        let stdout = OutputSink::new(StreamKind::Stdout);
+        let stderr = OutputSink::new(StreamKind::Stderr);
+        let mut b = WasiCtxBuilder::new();
+        let mut env: Vec<(String, String)> = vec![
+            ("HOME".into(), GUEST_HOME.into()),
+            ("PYTHONTZPATH".into(), String::new()),
+            ("TMPDIR".into(), GUEST_TMP.into()),
+        ];
+        for (k, v) in &image.image.env {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
+        env.sort();
+        b.args(&["/usr/local/bin/python.wasm"])
+            .envs(&env)
+            .stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(Vec::<u8>::new()))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_blocking_current_thread(true)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        let rt = &image.runtime;
+        b.preopened_dir(rt.stdlib_dir(), GUEST_STDLIB, FsPerms::ReadOnly)?;
+        b.preopened_dir(
+            rt.mpl_data_dir(),
+            format!(
+                "{GUEST_STDLIB}/{}/matplotlib/mpl-data",
+                rt.stdlib_zip_name()
+            ),
+            FsPerms::ReadOnly,
+        )?;
+        b.preopened_dir(&dirs.data, GUEST_DATA, FsPerms::ReadWrite)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("mounting {}", dirs.data.display()))?;
+        b.preopened_dir(&dirs.tmp, GUEST_TMP, FsPerms::ReadWrite)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("mounting {}", dirs.tmp.display()))?;
+
+        let state = State {
+            wasi: b.build_p1(),
+            limiter: MemoryLimiter {
+                max_bytes: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
+                hit: false,
+            },
+            disk: DiskQuota {
+                roots: vec![dirs.data.clone(), dirs.tmp.clone()],
+                max_bytes: u64::MAX,
+                max_files: u64::MAX,
+                used_bytes: 0,
+                used_files: 0,
+                hit: false,
+            },
+            door: Door::default(),
+        };
+        let mut store = Store::new(&image.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let clock = Arc::new(std::sync::Mutex::new(Clock {
+            deadline: Instant::now() + std::time::Duration::from_secs(3600),
+            cancel: Arc::new(AtomicBool::new(false)),
+        }));
+        let cb_clock = clock.clone();
+        store.epoch_deadline_callback(move |_| {
+            let c = cb_clock.lock().expect("clock lock");
+            if c.cancel.load(Ordering::Relaxed) || Instant::now() >= c.deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Continue(1))
+            }
+        });
+        store.set_epoch_deadline(1);
+        let instance: Instance = image
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(anyhow::Error::from)
+            .context("instantiating the interpreter")?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .context("the runtime exports no memory")?;
+        let turn = instance.get_typed_func::<(i32, i32), i32>(&mut store, "turn")?;
+        let alloc = instance.get_typed_func::<i32, i32>(&mut store, "host_alloc")?;
+        // The plain (non-snapshot) binary needs its constructors run once.
+        if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
+            init.call_async(&mut store, ()).await?;
+        }
+        Ok(Interpreter {
+            store,
+            memory,
+            turn,
+            alloc,
+            stdout,
+            stderr,
+            installed: false,
+            clock,
+
+        })
+    }
+
+    pub fn state(&mut self) -> &mut State {
+        self.store.data_mut()
+    }
+
+    /// Set the deadline and cancel flag for the next turns.
+    pub fn set_clock(&mut self, clock: Clock) {
+        *self.clock.lock().expect("clock lock") = clock;
+        self.store.set_epoch_deadline(1);
+    }
+
+    /// Bytes of linear memory in use (its high-water mark: it never shrinks).
+    pub fn memory_bytes(&self) -> usize {
+        self.memory.data_size(&self.store)
+    }
+
+    /// Run one turn of `code`. Blocking waits are bounded by the caller dropping this future.
+    pub async fn turn(&mut self, code: &str) -> TurnEnd {
+        let len = match i32::try_from(code.len()) {
+            Ok(n) => n,
+            Err(_) => return TurnEnd::Trapped("code too large".into()),
+        };
+        let ptr = if len == 0 {
+            0
+        } else {
+            match self.alloc.call_async(&mut self.store, len).await {
+                Ok(p) => p,
+                Err(e) => return self.classify(e),
+            }
+        };
+        if ptr != 0
+            && self
+                .memory
+                .write(&mut self.store, ptr as u32 as usize, code.as_bytes())
+                .is_err()
+        {
+            return TurnEnd::Trapped("host_alloc returned an out-of-bounds pointer".into());
+        }
+        match self.turn.call_async(&mut self.store, (ptr, len)).await {
+            Ok(status) => TurnEnd::Returned(status),
+            Err(e) => self.classify(e),
+        }
+    }
+
+    fn classify(&self, e: wasmtime::Error) -> TurnEnd {
+        if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            return TurnEnd::Exited(exit.0);
+        }
+        if let Some(trap) = e.downcast_ref::<wasmtime::Trap>()
+            && *trap == wasmtime::Trap::Interrupt
+        {
+            let c = self.clock.lock().expect("clock lock");
+            return if c.cancel.load(Ordering::Relaxed) {
+                TurnEnd::Cancelled
+            } else {
+                TurnEnd::Deadline
+            };
+        }
+        TurnEnd::Trapped(format!("{e:#}"))
+    }
+}
+
+/// Empty the session's `/tmp` and make HOME and any `*DIR` folder the image puts under `/tmp`.
+fn reset_tmp(
+    dirs: &SessionDirs,
+    env: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    if dirs.tmp.exists() {
+        std::fs::remove_dir_all(&dirs.tmp)
+            .with_context(|| format!("emptying {}", dirs.tmp.display()))?;
+    }
+    std::fs::create_dir_all(dirs.tmp.join("home"))
+        .with_context(|| format!("creating {}", dirs.tmp.display()))?;
+    std::fs::create_dir_all(&dirs.data)
+        .with_context(|| format!("creating {}", dirs.data.display()))?;
+    for (k, v) in env {
+        if let Some(rest) = v.strip_prefix("/tmp/")
+            && k.ends_with("DIR")
+            && !rest.split('/').any(|c| c == ".." || c.is_empty())
+        {
+            std::fs::create_dir_all(dirs.tmp.join(rest))?;
+        }
+    }
+    Ok(())
+}

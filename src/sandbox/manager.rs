@@ -1,0 +1,309 @@
+//! Sessions by id: get-or-create, idle expiry, LRU eviction of interpreters, and a bounded pool
+//! of threads that run guest code.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::Semaphore;
+
+use super::result::ExecResult;
+use super::session::{ExecOptions, Session};
+use super::{DEFAULT_IMAGE, Sandbox, SandboxError, SessionDirs};
+
+/// Knobs of the session manager.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// An interpreter unused this long is dropped (files stay).
+    pub idle_ttl: Duration,
+    /// Most live interpreters; past it the least recently used idle one is dropped.
+    pub max_live: usize,
+    /// Most calls running guest code at once; others wait their turn.
+    pub max_parallel: usize,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            idle_ttl: Duration::from_secs(60 * 60),
+            max_live: 256,
+            max_parallel: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        }
+    }
+}
+
+type Slot = Arc<tokio::sync::Mutex<Session>>;
+
+struct Entry {
+    slot: Slot,
+    last_used: Instant,
+}
+
+/// Sessions keyed by id (a thread id, or one the caller picked), each with its own folder under
+/// `<root>/<id>/` (`data/` is `/mnt/data`, `tmp/` is `/tmp`).
+#[derive(Clone)]
+pub struct SessionManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sandbox: Arc<Sandbox>,
+    root: PathBuf,
+    config: ManagerConfig,
+    sessions: Mutex<HashMap<String, Entry>>,
+    pool: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for SessionManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionManager")
+            .field("root", &self.inner.root)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Session ids become folder names: keep them boring.
+pub fn valid_session_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+impl SessionManager {
+    pub fn new(sandbox: Arc<Sandbox>, root: impl Into<PathBuf>, config: ManagerConfig) -> Self {
+        let pool = Arc::new(Semaphore::new(config.max_parallel.max(1)));
+        SessionManager {
+            inner: Arc::new(Inner {
+                sandbox,
+                root: root.into(),
+                config,
+                sessions: Mutex::new(HashMap::new()),
+                pool,
+            }),
+        }
+    }
+
+    pub fn sandbox(&self) -> &Arc<Sandbox> {
+        &self.inner.sandbox
+    }
+
+    /// Host folder behind a session's `/mnt/data` (it may not exist yet).
+    pub fn data_dir(&self, id: &str) -> Result<PathBuf, SandboxError> {
+        if !valid_session_id(id) {
+            return Err(SandboxError::InvalidSessionId(id.to_string()));
+        }
+        Ok(self.inner.root.join(id).join("data"))
+    }
+
+    /// Run `code` in session `id` (created on first use with `image`, default
+    /// [`DEFAULT_IMAGE`]). Calls on one session run one at a time, in arrival order.
+    pub async fn execute(
+        &self,
+        id: &str,
+        image: Option<&str>,
+        code: String,
+        opts: ExecOptions,
+    ) -> Result<ExecResult, SandboxError> {
+        let slot = self.slot(id, image).await?;
+        let mut session = slot.clone().lock_owned().await;
+        if let Some(wanted) = image
+            && wanted != session.image_name()
+        {
+            return Err(SandboxError::ImageMismatch {
+                id: id.to_string(),
+                has: session.image_name().to_string(),
+                wanted: wanted.to_string(),
+            });
+        }
+        let permit = self
+            .inner
+            .pool
+            .clone()
+            .acquire_owned()
+            .await
+            .context("the sandbox pool is closed")?;
+        self.touch(id);
+        if !session.is_live() {
+            self.make_room(id);
+        }
+        let handle = tokio::runtime::Handle::current();
+        let res = tokio::task::spawn_blocking(move || {
+            let r = handle.block_on(session.exec(&code, &opts));
+            drop(session);
+            drop(permit);
+            r
+        })
+        .await
+        .context("the sandbox worker panicked")?;
+        self.touch(id);
+        res
+    }
+
+    async fn slot(&self, id: &str, image: Option<&str>) -> Result<Slot, SandboxError> {
+        if !valid_session_id(id) {
+            return Err(SandboxError::InvalidSessionId(id.to_string()));
+        }
+        if let Some(e) = self.inner.sessions.lock().expect("sessions lock").get(id) {
+            return Ok(e.slot.clone());
+        }
+        let name = image.unwrap_or(DEFAULT_IMAGE).to_string();
+        let sandbox = self.inner.sandbox.clone();
+        let loaded = tokio::task::spawn_blocking(move || sandbox.image(&name))
+            .await
+            .context("loading the image panicked")??;
+        let dir = self.inner.root.join(id);
+        let dirs = SessionDirs {
+            data: dir.join("data"),
+            tmp: dir.join("tmp"),
+        };
+        let mut sessions = self.inner.sessions.lock().expect("sessions lock");
+        let entry = sessions.entry(id.to_string()).or_insert_with(|| Entry {
+            slot: Arc::new(tokio::sync::Mutex::new(Session::new(id, loaded, dirs))),
+            last_used: Instant::now(),
+        });
+        Ok(entry.slot.clone())
+    }
+
+    fn touch(&self, id: &str) {
+        if let Some(e) = self.inner.sessions.lock().expect("sessions lock").get_mut(id) {
+            e.last_used = Instant::now();
+        }
+    }
+
+    /// Before starting an interpreter for `id`: drop least recently used idle interpreters
+    /// until there is room for one more.
+    fn make_room(&self, id: &str) {
+        let sessions = self.inner.sessions.lock().expect("sessions lock");
+        let mut live: Vec<(Instant, Slot)> = vec![];
+        for (sid, e) in sessions.iter() {
+            if sid == id {
+                continue;
+            }
+            match e.slot.try_lock() {
+                Ok(s) if s.is_live() => live.push((e.last_used, e.slot.clone())),
+                Ok(_) => {}
+                // Busy sessions are live and cannot be evicted.
+                Err(_) => live.push((Instant::now() + Duration::from_secs(3600), e.slot.clone())),
+            }
+        }
+        drop(sessions);
+        let max = self.inner.config.max_live.max(1);
+        if live.len() < max {
+            return;
+        }
+        live.sort_by_key(|(t, _)| *t);
+        let excess = live.len() + 1 - max;
+        for (_, slot) in live.into_iter().take(excess) {
+            if let Ok(mut s) = slot.try_lock() {
+                tracing::debug!(session = %s.id, "evicting least recently used interpreter");
+                s.evict();
+            }
+        }
+    }
+
+    /// Drop interpreters idle longer than the TTL. Returns how many were dropped.
+    pub fn reap_idle(&self) -> usize {
+        let ttl = self.inner.config.idle_ttl;
+        let slots: Vec<Slot> = self
+            .inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .values()
+            .filter(|e| e.last_used.elapsed() >= ttl)
+            .map(|e| e.slot.clone())
+            .collect();
+        let mut n = 0;
+        for slot in slots {
+            if let Ok(mut s) = slot.try_lock()
+                && s.is_live()
+            {
+                s.evict();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Run [`Self::reap_idle`] periodically until the manager is dropped.
+    pub fn spawn_reaper(&self) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        let period = (self.inner.config.idle_ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(60));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let n = SessionManager { inner }.reap_idle();
+                if n > 0 {
+                    tracing::debug!(evicted = n, "idle interpreters dropped");
+                }
+            }
+        })
+    }
+
+    /// Number of live interpreters (sessions busy right now count as live).
+    pub fn live_count(&self) -> usize {
+        self.inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .values()
+            .filter(|e| e.slot.try_lock().map(|s| s.is_live()).unwrap_or(true))
+            .count()
+    }
+
+    /// Files in a session's `/mnt/data` (relative path, size), links not followed.
+    pub fn list_files(&self, id: &str) -> Result<Vec<(String, u64)>, SandboxError> {
+        let dir = self.data_dir(id)?;
+        Ok(list_regular_files(&dir))
+    }
+
+    /// End a session: drop its interpreter and delete its folders. Waits for a running call.
+    pub async fn remove(&self, id: &str) -> Result<bool, SandboxError> {
+        if !valid_session_id(id) {
+            return Err(SandboxError::InvalidSessionId(id.to_string()));
+        }
+        let entry = self.inner.sessions.lock().expect("sessions lock").remove(id);
+        if let Some(e) = &entry {
+            e.slot.lock().await.evict();
+        }
+        let dir = self.inner.root.join(id);
+        let existed = dir.exists();
+        if existed {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("deleting {}", dir.display()))?;
+        }
+        Ok(existed || entry.is_some())
+    }
+}
+
+fn list_regular_files(dir: &Path) -> Vec<(String, u64)> {
+    let mut out = vec![];
+    for entry in walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .min_depth(1)
+        .sort_by_file_name()
+        .into_iter()
+        .flatten()
+    {
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        if let (Ok(rel), Ok(md)) = (entry.path().strip_prefix(dir), entry.metadata()) {
+            let rel = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
+            out.push((rel, md.len()));
+        }
+    }
+    out
+}

@@ -1,0 +1,158 @@
+//! The code-interpreter sandbox: WASI CPython on wasmtime, one live interpreter per session.
+//!
+//! This module knows nothing of HTTP, SQL or OpenAI's wire format.
+//!
+//! - [`Sandbox`]: the engine, the runtime on disk, and images compiled once ([`LoadedImage`]).
+//! - [`Session`]: one interpreter bound to a `/mnt/data` folder, driven turn by turn.
+//! - [`SessionManager`]: sessions by id, with idle expiry, LRU eviction and a bounded pool.
+
+mod engine;
+mod image;
+mod interp;
+mod limits;
+mod manager;
+mod preinit;
+mod progress;
+mod result;
+mod runtime;
+mod session;
+mod wasi;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use wasmtime::{Engine, InstancePre, Linker};
+
+pub use image::{DEFAULT_IMAGE, Image, Warm};
+pub use limits::Limits;
+pub use manager::{ManagerConfig, SessionManager};
+pub use progress::Progress;
+pub use result::{ExecResult, FileChange, Outcome, PythonError};
+pub use runtime::{Pin, Runtime};
+pub use session::{ExecOptions, Session};
+pub use wasi::{OutputTap, StreamKind};
+
+/// Errors a caller can act on; anything else is `Internal`.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("unknown image `{name}`; known images: {known}")]
+    UnknownImage { name: String, known: String },
+    #[error("invalid session id `{0}`: use 1-64 letters, digits, `-` or `_`")]
+    InvalidSessionId(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("session `{id}` runs image `{has}`, not `{wanted}`")]
+    ImageMismatch {
+        id: String,
+        has: String,
+        wanted: String,
+    },
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Engine, runtime and compiled images, shared by every session.
+pub struct Sandbox {
+    engine: Engine,
+    runtime: Runtime,
+    cache: engine::ModuleCache,
+    linker: Linker<wasi::State>,
+    progress: Progress,
+    /// Held while an image is loaded, so the same module is never compiled twice at once.
+    images: Mutex<HashMap<String, Arc<LoadedImage>>>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("runtime", &self.runtime.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Open the sandbox with its runtime and module cache under `data_dir`, provisioning the
+    /// runtime first if it is not there yet.
+    pub fn open(data_dir: &Path, progress: Progress) -> anyhow::Result<Sandbox> {
+        let runtime = Runtime::locate(data_dir, &progress)?;
+        let engine = engine::new_engine()?;
+        let linker = wasi::linker(&engine).map_err(anyhow::Error::from).context("linking WASI")?;
+        Ok(Sandbox {
+            engine,
+            runtime,
+            cache: engine::ModuleCache::new(data_dir),
+            linker,
+            progress,
+            images: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The image `name`, compiled (and pre-initialized) on first use. Blocking: the first call
+    /// for an image may take minutes; later calls are a map lookup.
+    pub fn image(&self, name: &str) -> Result<Arc<LoadedImage>, SandboxError> {
+        let mut images = self.images.lock().expect("images lock");
+        if let Some(img) = images.get(name) {
+            return Ok(img.clone());
+        }
+        let image = Image::load(name)?;
+        let module = match image.warm {
+            Warm::Snapshot if !image.preimport.is_empty() => {
+                preinit::module(&self.engine, &self.cache, &self.runtime, &image, &self.progress)?
+            }
+            _ => {
+                let artifact = "python-snapshot.wasm";
+                let sha = self.runtime.pin.artifact_sha256(artifact)?;
+                let key = self.cache.key(&self.engine, "python-snapshot", sha, "");
+                let path = self.runtime.artifact(artifact);
+                self.cache
+                    .get_or_compile(&self.engine, &key, &self.progress, || {
+                        std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+                    })?
+            }
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(anyhow::Error::from)
+            .context("linking the runtime module")?;
+        let loaded = Arc::new(LoadedImage {
+            image,
+            pre,
+            engine: self.engine.clone(),
+            runtime: self.runtime.clone(),
+        });
+        images.insert(name.to_string(), loaded.clone());
+        Ok(loaded)
+    }
+}
+
+/// An image ready to instantiate: its manifest and its linked, compiled module.
+pub struct LoadedImage {
+    pub image: Image,
+    pre: InstancePre<wasi::State>,
+    engine: Engine,
+    runtime: Runtime,
+}
+
+impl std::fmt::Debug for LoadedImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedImage")
+            .field("image", &self.image.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Host folders behind a session's writable mounts.
+#[derive(Debug, Clone)]
+pub struct SessionDirs {
+    /// Mounted read-write at `/mnt/data`; survives the interpreter.
+    pub data: PathBuf,
+    /// Mounted read-write at `/tmp` (HOME lives here); emptied when an interpreter starts.
+    pub tmp: PathBuf,
+}

@@ -1,0 +1,413 @@
+//! A session: one interpreter bound to one `/mnt/data`, like a notebook kernel.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::interp::{Clock, GUEST_DATA, Interpreter, TurnEnd};
+use super::limits::{MAX_CODE_BYTES, MIN_MEMORY_BYTES};
+use super::result::{ExecResult, FileChange, Outcome, PythonError};
+use super::runtime::sha256_file;
+use super::wasi::OutputTap;
+use super::{LoadedImage, SandboxError, SessionDirs};
+use crate::sandbox::Limits;
+
+const GUEST_HELPER: &str = include_str!("guest.py");
+
+/// Time the post-turn hook (rendering figures) may take beyond the call's own deadline.
+const FINISH_GRACE: Duration = Duration::from_secs(20);
+/// Slack before a call blocked in a host wait (e.g. `time.sleep`) is dropped.
+const BLOCKED_GRACE: Duration = Duration::from_millis(200);
+
+/// Options for one call.
+#[derive(Clone, Default)]
+pub struct ExecOptions {
+    /// Limits; `None` takes the image's defaults.
+    pub limits: Option<Limits>,
+    /// Sees each chunk of stdout/stderr as it is written.
+    pub tap: Option<OutputTap>,
+    /// Set to cancel the call; the interpreter is then replaced.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// One interpreter and its folders. Not shared: callers serialize access (see
+/// [`super::SessionManager`]).
+pub struct Session {
+    pub id: String,
+    image: Arc<LoadedImage>,
+    dirs: SessionDirs,
+    interp: Option<Interpreter>,
+    pub last_used: Instant,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("image", &self.image.image.name)
+            .field("live", &self.interp.is_some())
+            .finish()
+    }
+}
+
+type FileState = HashMap<String, (u64, Option<SystemTime>, u64)>;
+
+impl Session {
+    /// A session over `dirs`; the interpreter starts on the first call.
+    pub fn new(id: impl Into<String>, image: Arc<LoadedImage>, dirs: SessionDirs) -> Session {
+        Session {
+            id: id.into(),
+            image,
+            dirs,
+            interp: None,
+            last_used: Instant::now(),
+        }
+    }
+
+    pub fn image_name(&self) -> &str {
+        &self.image.image.name
+    }
+
+    /// Host folder mounted at `/mnt/data`.
+    pub fn data_dir(&self) -> &Path {
+        &self.dirs.data
+    }
+
+    /// Whether an interpreter is live (holding memory).
+    pub fn is_live(&self) -> bool {
+        self.interp.is_some()
+    }
+
+    /// Drop the interpreter; files stay.
+    pub fn evict(&mut self) {
+        self.interp = None;
+    }
+
+    /// Linear memory of the live interpreter, if any.
+    pub fn memory_bytes(&self) -> Option<usize> {
+        self.interp.as_ref().map(Interpreter::memory_bytes)
+    }
+
+    /// Start the interpreter now, if it is not live.
+    pub async fn warm_up(&mut self) -> Result<(), SandboxError> {
+        let limits = self.image.image.limits();
+        self.ensure_interp(&limits).await?;
+        Ok(())
+    }
+
+    async fn ensure_interp(&mut self, limits: &Limits) -> Result<&mut Interpreter, SandboxError> {
+        if self.interp.is_none() {
+            let interp = Interpreter::start(&self.image, &self.dirs, limits.memory_bytes).await?;
+            self.interp = Some(interp);
+        }
+        Ok(self.interp.as_mut().expect("just set"))
+    }
+
+    /// Run `code` as the next cell. Blocking for the length of the call: run it on a thread
+    /// that may block (the manager uses its pool).
+    pub async fn exec(&mut self, code: &str, opts: &ExecOptions) -> Result<ExecResult, SandboxError> {
+        let started = Instant::now();
+        self.last_used = started;
+        let limits = opts
+            .limits
+            .clone()
+            .unwrap_or_else(|| self.image.image.limits());
+        if code.len() > MAX_CODE_BYTES {
+            return Err(SandboxError::InvalidInput(format!(
+                "code is {} bytes; the limit is {MAX_CODE_BYTES}",
+                code.len()
+            )));
+        }
+        if code.contains('\0') {
+            return Err(SandboxError::InvalidInput(
+                "code contains a NUL byte".to_string(),
+            ));
+        }
+        if limits.memory_bytes < MIN_MEMORY_BYTES {
+            return Err(SandboxError::InvalidInput(format!(
+                "memory limit must be at least {} MiB",
+                MIN_MEMORY_BYTES >> 20
+            )));
+        }
+        let deadline = started + limits.timeout;
+        let cancel = opts.cancel.clone().unwrap_or_default();
+        let interp = self.ensure_interp(&limits).await?;
+        interp.set_clock(Clock {
+            deadline,
+            cancel: cancel.clone(),
+        });
+        {
+            let st = interp.state();
+            st.limiter.max_bytes = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
+            st.limiter.hit = false;
+            st.disk.max_bytes = limits.disk_bytes;
+            st.disk.max_files = limits.disk_files;
+            st.disk.hit = false;
+            st.disk.rescan();
+            st.door.open = false;
+        }
+
+        if !interp.installed {
+            interp.stdout.reset(64 << 10, None);
+            interp.stderr.reset(64 << 10, None);
+            let setup = setup_code();
+            let end = bounded(interp.turn(&setup), deadline).await;
+            let (_, _) = interp.stdout.take();
+            let (err, _) = interp.stderr.take();
+            match end {
+                TurnEnd::Returned(0) => interp.installed = true,
+                other => {
+                    self.interp = None;
+                    return Ok(failed_setup(other, &err, started));
+                }
+            }
+        }
+
+        let before = scan_files(&self.dirs.data);
+        let interp = self.interp.as_mut().expect("live");
+        interp.stdout.reset(limits.stdout_bytes, opts.tap.clone());
+        interp.stderr.reset(limits.stderr_bytes, opts.tap.clone());
+        let end = bounded(interp.turn(code), deadline).await;
+        let (stdout, stdout_truncated) = interp.stdout.take();
+        let (stderr, stderr_truncated) = interp.stderr.take();
+        let mem_hit = interp.state().limiter.hit;
+        let disk_hit = interp.state().disk.hit;
+
+        let mut result = ExecResult {
+            outcome: Outcome::Ok,
+            exit_code: None,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            stdout_truncated,
+            stderr_truncated,
+            result: None,
+            error: None,
+            detail: None,
+            files: vec![],
+            images: vec![],
+            duration: Duration::ZERO,
+            interpreter_reset: false,
+        };
+
+        let mut alive = true;
+        match end {
+            TurnEnd::Returned(status) if (0..=255).contains(&status) => {
+                result.exit_code = Some(status);
+                result.outcome = if status == 0 {
+                    Outcome::Ok
+                } else if mem_hit {
+                    Outcome::MemoryLimit
+                } else {
+                    Outcome::Error
+                };
+            }
+            TurnEnd::Returned(status) if (256..=511).contains(&status) => {
+                // exit()/quit(): the interpreter is finished.
+                let code = status - 256;
+                result.exit_code = Some(code);
+                result.outcome = if code == 0 { Outcome::Ok } else { Outcome::Error };
+                result.detail = Some("the interpreter exited; a new one starts on the next call".into());
+                alive = false;
+            }
+            TurnEnd::Returned(status) => {
+                result.outcome = Outcome::Crashed;
+                result.detail = Some(format!("the interpreter refused the turn (status {status})"));
+                alive = false;
+            }
+            TurnEnd::Exited(code) => {
+                result.exit_code = Some(code);
+                result.outcome = if code == 0 { Outcome::Ok } else { Outcome::Error };
+                result.detail = Some(format!("the process exited with status {code}"));
+                alive = false;
+            }
+            TurnEnd::Deadline => {
+                result.outcome = Outcome::Timeout;
+                result.detail = Some(format!(
+                    "execution exceeded the {:.3} s time limit",
+                    limits.timeout.as_secs_f64()
+                ));
+                alive = false;
+            }
+            TurnEnd::Cancelled => {
+                result.outcome = Outcome::Cancelled;
+                result.detail = Some("execution was cancelled".into());
+                alive = false;
+            }
+            TurnEnd::Trapped(msg) => {
+                result.outcome = if mem_hit {
+                    Outcome::MemoryLimit
+                } else {
+                    Outcome::Crashed
+                };
+                result.detail = Some(format!("the interpreter crashed: {msg}"));
+                alive = false;
+            }
+        }
+        if mem_hit && result.outcome == Outcome::MemoryLimit && result.detail.is_none() {
+            result.detail = Some(format!(
+                "the {} MiB memory limit was reached",
+                limits.memory_bytes >> 20
+            ));
+        }
+        if disk_hit && result.detail.is_none() {
+            result.detail = Some(format!(
+                "the storage quota ({} bytes, {} files in /mnt/data and /tmp) was reached",
+                limits.disk_bytes, limits.disk_files
+            ));
+        }
+
+        if alive {
+            self.finish(&mut result, deadline + FINISH_GRACE).await;
+        } else {
+            self.interp = None;
+            result.interpreter_reset = true;
+        }
+        if result.truncated() && matches!(result.outcome, Outcome::Ok | Outcome::Error) {
+            result.outcome = Outcome::OutputLimit;
+        }
+        result.files = changed_files(&self.dirs.data, &before, &scan_files(&self.dirs.data));
+        result.duration = started.elapsed();
+        self.last_used = Instant::now();
+        Ok(result)
+    }
+
+    /// Oasis's post-turn hook: collect the last value, the exception, and open figures.
+    async fn finish(&mut self, result: &mut ExecResult, deadline: Instant) {
+        let Some(interp) = self.interp.as_mut() else {
+            return;
+        };
+        interp.set_clock(Clock {
+            deadline,
+            cancel: Arc::new(AtomicBool::new(false)),
+        });
+        interp.stdout.reset(0, None);
+        interp.stderr.reset(16 << 10, None);
+        interp.state().door = super::wasi::Door {
+            open: true,
+            ..Default::default()
+        };
+        let end = bounded(interp.turn("__import__('_oasis').finish()"), deadline).await;
+        let door = std::mem::take(&mut interp.state().door);
+        let _ = interp.stdout.take();
+        let (err, _) = interp.stderr.take();
+        if !err.is_empty() {
+            result.stderr.push_str(&String::from_utf8_lossy(&err));
+        }
+        for frame in door.frames {
+            match frame.split_first() {
+                Some((b'I', png)) => result.images.push(png.to_vec()),
+                Some((b'R', json)) => {
+                    if let Ok(report) = serde_json::from_slice::<Report>(json) {
+                        result.result = report.result;
+                        result.error = report.error;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !matches!(end, TurnEnd::Returned(0)) {
+            tracing::warn!(session = %self.id, ?end, "post-turn hook failed; replacing the interpreter");
+            self.interp = None;
+            result.interpreter_reset = true;
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Report {
+    result: Option<String>,
+    error: Option<PythonError>,
+}
+
+/// Code of the first turn: install `_oasis` from `guest.py`.
+fn setup_code() -> String {
+    let src = serde_json::to_string(GUEST_HELPER).expect("a string serializes");
+    format!(
+        "def __oasis_setup():\n    import sys, types\n    m = types.ModuleType('_oasis')\n    \
+         exec(compile({src}, '<oasis>', 'exec'), m.__dict__)\n    sys.modules['_oasis'] = m\n    \
+         m.install()\n__oasis_setup()\ndel __oasis_setup\n"
+    )
+}
+
+fn failed_setup(end: TurnEnd, stderr: &[u8], started: Instant) -> ExecResult {
+    ExecResult {
+        outcome: match end {
+            TurnEnd::Deadline => Outcome::Timeout,
+            TurnEnd::Cancelled => Outcome::Cancelled,
+            _ => Outcome::Crashed,
+        },
+        exit_code: None,
+        stdout: String::new(),
+        stderr: String::from_utf8_lossy(stderr).into_owned(),
+        stdout_truncated: false,
+        stderr_truncated: false,
+        result: None,
+        error: None,
+        detail: Some(format!("the interpreter failed to start: {end:?}")),
+        files: vec![],
+        images: vec![],
+        duration: started.elapsed(),
+        interpreter_reset: true,
+    }
+}
+
+/// Run a turn, dropping it if it is still blocked (in a host wait) shortly after `deadline`.
+/// CPU-bound code is stopped at the deadline itself by the epoch callback.
+async fn bounded(fut: impl Future<Output = TurnEnd>, deadline: Instant) -> TurnEnd {
+    let at = tokio::time::Instant::from_std(deadline + BLOCKED_GRACE);
+    match tokio::time::timeout_at(at, fut).await {
+        Ok(end) => end,
+        Err(_) => TurnEnd::Deadline,
+    }
+}
+
+/// Regular files under `dir` (links not followed), by relative path.
+fn scan_files(dir: &Path) -> FileState {
+    let mut out = HashMap::new();
+    for entry in walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .min_depth(1)
+        .into_iter()
+        .flatten()
+    {
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let Ok(md) = entry.metadata() else { continue };
+        let Ok(rel) = entry.path().strip_prefix(dir) else {
+            continue;
+        };
+        let rel = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        #[cfg(unix)]
+        let ino = std::os::unix::fs::MetadataExt::ino(&md);
+        #[cfg(not(unix))]
+        let ino = 0;
+        out.insert(rel, (md.len(), md.modified().ok(), ino));
+    }
+    out
+}
+
+fn changed_files(dir: &Path, before: &FileState, after: &FileState) -> Vec<FileChange> {
+    let mut out: Vec<FileChange> = after
+        .iter()
+        .filter(|(rel, st)| before.get(*rel) != Some(*st))
+        .filter_map(|(rel, (size, _, _))| {
+            let sha256 = sha256_file(&dir.join(rel)).ok()?;
+            Some(FileChange {
+                path: format!("{GUEST_DATA}/{rel}"),
+                relative: rel.clone(),
+                size: *size,
+                sha256,
+                created: !before.contains_key(rel),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.relative.cmp(&b.relative));
+    out
+}

@@ -1,0 +1,6 @@
+//! The one integration-test binary. Tests run the real runtime: the first one to need it
+//! fetches, pre-initializes and compiles it into the shared data dir (minutes, once); the
+//! rest reuse the cache.
+
+mod helpers;
+mod sandbox;
