@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::sandbox::{DEFAULT_IMAGE, ExecOptions, Outcome, Progress, Sandbox, Session, SessionDirs};
+use crate::sandbox::{
+    DEFAULT_IMAGE, ExecOptions, Outcome, Progress, Sandbox, Session, SessionDirs,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct SandboxBenchArgs {
@@ -38,9 +40,11 @@ print(len(df))
 /// A small CSV for the chart.
 pub fn sales_csv() -> String {
     let mut s = String::from("month,revenue\n");
-    for (i, m) in ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        .iter()
-        .enumerate()
+    for (i, m) in [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .enumerate()
     {
         s.push_str(&format!("{m},{}\n", 1000 + i * 137 % 500));
     }
@@ -98,13 +102,25 @@ pub fn sandbox(data_dir: &Path, args: SandboxBenchArgs) -> anyhow::Result<()> {
             },
         )
     };
-    println!("oasis bench sandbox: image `{}` (warm = {:?})", image.image.name, image.image.warm);
+    println!(
+        "oasis bench sandbox: image `{}` (warm = {:?})",
+        image.image.name, image.image.warm
+    );
     println!(
         "machine: {} cores, {}",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
         std::fs::read_to_string("/proc/cpuinfo")
             .ok()
-            .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+            .and_then(
+                |c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
+                    .split(':')
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim()
+                    .to_string())
+            )
             .unwrap_or_default()
     );
 
@@ -115,7 +131,10 @@ pub fn sandbox(data_dir: &Path, args: SandboxBenchArgs) -> anyhow::Result<()> {
         let t = Instant::now();
         let r = rt.block_on(sess.exec("print(1)", &opts))?;
         s.push(t.elapsed());
-        anyhow::ensure!(r.outcome == Outcome::Ok && r.stdout == "1\n", "print(1) failed: {r:?}");
+        anyhow::ensure!(
+            r.outcome == Outcome::Ok && r.stdout == "1\n",
+            "print(1) failed: {r:?}"
+        );
     }
     let new_p50 = report("new session, print(1)", &mut s);
 
@@ -137,7 +156,10 @@ pub fn sandbox(data_dir: &Path, args: SandboxBenchArgs) -> anyhow::Result<()> {
     for i in 0..n.min(10) {
         let mut sess = mk(i, "chart");
         std::fs::create_dir_all(scratch.path().join(format!("chart-{i}/data")))?;
-        std::fs::write(scratch.path().join(format!("chart-{i}/data/sales.csv")), &csv)?;
+        std::fs::write(
+            scratch.path().join(format!("chart-{i}/data/sales.csv")),
+            &csv,
+        )?;
         let t = Instant::now();
         let r = rt.block_on(sess.exec(CHART_CODE, &opts))?;
         s.push(t.elapsed());
@@ -206,7 +228,11 @@ fn native_chart(csv: &str, n: usize) -> anyhow::Result<Option<Vec<Duration>>> {
             .output()
             .context("running python3")?;
         s.push(t.elapsed());
-        anyhow::ensure!(out.status.success(), "native chart failed: {}", String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(
+            out.status.success(),
+            "native chart failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(Some(s))
 }

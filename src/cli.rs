@@ -15,10 +15,19 @@ use crate::sandbox::{
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "oasis", version, about = "OpenAI-compatible Assistants API with a WASI Python code interpreter")]
+#[command(
+    name = "oasis",
+    version,
+    about = "OpenAI-compatible Assistants API with a WASI Python code interpreter"
+)]
 pub struct Cli {
     /// Folder for Oasis's state: the runtime, the compiled-module cache, sessions.
-    #[arg(long, global = true, env = "OASIS_DATA_DIR", default_value = "./oasis-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "OASIS_DATA_DIR",
+        default_value = "./oasis-data"
+    )]
     pub data_dir: PathBuf,
     #[command(subcommand)]
     pub command: Command,
@@ -125,7 +134,9 @@ fn exec(data_dir: &std::path::Path, args: ExecArgs) -> anyhow::Result<ExitCode> 
         (Some(c), _) => c.clone(),
         (None, Some(p)) if p.as_os_str() == "-" => {
             let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).context("reading stdin")?;
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading stdin")?;
             s
         }
         (None, Some(p)) => {
@@ -154,7 +165,10 @@ fn exec(data_dir: &std::path::Path, args: ExecArgs) -> anyhow::Result<ExitCode> 
     );
     let mut limits = image.image.limits();
     if let Some(t) = args.timeout {
-        anyhow::ensure!(t > 0.0 && t.is_finite(), "--timeout must be a positive number of seconds");
+        anyhow::ensure!(
+            t > 0.0 && t.is_finite(),
+            "--timeout must be a positive number of seconds"
+        );
         limits.timeout = Duration::from_secs_f64(t);
     }
     // Print output as the guest writes it.

@@ -34,7 +34,9 @@ pub fn new_engine() -> anyhow::Result<Engine> {
         .async_stack_size(10 << 20)
         .memory_init_cow(true)
         .parallel_compilation(true);
-    let engine = Engine::new(&cfg).map_err(anyhow::Error::from).context("configuring wasmtime")?;
+    let engine = Engine::new(&cfg)
+        .map_err(anyhow::Error::from)
+        .context("configuring wasmtime")?;
     spawn_ticker(&engine);
     Ok(engine)
 }
@@ -146,7 +148,10 @@ impl ModuleCache {
         drop(bytes);
         match self.load_verified(engine, &cwasm, &digest)? {
             Some(m) => Ok(m),
-            None => bail!("the module just compiled to {} does not load", cwasm.display()),
+            None => bail!(
+                "the module just compiled to {} does not load",
+                cwasm.display()
+            ),
         }
     }
 
@@ -178,5 +183,92 @@ impl ModuleCache {
                 Ok(None)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const EMPTY_MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+    fn engine() -> Engine {
+        new_engine().unwrap()
+    }
+
+    #[test]
+    fn concurrent_callers_compile_a_module_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine();
+        let cache = ModuleCache::new(dir.path());
+        let key = cache.key(&engine, "t", "abc", "");
+        let builds = Arc::new(AtomicUsize::new(0));
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                let (cache, engine, key, builds) = (&cache, &engine, &key, builds.clone());
+                s.spawn(move || {
+                    cache
+                        .get_or_compile(engine, key, &Progress::hidden(), || {
+                            builds.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(100));
+                            Ok(EMPTY_MODULE.to_vec())
+                        })
+                        .unwrap();
+                });
+            }
+        });
+        assert_eq!(builds.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_corrupt_or_tampered_cache_entry_is_rebuilt_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine();
+        let cache = ModuleCache::new(dir.path());
+        let key = cache.key(&engine, "t", "abc", "");
+        let builds = AtomicUsize::new(0);
+        let build = || {
+            builds.fetch_add(1, Ordering::SeqCst);
+            Ok(EMPTY_MODULE.to_vec())
+        };
+        cache
+            .get_or_compile(&engine, &key, &Progress::hidden(), build)
+            .unwrap();
+        let (cwasm, _, _) = cache.paths(&key);
+        // Flip one byte: the digest no longer matches.
+        let mut bytes = fs::read(&cwasm).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        fs::write(&cwasm, &bytes).unwrap();
+        cache
+            .get_or_compile(&engine, &key, &Progress::hidden(), build)
+            .unwrap();
+        assert_eq!(builds.load(Ordering::SeqCst), 2);
+        // Garbage with a matching digest (e.g. an entry from another wasmtime) is refused by
+        // wasmtime and rebuilt too.
+        fs::write(&cwasm, b"not a module").unwrap();
+        let (_, digest, _) = cache.paths(&key);
+        fs::write(&digest, hex::encode(Sha256::digest(b"not a module"))).unwrap();
+        cache
+            .get_or_compile(&engine, &key, &Progress::hidden(), build)
+            .unwrap();
+        assert_eq!(builds.load(Ordering::SeqCst), 3);
+        // A good entry is reused.
+        cache
+            .get_or_compile(&engine, &key, &Progress::hidden(), build)
+            .unwrap();
+        assert_eq!(builds.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn cache_keys_change_with_the_input_and_the_recipe() {
+        let engine = engine();
+        let cache = ModuleCache::new(Path::new("/nowhere"));
+        let a = cache.key(&engine, "m", "sha-a", "r1");
+        assert_ne!(a, cache.key(&engine, "m", "sha-b", "r1"));
+        assert_ne!(a, cache.key(&engine, "m", "sha-a", "r2"));
+        assert!(a.contains("wasmtime48"));
     }
 }

@@ -52,7 +52,15 @@ def _patch_pyplot():
     return plt
 
 
+def _uncount_turn():
+    # Oasis's own turns should not shift the `<turn N>` names in the user's tracebacks.
+    r = sys.modules.get("_reactor")
+    if r is not None and isinstance(getattr(r, "_turns", None), int) and r._turns > 0:
+        r._turns -= 1
+
+
 def install():
+    _uncount_turn()
     sys.displayhook = _displayhook
     sys.excepthook = _excepthook
     _patch_pyplot()
@@ -60,11 +68,14 @@ def install():
 
 def finish():
     global _result, _error
+    _uncount_turn()
+    plt = _patch_pyplot()
+    if _result is None and _error is None and (plt is None or not plt.get_fignums()):
+        return  # nothing to report: the common fast path
     import json
 
     import _host
 
-    plt = _patch_pyplot()
     if plt is not None:
         import io
 

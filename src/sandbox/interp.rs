@@ -76,7 +76,9 @@ impl Interpreter {
         env.sort();
         b.args(&["/usr/local/bin/python.wasm"])
             .envs(&env)
-            .stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(Vec::<u8>::new()))
+            .stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(
+                Vec::<u8>::new(),
+            ))
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_blocking_current_thread(true)
@@ -156,7 +158,6 @@ impl Interpreter {
             stderr,
             installed: false,
             clock,
-
         })
     }
 

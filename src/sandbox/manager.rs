@@ -172,7 +172,13 @@ impl SessionManager {
     }
 
     fn touch(&self, id: &str) {
-        if let Some(e) = self.inner.sessions.lock().expect("sessions lock").get_mut(id) {
+        if let Some(e) = self
+            .inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .get_mut(id)
+        {
             e.last_used = Instant::now();
         }
     }
@@ -235,7 +241,8 @@ impl SessionManager {
     /// Run [`Self::reap_idle`] periodically until the manager is dropped.
     pub fn spawn_reaper(&self) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(&self.inner);
-        let period = (self.inner.config.idle_ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(60));
+        let period = (self.inner.config.idle_ttl / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(60));
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(period).await;
@@ -270,15 +277,19 @@ impl SessionManager {
         if !valid_session_id(id) {
             return Err(SandboxError::InvalidSessionId(id.to_string()));
         }
-        let entry = self.inner.sessions.lock().expect("sessions lock").remove(id);
+        let entry = self
+            .inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .remove(id);
         if let Some(e) = &entry {
             e.slot.lock().await.evict();
         }
         let dir = self.inner.root.join(id);
         let existed = dir.exists();
         if existed {
-            std::fs::remove_dir_all(&dir)
-                .with_context(|| format!("deleting {}", dir.display()))?;
+            std::fs::remove_dir_all(&dir).with_context(|| format!("deleting {}", dir.display()))?;
         }
         Ok(existed || entry.is_some())
     }

@@ -78,7 +78,9 @@ impl Sandbox {
     pub fn open(data_dir: &Path, progress: Progress) -> anyhow::Result<Sandbox> {
         let runtime = Runtime::locate(data_dir, &progress)?;
         let engine = engine::new_engine()?;
-        let linker = wasi::linker(&engine).map_err(anyhow::Error::from).context("linking WASI")?;
+        let linker = wasi::linker(&engine)
+            .map_err(anyhow::Error::from)
+            .context("linking WASI")?;
         Ok(Sandbox {
             engine,
             runtime,
@@ -102,9 +104,13 @@ impl Sandbox {
         }
         let image = Image::load(name)?;
         let module = match image.warm {
-            Warm::Snapshot if !image.preimport.is_empty() => {
-                preinit::module(&self.engine, &self.cache, &self.runtime, &image, &self.progress)?
-            }
+            Warm::Snapshot if !image.preimport.is_empty() => preinit::module(
+                &self.engine,
+                &self.cache,
+                &self.runtime,
+                &image,
+                &self.progress,
+            )?,
             _ => {
                 let artifact = "python-snapshot.wasm";
                 let sha = self.runtime.pin.artifact_sha256(artifact)?;

@@ -38,10 +38,7 @@ pub fn module(
 ) -> anyhow::Result<Module> {
     let sha = runtime.pin.artifact_sha256(&image.artifact)?;
     let script = init_script(image);
-    let recipe = format!(
-        "preinit {RECIPE_VERSION}\n{script}\n{:?}",
-        image.env
-    );
+    let recipe = format!("preinit {RECIPE_VERSION}\n{script}\n{:?}", image.env);
     let key = cache.key(engine, &format!("{}-preinit", image.name), sha, &recipe);
     cache.get_or_compile(engine, &key, progress, || {
         let bar = progress.spinner(&format!(
@@ -88,7 +85,12 @@ fn patch(mut wasm: Vec<u8>) -> anyhow::Result<Vec<u8>> {
     Ok(wasm)
 }
 
-fn build(engine: &Engine, runtime: &Runtime, image: &Image, script: &str) -> anyhow::Result<Vec<u8>> {
+fn build(
+    engine: &Engine,
+    runtime: &Runtime,
+    image: &Image,
+    script: &str,
+) -> anyhow::Result<Vec<u8>> {
     let input = runtime.artifact(&image.artifact);
     let wasm = std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
     let wasm = patch(wasm)?;
@@ -140,7 +142,10 @@ async fn wize(
     b.preopened_dir(runtime.stdlib_dir(), "/usr/local/lib", FsPerms::ReadOnly)?;
     b.preopened_dir(
         runtime.mpl_data_dir(),
-        format!("/usr/local/lib/{}/matplotlib/mpl-data", runtime.stdlib_zip_name()),
+        format!(
+            "/usr/local/lib/{}/matplotlib/mpl-data",
+            runtime.stdlib_zip_name()
+        ),
         FsPerms::ReadOnly,
     )?;
     b.preopened_dir(tmp, "/tmp", FsPerms::ReadWrite)?;

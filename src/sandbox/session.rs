@@ -107,7 +107,11 @@ impl Session {
 
     /// Run `code` as the next cell. Blocking for the length of the call: run it on a thread
     /// that may block (the manager uses its pool).
-    pub async fn exec(&mut self, code: &str, opts: &ExecOptions) -> Result<ExecResult, SandboxError> {
+    pub async fn exec(
+        &mut self,
+        code: &str,
+        opts: &ExecOptions,
+    ) -> Result<ExecResult, SandboxError> {
         let started = Instant::now();
         self.last_used = started;
         let limits = opts
@@ -207,18 +211,29 @@ impl Session {
                 // exit()/quit(): the interpreter is finished.
                 let code = status - 256;
                 result.exit_code = Some(code);
-                result.outcome = if code == 0 { Outcome::Ok } else { Outcome::Error };
-                result.detail = Some("the interpreter exited; a new one starts on the next call".into());
+                result.outcome = if code == 0 {
+                    Outcome::Ok
+                } else {
+                    Outcome::Error
+                };
+                result.detail =
+                    Some("the interpreter exited; a new one starts on the next call".into());
                 alive = false;
             }
             TurnEnd::Returned(status) => {
                 result.outcome = Outcome::Crashed;
-                result.detail = Some(format!("the interpreter refused the turn (status {status})"));
+                result.detail = Some(format!(
+                    "the interpreter refused the turn (status {status})"
+                ));
                 alive = false;
             }
             TurnEnd::Exited(code) => {
                 result.exit_code = Some(code);
-                result.outcome = if code == 0 { Outcome::Ok } else { Outcome::Error };
+                result.outcome = if code == 0 {
+                    Outcome::Ok
+                } else {
+                    Outcome::Error
+                };
                 result.detail = Some(format!("the process exited with status {code}"));
                 alive = false;
             }
@@ -263,6 +278,19 @@ impl Session {
         } else {
             self.interp = None;
             result.interpreter_reset = true;
+        }
+        // An uncaught MemoryError is the memory limit, whether the cap refused a grow or
+        // CPython refused a request no 32-bit guest could satisfy.
+        if result.outcome == Outcome::Error
+            && result
+                .error
+                .as_ref()
+                .is_some_and(|e| e.name == "MemoryError")
+        {
+            result.outcome = Outcome::MemoryLimit;
+            result.detail.get_or_insert_with(|| {
+                format!("out of memory (limit {} MiB)", limits.memory_bytes >> 20)
+            });
         }
         if result.truncated() && matches!(result.outcome, Outcome::Ok | Outcome::Error) {
             result.outcome = Outcome::OutputLimit;

@@ -227,10 +227,7 @@ impl tokio::io::AsyncWrite for OutputSink {
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
     }
-    fn poll_shutdown(
-        self: Pin<&mut Self>,
-        _cx: &mut TaskContext<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
     }
 }
@@ -450,7 +447,11 @@ async fn door_call(
         return -2;
     };
     let ok = m
-        .write(&mut *caller, out_pp as u32 as usize, &(ptr as u32).to_le_bytes())
+        .write(
+            &mut *caller,
+            out_pp as u32 as usize,
+            &(ptr as u32).to_le_bytes(),
+        )
         .and_then(|_| m.write(&mut *caller, out_lp as u32 as usize, &0u32.to_le_bytes()));
     if ok.is_err() {
         return -2;

@@ -15,9 +15,11 @@ pub fn sandbox() -> Arc<Sandbox> {
     static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();
     SANDBOX
         .get_or_init(|| {
-            let sb = Sandbox::open(&data_dir(), Progress::stderr())
-                .expect("the runtime can be provisioned (python3 + pip + network, or OASIS_RUNTIME_DIR)");
-            sb.image("scientific").expect("the scientific image compiles");
+            let sb = Sandbox::open(&data_dir(), Progress::stderr()).expect(
+                "the runtime can be provisioned (python3 + pip + network, or OASIS_RUNTIME_DIR)",
+            );
+            sb.image("scientific")
+                .expect("the scientific image compiles");
             Arc::new(sb)
         })
         .clone()
@@ -26,7 +28,7 @@ pub fn sandbox() -> Arc<Sandbox> {
 /// A session manager over a fresh temporary root.
 pub struct Sessions {
     pub manager: SessionManager,
-    pub root: tempfile::TempDir,
+    pub _root: tempfile::TempDir,
 }
 
 pub async fn sessions(config: ManagerConfig) -> Sessions {
@@ -34,7 +36,7 @@ pub async fn sessions(config: ManagerConfig) -> Sessions {
     let root = tempfile::tempdir().unwrap();
     Sessions {
         manager: SessionManager::new(sb, root.path().join("sessions"), config),
-        root,
+        _root: root,
     }
 }
 
