@@ -1,42 +1,52 @@
-# Oasis's helper inside the guest interpreter, installed as the module `_oasis` before the first
-# user turn. It gives the host what a notebook shows: the last expression's value (kept instead
-# of printed), the exception of a failed turn, and every matplotlib figure left open, rendered to
-# PNG and closed. It reports through the runtime's door (`_host.call`), which the host opens only
-# while `finish()` runs, so user code cannot forge a report.
+# Oasis's helper inside the guest interpreter, the module `_oasis`. It gives the host what a
+# notebook shows: the last expression's value (kept instead of printed), the exception of a
+# failed turn, and every matplotlib figure left open, rendered to PNG and closed. It reports
+# through the runtime's door (`_host.call`) with one-letter frames:
+#   R<json>  the final expression's repr        E<json>  the uncaught exception
+#   F        a pyplot figure was opened          I<png>   a rendered figure (from finish())
+#   H        figure creation is hooked, so the host may skip finish() when no F was sent
 import sys
 
-_result = None
-_error = None
 _orig_excepthook = sys.excepthook
 
 
+def _send(frame):
+    try:
+        import _host
+
+        _host.call(frame)
+    except Exception:
+        pass  # the door is closed or full; never break the user's code over a report
+
+
 def _displayhook(value):
-    global _result
     if value is None:
         return
     import builtins
+    import json
 
     builtins._ = None
     try:
-        _result = repr(value)
+        text = repr(value)
     except BaseException as e:  # a broken __repr__ must not lose the turn
-        _result = "<repr failed: %s: %s>" % (type(e).__name__, e)
+        text = "<repr failed: %s: %s>" % (type(e).__name__, e)
     builtins._ = value
+    _send(b"R" + json.dumps(text).encode())
 
 
 def _excepthook(tp, value, tb):
-    global _error
     try:
+        import json
         import traceback
 
         text = "".join(traceback.format_exception(tp, value, tb))
+        try:
+            message = str(value)
+        except BaseException:
+            message = "<str failed>"
+        _send(b"E" + json.dumps({"name": tp.__name__, "message": message, "traceback": text}).encode())
     except BaseException:
-        text = ""
-    try:
-        message = str(value)
-    except BaseException:
-        message = "<str failed>"
-    _error = {"name": tp.__name__, "message": message, "traceback": text}
+        pass
     _orig_excepthook(tp, value, tb)
 
 
@@ -52,6 +62,25 @@ def _patch_pyplot():
     return plt
 
 
+def _hook_figures():
+    helpers = sys.modules.get("matplotlib._pylab_helpers")
+    if helpers is None:
+        return False
+    gcf = helpers.Gcf
+    orig = gcf.__dict__.get("_set_new_active_manager")
+    if orig is None or getattr(orig, "_oasis", False):
+        return orig is not None
+    func = orig.__func__
+
+    def _set_new_active_manager(cls, manager):
+        _send(b"F")
+        return func(cls, manager)
+
+    _set_new_active_manager._oasis = True
+    gcf._set_new_active_manager = classmethod(_set_new_active_manager)
+    return True
+
+
 def _uncount_turn():
     # Oasis's own turns should not shift the `<turn N>` names in the user's tracebacks.
     r = sys.modules.get("_reactor")
@@ -64,30 +93,23 @@ def install():
     sys.displayhook = _displayhook
     sys.excepthook = _excepthook
     _patch_pyplot()
+    if _hook_figures():
+        _send(b"H")
 
 
 def finish():
-    global _result, _error
     _uncount_turn()
     plt = _patch_pyplot()
-    if _result is None and _error is None and (plt is None or not plt.get_fignums()):
-        return  # nothing to report: the common fast path
-    import json
+    _hook_figures()
+    if plt is None or not plt.get_fignums():
+        return
+    import io
 
-    import _host
-
-    if plt is not None:
-        import io
-
-        for num in plt.get_fignums():
-            try:
-                buf = io.BytesIO()
-                plt.figure(num).savefig(buf, format="png")
-                _host.call(b"I" + buf.getvalue())
-            except Exception as e:
-                print("oasis: could not render figure %s: %s" % (num, e), file=sys.stderr)
-        plt.close("all")
-    report = {"result": _result, "error": _error}
-    _result = None
-    _error = None
-    _host.call(b"R" + json.dumps(report).encode())
+    for num in plt.get_fignums():
+        try:
+            buf = io.BytesIO()
+            plt.figure(num).savefig(buf, format="png")
+            _send(b"I" + buf.getvalue())
+        except Exception as e:
+            print("oasis: could not render figure %s: %s" % (num, e), file=sys.stderr)
+    plt.close("all")

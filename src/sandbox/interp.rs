@@ -49,6 +49,8 @@ pub struct Interpreter {
     pub stderr: OutputSink,
     /// Our helper module is installed (first call done).
     pub installed: bool,
+    /// The helper hooks figure creation, so the post-turn hook runs only after a figure opened.
+    pub figures_hooked: bool,
     /// Per-call deadline and cancel flag, shared with the epoch callback.
     clock: Arc<std::sync::Mutex<Clock>>,
 }
@@ -157,12 +159,25 @@ impl Interpreter {
             stdout,
             stderr,
             installed: false,
+            figures_hooked: false,
             clock,
         })
     }
 
     pub fn state(&mut self) -> &mut State {
         self.store.data_mut()
+    }
+
+    /// Take the frames the guest sent since the last take; the door stays open.
+    pub fn take_door(&mut self) -> Door {
+        let door = &mut self.store.data_mut().door;
+        std::mem::replace(
+            door,
+            Door {
+                open: door.open,
+                ..Door::default()
+            },
+        )
     }
 
     /// Set the deadline and cancel flag for the next turns.

@@ -61,6 +61,8 @@ fn init_script(image: &Image) -> String {
     if image.preimport.iter().any(|m| m.starts_with("matplotlib")) {
         s.push_str("import matplotlib.font_manager\nmatplotlib.font_manager.fontManager\n");
     }
+    // Oasis's helper module, so a new session need not compile it.
+    s.push_str(&super::session::define_helper_code());
     s
 }
 

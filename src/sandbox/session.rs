@@ -10,11 +10,13 @@ use super::interp::{Clock, GUEST_DATA, Interpreter, TurnEnd};
 use super::limits::{MAX_CODE_BYTES, MIN_MEMORY_BYTES};
 use super::result::{ExecResult, FileChange, Outcome, PythonError};
 use super::runtime::sha256_file;
-use super::wasi::OutputTap;
+use super::wasi::{Door, OutputTap};
 use super::{LoadedImage, SandboxError, SessionDirs};
 use crate::sandbox::Limits;
 
-const GUEST_HELPER: &str = include_str!("guest.py");
+/// Oasis's helper module, installed in each interpreter as `_oasis` (pre-initialized images
+/// already hold it; see `preinit.rs`).
+pub const GUEST_HELPER: &str = include_str!("guest.py");
 
 /// Time the post-turn hook (rendering figures) may take beyond the call's own deadline.
 const FINISH_GRACE: Duration = Duration::from_secs(20);
@@ -149,8 +151,10 @@ impl Session {
             st.disk.max_bytes = limits.disk_bytes;
             st.disk.max_files = limits.disk_files;
             st.disk.hit = false;
-            st.disk.rescan();
-            st.door.open = false;
+            st.door = Door {
+                open: true,
+                ..Door::default()
+            };
         }
 
         if !interp.installed {
@@ -160,6 +164,8 @@ impl Session {
             let end = bounded(interp.turn(&setup), deadline).await;
             let (_, _) = interp.stdout.take();
             let (err, _) = interp.stderr.take();
+            let door = interp.take_door();
+            interp.figures_hooked = door.frames.iter().any(|f| f == b"H");
             match end {
                 TurnEnd::Returned(0) => interp.installed = true,
                 other => {
@@ -176,6 +182,8 @@ impl Session {
         let end = bounded(interp.turn(code), deadline).await;
         let (stdout, stdout_truncated) = interp.stdout.take();
         let (stderr, stderr_truncated) = interp.stderr.take();
+        let door = interp.take_door();
+        let run_finish = !interp.figures_hooked || door.figure_opened;
         let mem_hit = interp.state().limiter.hit;
         let disk_hit = interp.state().disk.hit;
 
@@ -194,6 +202,7 @@ impl Session {
             duration: Duration::ZERO,
             interpreter_reset: false,
         };
+        read_frames(&mut result, door.frames);
 
         let mut alive = true;
         match end {
@@ -274,7 +283,9 @@ impl Session {
         }
 
         if alive {
-            self.finish(&mut result, deadline + FINISH_GRACE).await;
+            if run_finish {
+                self.finish(&mut result, deadline + FINISH_GRACE).await;
+            }
         } else {
             self.interp = None;
             result.interpreter_reset = true;
@@ -301,7 +312,7 @@ impl Session {
         Ok(result)
     }
 
-    /// Oasis's post-turn hook: collect the last value, the exception, and open figures.
+    /// Oasis's post-turn hook: render the figures left open, then close them.
     async fn finish(&mut self, result: &mut ExecResult, deadline: Instant) {
         let Some(interp) = self.interp.as_mut() else {
             return;
@@ -312,29 +323,14 @@ impl Session {
         });
         interp.stdout.reset(0, None);
         interp.stderr.reset(16 << 10, None);
-        interp.state().door = super::wasi::Door {
-            open: true,
-            ..Default::default()
-        };
         let end = bounded(interp.turn("__import__('_oasis').finish()"), deadline).await;
-        let door = std::mem::take(&mut interp.state().door);
+        let door = interp.take_door();
         let _ = interp.stdout.take();
         let (err, _) = interp.stderr.take();
         if !err.is_empty() {
             result.stderr.push_str(&String::from_utf8_lossy(&err));
         }
-        for frame in door.frames {
-            match frame.split_first() {
-                Some((b'I', png)) => result.images.push(png.to_vec()),
-                Some((b'R', json)) => {
-                    if let Ok(report) = serde_json::from_slice::<Report>(json) {
-                        result.result = report.result;
-                        result.error = report.error;
-                    }
-                }
-                _ => {}
-            }
-        }
+        read_frames(result, door.frames);
         if !matches!(end, TurnEnd::Returned(0)) {
             tracing::warn!(session = %self.id, ?end, "post-turn hook failed; replacing the interpreter");
             self.interp = None;
@@ -343,20 +339,39 @@ impl Session {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct Report {
-    result: Option<String>,
-    error: Option<PythonError>,
+/// Apply the `_oasis` helper's reports to `result`.
+fn read_frames(result: &mut ExecResult, frames: Vec<Vec<u8>>) {
+    for frame in frames {
+        match frame.split_first() {
+            Some((b'I', png)) => result.images.push(png.to_vec()),
+            Some((b'R', json)) => {
+                if let Ok(text) = serde_json::from_slice::<String>(json) {
+                    result.result = Some(text);
+                }
+            }
+            Some((b'E', json)) => {
+                if let Ok(e) = serde_json::from_slice::<PythonError>(json) {
+                    result.error = Some(e);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
-/// Code of the first turn: install `_oasis` from `guest.py`.
-fn setup_code() -> String {
+/// Python that defines `_oasis` from `guest.py` unless it is already there.
+pub fn define_helper_code() -> String {
     let src = serde_json::to_string(GUEST_HELPER).expect("a string serializes");
     format!(
-        "def __oasis_setup():\n    import sys, types\n    m = types.ModuleType('_oasis')\n    \
-         exec(compile({src}, '<oasis>', 'exec'), m.__dict__)\n    sys.modules['_oasis'] = m\n    \
-         m.install()\n__oasis_setup()\ndel __oasis_setup\n"
+        "def __oasis_define():\n    import sys, types\n    if '_oasis' in sys.modules:\n        return\n    \
+         m = types.ModuleType('_oasis')\n    exec(compile({src}, '<oasis>', 'exec'), m.__dict__)\n    \
+         sys.modules['_oasis'] = m\n__oasis_define()\ndel __oasis_define\n"
     )
+}
+
+/// Code of the first turn: define `_oasis` if needed and install its hooks.
+fn setup_code() -> String {
+    format!("{}__import__('_oasis').install()\n", define_helper_code())
 }
 
 fn failed_setup(end: TurnEnd, stderr: &[u8], started: Instant) -> ExecResult {

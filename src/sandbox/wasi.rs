@@ -7,7 +7,8 @@
 //!   happen, and refused with `ENOSPC` past it;
 //! - hard links are refused (`EPERM`): a link from a read-only mount into a writable one would
 //!   make a shared file writable;
-//! - `host.call` (the runtime's door) is open only while Oasis's own post-turn hook runs.
+//! - `host.call` (the runtime's door) carries the `_oasis` helper's reports (last value,
+//!   exception, figures), bounded in count and size per call.
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -69,20 +70,22 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// What the door accepts right now.
+/// Frames the guest sent through the door during the current turn.
 #[derive(Debug, Default)]
 pub struct Door {
-    /// Open only during Oasis's own hook turn.
+    /// Closed (the guest sees "no host") outside Oasis's calls, e.g. while pre-initializing.
     pub open: bool,
     pub frames: Vec<Vec<u8>>,
     pub bytes: usize,
+    /// A `F` frame arrived: a matplotlib figure was opened.
+    pub figure_opened: bool,
 }
 
 /// Byte and entry quota over a session's writable mounts.
 ///
-/// Usage is measured by a scan (without following links) at the start of each call, then every
-/// write is charged before it happens. When the running total would pass the quota, the
-/// folders are scanned again (deletions and overwrites free space) before saying no.
+/// Every write and creation is charged before it happens. When the running total would pass
+/// the quota, the folders are scanned (without following links) to learn the true usage
+/// (deletions, overwrites and files added from outside all show up) before saying no.
 #[derive(Debug)]
 pub struct DiskQuota {
     pub roots: Vec<PathBuf>,
@@ -423,11 +426,14 @@ async fn door_call(
     };
     {
         let door = &mut caller.data_mut().door;
-        if door.frames.len() >= MAX_DOOR_FRAMES || door.bytes + len > MAX_DOOR_FRAME * 4 {
+        if frame == b"F" {
+            door.figure_opened = true;
+        } else if door.frames.len() >= MAX_DOOR_FRAMES || door.bytes + len > MAX_DOOR_FRAME * 4 {
             return -2;
+        } else {
+            door.bytes += len;
+            door.frames.push(frame);
         }
-        door.bytes += len;
-        door.frames.push(frame);
     }
     // Answer with an empty frame: allocate it in the guest and write its address and length.
     let Some(alloc) = caller
