@@ -4,7 +4,6 @@
 # through the runtime's door (`_host.call`) with one-letter frames:
 #   R<json>  the final expression's repr        E<json>  the uncaught exception
 #   F        a pyplot figure was opened          I<png>   a rendered figure (from finish())
-#   H        figure creation is hooked, so the host may skip finish() when no F was sent
 import sys
 
 _orig_excepthook = sys.excepthook
@@ -94,7 +93,9 @@ def install():
     sys.excepthook = _excepthook
     _patch_pyplot()
     if _hook_figures():
-        _send(b"H")
+        # Said on stdout, not through the door: the door stays closed during the first turn,
+        # where the runtime's own setup would otherwise probe it.
+        sys.stdout.write("oasis:figures-hooked\n")
 
 
 def finish():

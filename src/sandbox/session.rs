@@ -158,14 +158,15 @@ impl Session {
         }
 
         if !interp.installed {
+            interp.state().door.open = false;
             interp.stdout.reset(64 << 10, None);
             interp.stderr.reset(64 << 10, None);
             let setup = setup_code();
             let end = bounded(interp.turn(&setup), deadline).await;
-            let (_, _) = interp.stdout.take();
+            let (out, _) = interp.stdout.take();
             let (err, _) = interp.stderr.take();
-            let door = interp.take_door();
-            interp.figures_hooked = door.frames.iter().any(|f| f == b"H");
+            interp.figures_hooked = out.ends_with(b"oasis:figures-hooked\n");
+            interp.state().door.open = true;
             match end {
                 TurnEnd::Returned(0) => interp.installed = true,
                 other => {
