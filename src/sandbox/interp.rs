@@ -168,6 +168,40 @@ impl Interpreter {
         self.store.data_mut()
     }
 
+    /// Run Oasis's first turn: define `_oasis` if the image does not hold it yet and install
+    /// its hooks. The door stays closed meanwhile (the runtime's own first-turn setup probes
+    /// it). On failure, returns how the turn ended and what it wrote to stderr.
+    pub async fn install(&mut self, deadline: Instant) -> Result<(), (TurnEnd, Vec<u8>)> {
+        self.set_clock(Clock {
+            deadline,
+            cancel: Arc::new(AtomicBool::new(false)),
+        });
+        let open = std::mem::replace(&mut self.state().door.open, false);
+        self.stdout.reset(64 << 10, None);
+        self.stderr.reset(64 << 10, None);
+        let at = tokio::time::Instant::from_std(deadline);
+        let end = tokio::time::timeout_at(at, self.turn(&setup_code()))
+            .await
+            .unwrap_or(TurnEnd::Deadline);
+        let (out, _) = self.stdout.take();
+        let (err, _) = self.stderr.take();
+        self.state().door.open = open;
+        match end {
+            TurnEnd::Returned(0) => {
+                self.figures_hooked = out.ends_with(b"oasis:figures-hooked\n");
+                self.installed = true;
+                Ok(())
+            }
+            other => Err((other, err)),
+        }
+    }
+
+    /// The session folders were renamed: point the quota at their new place. (The mounts
+    /// follow by themselves: they hold the folders open.)
+    pub fn rebase(&mut self, dirs: &SessionDirs) {
+        self.state().disk.roots = vec![dirs.data.clone(), dirs.tmp.clone()];
+    }
+
     /// Take the frames the guest sent since the last take; the door stays open.
     pub fn take_door(&mut self) -> Door {
         let door = &mut self.store.data_mut().door;
@@ -259,4 +293,23 @@ fn reset_tmp(
         }
     }
     Ok(())
+}
+
+/// Oasis's helper module, installed in each interpreter as `_oasis` (pre-initialized images
+/// already hold it; see `preinit.rs`).
+pub const GUEST_HELPER: &str = include_str!("guest.py");
+
+/// Python that defines `_oasis` from `guest.py` unless it is already there.
+pub fn define_helper_code() -> String {
+    let src = serde_json::to_string(GUEST_HELPER).expect("a string serializes");
+    format!(
+        "def __oasis_define():\n    import sys, types\n    if '_oasis' in sys.modules:\n        return\n    \
+         m = types.ModuleType('_oasis')\n    exec(compile({src}, '<oasis>', 'exec'), m.__dict__)\n    \
+         sys.modules['_oasis'] = m\n__oasis_define()\ndel __oasis_define\n"
+    )
+}
+
+/// Code of the first turn: define `_oasis` if needed and install its hooks.
+fn setup_code() -> String {
+    format!("{}__import__('_oasis').install()\n", define_helper_code())
 }

@@ -3,12 +3,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::Semaphore;
 
+use super::interp::Interpreter;
 use super::result::ExecResult;
 use super::session::{ExecOptions, Session};
 use super::{DEFAULT_IMAGE, Sandbox, SandboxError, SessionDirs};
@@ -22,6 +24,9 @@ pub struct ManagerConfig {
     pub max_live: usize,
     /// Most calls running guest code at once; others wait their turn.
     pub max_parallel: usize,
+    /// Interpreters of the default image kept started (first turn done) for new sessions;
+    /// 0 turns the warm pool off.
+    pub warm_pool: usize,
 }
 
 impl Default for ManagerConfig {
@@ -32,11 +37,15 @@ impl Default for ManagerConfig {
             max_parallel: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
+            warm_pool: 2,
         }
     }
 }
 
 type Slot = Arc<tokio::sync::Mutex<Session>>;
+
+/// Folder under the root that holds the warm pool's folders (not a valid session id).
+const WARM_DIR: &str = ".warm";
 
 struct Entry {
     slot: Slot,
@@ -56,6 +65,15 @@ struct Inner {
     config: ManagerConfig,
     sessions: Mutex<HashMap<String, Entry>>,
     pool: Arc<Semaphore>,
+    warm: Mutex<Vec<Pooled>>,
+    warm_seq: AtomicU64,
+    refilling: AtomicBool,
+}
+
+/// A started interpreter waiting for a new session, on its own fresh folders.
+struct Pooled {
+    dir: PathBuf,
+    interp: Interpreter,
 }
 
 impl std::fmt::Debug for SessionManager {
@@ -79,13 +97,19 @@ pub fn valid_session_id(id: &str) -> bool {
 impl SessionManager {
     pub fn new(sandbox: Arc<Sandbox>, root: impl Into<PathBuf>, config: ManagerConfig) -> Self {
         let pool = Arc::new(Semaphore::new(config.max_parallel.max(1)));
+        let root: PathBuf = root.into();
+        // Folders of a previous process's warm pool are no one's.
+        let _ = std::fs::remove_dir_all(root.join(WARM_DIR));
         SessionManager {
             inner: Arc::new(Inner {
                 sandbox,
-                root: root.into(),
+                root,
                 config,
                 sessions: Mutex::new(HashMap::new()),
                 pool,
+                warm: Mutex::new(Vec::new()),
+                warm_seq: AtomicU64::new(0),
+                refilling: AtomicBool::new(false),
             }),
         }
     }
@@ -132,6 +156,7 @@ impl SessionManager {
         self.touch(id);
         if !session.is_live() {
             self.make_room(id);
+            self.adopt_warm(id, &mut session);
         }
         let handle = tokio::runtime::Handle::current();
         let res = tokio::task::spawn_blocking(move || {
@@ -143,7 +168,97 @@ impl SessionManager {
         .await
         .context("the sandbox worker panicked")?;
         self.touch(id);
+        // Top the pool up after the call, so refilling does not compete with it.
+        self.refill_warm();
         res
+    }
+
+    /// Hand a warm interpreter to a session that has none. The warm interpreter's folders are
+    /// renamed into place as the session's (its mounts hold the folders open, so they follow);
+    /// files the session already had are moved into the warm `data/` first. `/tmp` starts
+    /// empty, as with any new interpreter.
+    fn adopt_warm(&self, id: &str, session: &mut Session) {
+        if session.image_name() != DEFAULT_IMAGE {
+            return;
+        }
+        let Some(p) = self.inner.warm.lock().expect("warm lock").pop() else {
+            return;
+        };
+        let target = self.inner.root.join(id);
+        if target.exists() && !move_entries(&target.join("data"), &p.dir.join("data")) {
+            let _ = std::fs::remove_dir_all(&p.dir);
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&target);
+        if std::fs::rename(&p.dir, &target).is_ok() {
+            session.adopt(
+                p.interp,
+                SessionDirs {
+                    data: target.join("data"),
+                    tmp: target.join("tmp"),
+                },
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&p.dir);
+        }
+    }
+
+    /// Top the warm pool up in the background (one refill task at a time).
+    pub fn refill_warm(&self) {
+        let want = self.inner.config.warm_pool;
+        if want == 0 || self.inner.refilling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            while this.inner.warm.lock().expect("warm lock").len() < want {
+                let Ok(permit) = this.inner.pool.clone().acquire_owned().await else {
+                    break;
+                };
+                let m = this.clone();
+                let handle = tokio::runtime::Handle::current();
+                let made = tokio::task::spawn_blocking(move || {
+                    let r = handle.block_on(m.start_warm());
+                    drop(permit);
+                    r
+                })
+                .await;
+                match made {
+                    Ok(Ok(p)) => this.inner.warm.lock().expect("warm lock").push(p),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "could not start a warm interpreter");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            this.inner.refilling.store(false, Ordering::Release);
+        });
+    }
+
+    async fn start_warm(&self) -> anyhow::Result<Pooled> {
+        let image = self.inner.sandbox.image(DEFAULT_IMAGE)?;
+        let n = self.inner.warm_seq.fetch_add(1, Ordering::Relaxed);
+        let dir = self.inner.root.join(WARM_DIR).join(n.to_string());
+        let dirs = SessionDirs {
+            data: dir.join("data"),
+            tmp: dir.join("tmp"),
+        };
+        let limits = image.image.limits();
+        let mut interp = Interpreter::start(&image, &dirs, limits.memory_bytes).await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        interp.install(deadline).await.map_err(|(end, err)| {
+            anyhow::anyhow!(
+                "first turn failed: {end:?}: {}",
+                String::from_utf8_lossy(&err)
+            )
+        })?;
+        Ok(Pooled { dir, interp })
+    }
+
+    /// Warm interpreters ready right now.
+    pub fn warm_count(&self) -> usize {
+        self.inner.warm.lock().expect("warm lock").len()
     }
 
     async fn slot(&self, id: &str, image: Option<&str>) -> Result<Slot, SandboxError> {
@@ -317,4 +432,31 @@ fn list_regular_files(dir: &Path) -> Vec<(String, u64)> {
         }
     }
     out
+}
+
+/// Move every entry of `from` into the empty folder `to` (same file system: renames only). On
+/// failure, what was moved goes back and `false` is returned.
+fn move_entries(from: &Path, to: &Path) -> bool {
+    let Ok(rd) = std::fs::read_dir(from) else {
+        return !from.exists();
+    };
+    let mut moved = vec![];
+    for entry in rd {
+        let ok = entry.ok().and_then(|e| {
+            let dst = to.join(e.file_name());
+            std::fs::rename(e.path(), &dst)
+                .ok()
+                .map(|_| (e.path(), dst))
+        });
+        match ok {
+            Some(pair) => moved.push(pair),
+            None => {
+                for (src, dst) in moved {
+                    let _ = std::fs::rename(dst, src);
+                }
+                return false;
+            }
+        }
+    }
+    true
 }

@@ -62,7 +62,7 @@ fn init_script(image: &Image) -> String {
         s.push_str("import matplotlib.font_manager\nmatplotlib.font_manager.fontManager\n");
     }
     // Oasis's helper module, so a new session need not compile it.
-    s.push_str(&super::session::define_helper_code());
+    s.push_str(&super::interp::define_helper_code());
     s
 }
 

@@ -14,10 +14,6 @@ use super::wasi::{Door, OutputTap};
 use super::{LoadedImage, SandboxError, SessionDirs};
 use crate::sandbox::Limits;
 
-/// Oasis's helper module, installed in each interpreter as `_oasis` (pre-initialized images
-/// already hold it; see `preinit.rs`).
-pub const GUEST_HELPER: &str = include_str!("guest.py");
-
 /// Time the post-turn hook (rendering figures) may take beyond the call's own deadline.
 const FINISH_GRACE: Duration = Duration::from_secs(20);
 /// Slack before a call blocked in a host wait (e.g. `time.sleep`) is dropped.
@@ -92,11 +88,12 @@ impl Session {
         self.interp.as_ref().map(Interpreter::memory_bytes)
     }
 
-    /// Start the interpreter now, if it is not live.
-    pub async fn warm_up(&mut self) -> Result<(), SandboxError> {
-        let limits = self.image.image.limits();
-        self.ensure_interp(&limits).await?;
-        Ok(())
+    /// Give this session an interpreter that was started elsewhere (the warm pool) on
+    /// folders that now are this session's `dirs`.
+    pub fn adopt(&mut self, mut interp: Interpreter, dirs: SessionDirs) {
+        interp.rebase(&dirs);
+        self.dirs = dirs;
+        self.interp = Some(interp);
     }
 
     async fn ensure_interp(&mut self, limits: &Limits) -> Result<&mut Interpreter, SandboxError> {
@@ -157,23 +154,11 @@ impl Session {
             };
         }
 
-        if !interp.installed {
-            interp.state().door.open = false;
-            interp.stdout.reset(64 << 10, None);
-            interp.stderr.reset(64 << 10, None);
-            let setup = setup_code();
-            let end = bounded(interp.turn(&setup), deadline).await;
-            let (out, _) = interp.stdout.take();
-            let (err, _) = interp.stderr.take();
-            interp.figures_hooked = out.ends_with(b"oasis:figures-hooked\n");
-            interp.state().door.open = true;
-            match end {
-                TurnEnd::Returned(0) => interp.installed = true,
-                other => {
-                    self.interp = None;
-                    return Ok(failed_setup(other, &err, started));
-                }
-            }
+        if !interp.installed
+            && let Err((end, err)) = interp.install(deadline).await
+        {
+            self.interp = None;
+            return Ok(failed_setup(end, &err, started));
         }
 
         let before = scan_files(&self.dirs.data);
@@ -358,21 +343,6 @@ fn read_frames(result: &mut ExecResult, frames: Vec<Vec<u8>>) {
             _ => {}
         }
     }
-}
-
-/// Python that defines `_oasis` from `guest.py` unless it is already there.
-pub fn define_helper_code() -> String {
-    let src = serde_json::to_string(GUEST_HELPER).expect("a string serializes");
-    format!(
-        "def __oasis_define():\n    import sys, types\n    if '_oasis' in sys.modules:\n        return\n    \
-         m = types.ModuleType('_oasis')\n    exec(compile({src}, '<oasis>', 'exec'), m.__dict__)\n    \
-         sys.modules['_oasis'] = m\n__oasis_define()\ndel __oasis_define\n"
-    )
-}
-
-/// Code of the first turn: define `_oasis` if needed and install its hooks.
-fn setup_code() -> String {
-    format!("{}__import__('_oasis').install()\n", define_helper_code())
 }
 
 fn failed_setup(end: TurnEnd, stderr: &[u8], started: Instant) -> ExecResult {

@@ -418,3 +418,56 @@ async fn bad_ids_and_unknown_images_are_clear_errors() {
         .unwrap_err();
     assert!(e.to_string().contains("unknown image `nope`"), "{e}");
 }
+
+async fn wait_warm(s: &Sessions, n: usize) {
+    s.manager.refill_warm();
+    let until = Instant::now() + Duration::from_secs(60);
+    while s.manager.warm_count() < n {
+        assert!(Instant::now() < until, "the warm pool never filled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn warm_interpreters_serve_new_and_returning_sessions_with_their_own_files() {
+    let s = sessions(ManagerConfig {
+        warm_pool: 2,
+        ..ManagerConfig::default()
+    })
+    .await;
+    wait_warm(&s, 2).await;
+    // A brand-new session takes a warm interpreter; its files land in its own folder.
+    let r = run(
+        &s,
+        "w1",
+        "open('/mnt/data/one.txt', 'w').write('1')\nimport os\nos.listdir('/mnt/data')",
+    )
+    .await;
+    assert_eq!(r.result.as_deref(), Some("['one.txt']"), "{r:?}");
+    assert!(s.manager.data_dir("w1").unwrap().join("one.txt").is_file());
+    // A session whose files were put there first (e.g. uploads) sees them.
+    let data = s.manager.data_dir("w2").unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("in.csv"), "a,b\n1,2\n").unwrap();
+    wait_warm(&s, 2).await;
+    let r = run(&s, "w2", "import os\nsorted(os.listdir('/mnt/data'))").await;
+    assert_eq!(r.result.as_deref(), Some("['in.csv']"), "{r:?}");
+    // The quota follows the session's folders.
+    let r = run_with(
+        &s,
+        "w2",
+        "with open('/mnt/data/big', 'wb') as f:\n    f.write(b'x' * 5000)",
+        |l| l.disk_bytes = 1000,
+    )
+    .await;
+    assert_eq!(
+        r.error.map(|e| e.name).as_deref(),
+        Some("OSError"),
+        "{:?}",
+        r.stderr
+    );
+    // Another new session sees neither.
+    wait_warm(&s, 1).await;
+    let r = run(&s, "w3", "import os\nos.listdir('/mnt/data')").await;
+    assert_eq!(r.result.as_deref(), Some("[]"));
+}
