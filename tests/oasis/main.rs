@@ -2,5 +2,6 @@
 //! fetches, pre-initializes and compiles it into the shared data dir (minutes, once); the
 //! rest reuse the cache.
 
+mod cli;
 mod helpers;
 mod sandbox;

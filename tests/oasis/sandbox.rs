@@ -471,3 +471,33 @@ async fn warm_interpreters_serve_new_and_returning_sessions_with_their_own_files
     let r = run(&s, "w3", "import os\nos.listdir('/mnt/data')").await;
     assert_eq!(r.result.as_deref(), Some("[]"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_guest_has_no_network_and_no_processes() {
+    let s = sessions(ManagerConfig::default()).await;
+    let r = run(
+        &s,
+        "net",
+        r#"
+import socket, os, subprocess
+out = []
+for attempt in [
+    lambda: socket.create_connection(('169.254.169.254', 80), timeout=1),
+    lambda: socket.getaddrinfo('example.com', 80),
+    lambda: __import__('urllib.request').request.urlopen('http://127.0.0.1:1', timeout=1),
+    lambda: subprocess.run(['id']),
+    lambda: os.system('id'),
+]:
+    try:
+        res = attempt()
+        out.append('ALLOWED' if res not in (-1, None) else 'refused')
+    except Exception as e:
+        out.append('refused')
+print(out)
+"#,
+    )
+    .await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    assert!(!r.stdout.contains("ALLOWED"), "{}", r.stdout);
+    assert_eq!(r.stdout.matches("refused").count(), 5, "{}", r.stdout);
+}
