@@ -29,8 +29,9 @@ pub struct Cli {
         default_value = "./oasis-data"
     )]
     pub data_dir: PathBuf,
+    /// What to do; without one, `serve`.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -40,6 +41,8 @@ pub enum Command {
         #[command(subcommand)]
         action: RuntimeAction,
     },
+    /// Serve the OpenAI-compatible API.
+    Serve(crate::server::ServeArgs),
     /// Run Python in a fresh sandbox session and print what it printed.
     Exec(ExecArgs),
     /// Run benchmarks and print numbers.
@@ -86,10 +89,14 @@ pub struct ExecArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let default_filter = match cli.command {
+        None | Some(Command::Serve(_)) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OASIS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -103,7 +110,15 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+    let command = cli
+        .command
+        .unwrap_or(Command::Serve(crate::server::ServeArgs {
+            addr: None,
+            config: None,
+            mode: None,
+            cache_dir: None,
+        }));
+    match command {
         Command::Runtime { action } => {
             let progress = Progress::stderr();
             match action {
@@ -117,6 +132,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     progress.message(&format!("image `{image}` is ready"));
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(args) => {
+            crate::server::run(&cli.data_dir, args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Exec(args) => exec(&cli.data_dir, args),

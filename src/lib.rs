@@ -2,10 +2,18 @@
 //! model-written Python in WASI CPython on wasmtime.
 //!
 //! # Layout
+//! - [`api`]: the HTTP API (axum, OpenAI's wire format and errors).
+//! - [`server`]: `oasis serve`: settings, state, lifecycle.
+//! - [`model`]: the Assistants API's objects as stored.
+//! - [`store`]: storage behind a trait; SQLite by default. The only module that speaks SQL.
 //! - [`sandbox`]: the code-interpreter sandbox (wasmtime, WASI, sessions). Knows no HTTP or SQL.
 //! - [`cli`]: the `oasis` command line.
 //! - [`bench`]: `oasis bench`, benchmarks that print numbers (never timed tests).
 
+pub mod api;
 pub mod bench;
 pub mod cli;
+pub mod model;
 pub mod sandbox;
+pub mod server;
+pub mod store;

@@ -41,3 +41,149 @@ pub async fn sessions(config: ManagerConfig) -> Sessions {
 }
 
 pub const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+/// An Oasis server on a free port with its own data dir (runtime cache shared).
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(None, |_| {}).await
+    }
+
+    /// Spawn on `dir` (a new temp dir if `None`), after `tweak` adjusts the settings.
+    pub async fn spawn_with(
+        dir: Option<PathBuf>,
+        tweak: impl FnOnce(&mut oasis::server::Settings),
+    ) -> TestApp {
+        let (tmp, data_dir) = match dir {
+            Some(d) => (None, d),
+            None => {
+                let t = tempfile::tempdir().unwrap();
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        let args = oasis::server::ServeArgs {
+            addr: None,
+            config: None,
+            mode: None,
+            cache_dir: Some(self::data_dir()),
+        };
+        let mut settings = oasis::server::Settings::resolve(&data_dir, &args).unwrap();
+        settings.api.api_keys = None;
+        tweak(&mut settings);
+        let sb = tokio::task::spawn_blocking(sandbox).await.unwrap();
+        let s2 = settings.clone();
+        let state = tokio::task::spawn_blocking(move || oasis::server::build_state(&s2, Some(sb)))
+            .await
+            .unwrap()
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            oasis::server::serve(listener, state, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestApp {
+            base,
+            client: reqwest::Client::new(),
+            data_dir,
+            _dir: tmp,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// Stop the server and wait for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .header("OpenAI-Beta", "assistants=v2")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self.client.delete(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn upload(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        purpose: &str,
+    ) -> (u16, serde_json::Value) {
+        let form = reqwest::multipart::Form::new()
+            .text("purpose", purpose.to_string())
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes).file_name(name.to_string()),
+            );
+        let r = self
+            .client
+            .post(self.url("/v1/files"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// An OpenAI error body's parts.
+pub fn err_parts(v: &serde_json::Value) -> (String, String, Option<String>) {
+    let e = &v["error"];
+    assert!(e.is_object(), "not an OpenAI error body: {v}");
+    assert!(e.get("code").is_some() && e.get("param").is_some(), "{v}");
+    (
+        e["message"].as_str().unwrap_or_default().to_string(),
+        e["type"].as_str().unwrap_or_default().to_string(),
+        e["param"].as_str().map(str::to_string),
+    )
+}

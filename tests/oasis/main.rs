@@ -2,6 +2,7 @@
 //! fetches, pre-initializes and compiles it into the shared data dir (minutes, once); the
 //! rest reuse the cache.
 
+mod api;
 mod cli;
 mod helpers;
 mod sandbox;

@@ -1,0 +1,120 @@
+//! OpenAI-shaped errors: `{"error":{"message","type","param","code"}}` with the right status.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::sandbox::SandboxError;
+use crate::store::StoreError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<String>,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        let kind = match status.as_u16() {
+            401 => "invalid_request_error",
+            429 => "rate_limit_error",
+            s if s >= 500 => "server_error",
+            _ => "invalid_request_error",
+        };
+        ApiError {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
+            code: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// A 400 about one request field.
+    pub fn invalid(param: &str, message: impl Into<String>) -> ApiError {
+        ApiError::bad_request(message).param(param)
+    }
+
+    pub fn not_found(noun: &str, id: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("No {noun} found with id '{id}'."),
+        )
+    }
+
+    pub fn internal(err: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %err, "internal error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The server had an error while processing your request. Sorry about that!",
+        )
+    }
+
+    pub fn param(mut self, param: &str) -> ApiError {
+        self.param = Some(param.to_string());
+        self
+    }
+
+    pub fn code(mut self, code: &str) -> ApiError {
+        self.code = Some(code.to_string());
+        self
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        }})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body())).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound { kind, id } => ApiError::not_found(kind, &id),
+            StoreError::BadCursor { param, id } => ApiError::invalid(
+                param,
+                format!("Invalid '{param}': no object with id '{id}' in this list."),
+            ),
+            StoreError::Duplicate(id) => {
+                ApiError::bad_request(format!("An object with id '{id}' already exists."))
+            }
+            StoreError::Other(e) => ApiError::internal(format!("{e:#}")),
+        }
+    }
+}
+
+impl From<SandboxError> for ApiError {
+    fn from(e: SandboxError) -> ApiError {
+        match e {
+            SandboxError::UnknownImage { .. } => ApiError::invalid("image", e.to_string()),
+            SandboxError::InvalidSessionId(_) => ApiError::invalid("session_id", e.to_string()),
+            SandboxError::InvalidInput(_) => ApiError::invalid("code", e.to_string()),
+            SandboxError::ImageMismatch { .. } => ApiError::invalid("image", e.to_string()),
+            SandboxError::Internal(e) => ApiError::internal(format!("{e:#}")),
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> ApiError {
+        ApiError::internal(e)
+    }
+}

@@ -1,0 +1,141 @@
+//! Request extraction with OpenAI-shaped errors, list queries and the list envelope.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::store::{Order, Page};
+
+/// JSON body; malformed JSON, wrong types and unknown fields become 400s in OpenAI's words.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            ApiError::new(e.status(), format!("Could not read the request body: {e}"))
+        })?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(bytes)
+            .map(ApiJson)
+            .map_err(|e| json_error(&e))
+    }
+}
+
+/// Turn a serde error into OpenAI's message.
+pub fn json_error(e: &serde_json::Error) -> ApiError {
+    let msg = e.to_string();
+    if let Some(rest) = msg.strip_prefix("unknown field `")
+        && let Some(field) = rest.split('`').next()
+    {
+        return ApiError::invalid(
+            field,
+            format!("Unrecognized request argument supplied: {field}"),
+        );
+    }
+    if let Some(rest) = msg.strip_prefix("missing field `")
+        && let Some(field) = rest.split('`').next()
+    {
+        return ApiError::invalid(field, format!("Missing required parameter: '{field}'."));
+    }
+    match e.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+            ApiError::bad_request(format!(
+                "We could not parse the JSON body of your request. ({msg}) (HINT: This likely \
+                 means you aren't using your HTTP library correctly. The OpenAI API expects a \
+                 JSON payload, but what was sent was not valid JSON.)"
+            ))
+        }
+        _ => ApiError::bad_request(format!("Invalid request body: {msg}")),
+    }
+}
+
+/// `?limit&order&after&before`.
+#[derive(Debug, serde::Deserialize)]
+pub struct ListQuery {
+    pub limit: Option<String>,
+    pub order: Option<String>,
+    pub after: Option<String>,
+    pub before: Option<String>,
+    pub purpose: Option<String>,
+    pub run_id: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ListQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Query(q) = Query::<ListQuery>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("Invalid query parameters: {e}")))?;
+        Ok(q)
+    }
+}
+
+impl ListQuery {
+    pub fn page(&self) -> Result<Page, ApiError> {
+        let limit = match &self.limit {
+            None => 20,
+            Some(s) => match s.parse::<i64>() {
+                Ok(n) if (1..=100).contains(&n) => n as usize,
+                _ => {
+                    return Err(ApiError::invalid(
+                        "limit",
+                        format!("Invalid 'limit': integer must be between 1 and 100, got '{s}'."),
+                    ));
+                }
+            },
+        };
+        let order = match self.order.as_deref() {
+            None | Some("desc") => Order::Desc,
+            Some("asc") => Order::Asc,
+            Some(o) => {
+                return Err(ApiError::invalid(
+                    "order",
+                    format!("Invalid 'order': expected 'asc' or 'desc', got '{o}'."),
+                ));
+            }
+        };
+        Ok(Page {
+            limit,
+            order,
+            after: self.after.clone().filter(|s| !s.is_empty()),
+            before: self.before.clone().filter(|s| !s.is_empty()),
+        })
+    }
+}
+
+/// `{object:"list", data, first_id, last_id, has_more}`.
+#[derive(Debug, Serialize)]
+pub struct ListBody<T> {
+    pub object: &'static str,
+    pub data: Vec<T>,
+    pub first_id: Option<String>,
+    pub last_id: Option<String>,
+    pub has_more: bool,
+}
+
+impl<T: crate::model::Object> ListBody<T> {
+    pub fn new(data: Vec<T>, has_more: bool) -> ListBody<T> {
+        ListBody {
+            object: "list",
+            first_id: data.first().map(|o| o.id().to_string()),
+            last_id: data.last().map(|o| o.id().to_string()),
+            data,
+            has_more,
+        }
+    }
+}
+
+/// `{id, object, deleted}`.
+pub fn deleted(id: &str, object: &str) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"id": id, "object": object, "deleted": true}))
+}

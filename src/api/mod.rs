@@ -1,0 +1,185 @@
+//! The HTTP API: the only module that knows axum and OpenAI's wire format.
+
+mod assistants;
+mod code_interpreter;
+mod error;
+mod extract;
+mod files;
+mod threads;
+mod validate;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+pub use error::{ApiError, ApiResult};
+
+use crate::sandbox::SessionManager;
+use crate::store::{Store, StoreError};
+
+/// Which routes a server exposes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Everything: files, assistants, threads, messages and the code interpreter.
+    All,
+    /// Only `/health`, the code-interpreter endpoints and `/v1/files`.
+    Tools,
+}
+
+/// Settings the handlers read.
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// Accepted bearer keys; `None` accepts any request.
+    pub api_keys: Option<Arc<Vec<String>>>,
+    pub max_upload_bytes: u64,
+    pub mode: Mode,
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field(
+                "api_keys",
+                &self
+                    .api_keys
+                    .as_ref()
+                    .map(|k| format!("{} key(s), redacted", k.len())),
+            )
+            .field("max_upload_bytes", &self.max_upload_bytes)
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub files_dir: PathBuf,
+    pub sessions: Option<SessionManager>,
+    pub config: ApiConfig,
+}
+
+/// Run blocking store work off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+) -> ApiResult<T> {
+    let store = state.store.clone();
+    Ok(tokio::task::spawn_blocking(move || f(store.as_ref())).await??)
+}
+
+/// The whole router for `state.config.mode`.
+pub fn router(state: AppState) -> Router {
+    let mut v1 = Router::new()
+        .merge(files::router(state.config.max_upload_bytes))
+        .merge(code_interpreter::router());
+    if state.config.mode == Mode::All {
+        v1 = v1.merge(assistants::router()).merge(threads::router());
+    }
+    let v1 = v1
+        .layer(middleware::from_fn(beta_header))
+        .layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route("/health", get(health))
+        .merge(v1)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn health() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("Invalid URL ({method} {})", uri.path()),
+    )
+}
+
+/// `Authorization: Bearer <key>` against `OASIS_API_KEYS`, when set.
+async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(keys) = &state.config.api_keys else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "You didn't provide an API key. You need to provide your API key in an Authorization \
+             header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+        )
+        .into_response(),
+        Some(k)
+            if keys
+                .iter()
+                .any(|ok| constant_time_eq(ok.as_bytes(), k.as_bytes())) =>
+        {
+            next.run(req).await
+        }
+        Some(k) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            format!("Incorrect API key provided: {}.", redact(k)),
+        )
+        .code("invalid_api_key")
+        .into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Show only the ends of a key, as OpenAI does.
+fn redact(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    if chars.len() <= 8 {
+        return "*".repeat(chars.len());
+    }
+    let head: String = chars[..3].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}{}{tail}", "*".repeat(chars.len() - 7))
+}
+
+/// `OpenAI-Beta: assistants=v1` is gone; v2 or no header is served.
+async fn beta_header(req: Request, next: Next) -> Response {
+    let v1 = req
+        .headers()
+        .get_all("openai-beta")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim() == "assistants=v1");
+    if v1 {
+        return ApiError::bad_request(
+            "The v1 Assistants API has been deprecated. Please try again by setting the header \
+             'OpenAI-Beta: assistants=v2'.",
+        )
+        .code("invalid_beta")
+        .into_response();
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_redacted_in_errors() {
+        assert_eq!(redact("sk-abcdefghijkl"), "sk-********ijkl");
+        assert_eq!(redact("short"), "*****");
+    }
+}

@@ -1,0 +1,248 @@
+//! `/v1/threads` and `/v1/threads/{id}/messages`.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{ApiJson, ListBody, ListQuery, deleted};
+use super::{AppState, blocking, validate};
+use crate::model::{Attachment, Kind, Message, Metadata, Thread, ToolResources, new_id, now};
+use crate::store::{Filter, Record, StoreExt};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/threads", get(list_threads).post(create_thread))
+        .route(
+            "/v1/threads/{thread_id}",
+            get(retrieve_thread)
+                .post(modify_thread)
+                .delete(delete_thread),
+        )
+        .route(
+            "/v1/threads/{thread_id}/messages",
+            get(list_messages).post(create_message),
+        )
+        .route(
+            "/v1/threads/{thread_id}/messages/{message_id}",
+            get(retrieve_message)
+                .post(modify_message)
+                .delete(delete_message),
+        )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateMessage {
+    pub role: String,
+    pub content: validate::ContentInput,
+    pub attachments: Option<Vec<Attachment>>,
+    pub metadata: Option<Metadata>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateThread {
+    messages: Option<Vec<CreateMessage>>,
+    tool_resources: Option<ToolResources>,
+    metadata: Option<Metadata>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModifyThread {
+    tool_resources: Option<ToolResources>,
+    metadata: Option<Metadata>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModifyMessage {
+    metadata: Option<Metadata>,
+}
+
+/// Validate a message request and build the message (not stored).
+pub async fn build_message(
+    state: &AppState,
+    thread_id: &str,
+    req: CreateMessage,
+) -> ApiResult<Message> {
+    validate::role(&req.role)?;
+    let content = validate::content(state, req.content).await?;
+    let attachments = validate::attachments(state, &req.attachments).await?;
+    let metadata = validate::metadata(&req.metadata)?;
+    let t = now();
+    Ok(Message {
+        id: new_id("msg_"),
+        object: "thread.message".into(),
+        created_at: t,
+        thread_id: thread_id.to_string(),
+        status: "completed".into(),
+        incomplete_details: None,
+        completed_at: Some(t),
+        incomplete_at: None,
+        role: req.role,
+        content,
+        assistant_id: None,
+        run_id: None,
+        attachments,
+        metadata,
+    })
+}
+
+async fn create_thread(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CreateThread>,
+) -> ApiResult<Json<Thread>> {
+    let thread = Thread {
+        id: new_id("thread_"),
+        object: "thread".into(),
+        created_at: now(),
+        tool_resources: validate::tool_resources(&state, &req.tool_resources).await?,
+        metadata: validate::metadata(&req.metadata)?,
+    };
+    let mut records = vec![Record::of(&thread)?];
+    for (i, m) in req.messages.unwrap_or_default().into_iter().enumerate() {
+        let msg = build_message(&state, &thread.id, m)
+            .await
+            .map_err(|mut e| {
+                e.param = Some(format!("messages[{i}].{}", e.param.unwrap_or_default()));
+                e
+            })?;
+        records.push(Record::of(&msg)?);
+    }
+    blocking(&state, move |s| s.insert_all(&records)).await?;
+    Ok(Json(thread))
+}
+
+async fn retrieve_thread(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Thread>> {
+    Ok(Json(
+        blocking(&state, move |s| s.fetch::<Thread>(&id)).await?,
+    ))
+}
+
+async fn modify_thread(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ModifyThread>,
+) -> ApiResult<Json<Thread>> {
+    let id2 = id.clone();
+    let mut t = blocking(&state, move |s| s.fetch::<Thread>(&id2)).await?;
+    if req.tool_resources.is_some() {
+        t.tool_resources = validate::tool_resources(&state, &req.tool_resources).await?;
+    }
+    if req.metadata.is_some() {
+        t.metadata = validate::metadata(&req.metadata)?;
+    }
+    let out = t.clone();
+    blocking(&state, move |s| s.save(&t)).await?;
+    Ok(Json(out))
+}
+
+/// Deleting a thread deletes its messages (one transaction) and its sandbox session.
+async fn delete_thread(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let id2 = id.clone();
+    let existed = blocking(&state, move |s| s.delete(Kind::Thread, &id2)).await?;
+    if !existed {
+        return Err(ApiError::not_found("thread", &id));
+    }
+    if let Some(sessions) = &state.sessions {
+        sessions.remove(&id).await?;
+    }
+    Ok(deleted(&id, "thread.deleted"))
+}
+
+/// Oasis extension (OpenAI has no thread list).
+async fn list_threads(
+    State(state): State<AppState>,
+    q: ListQuery,
+) -> ApiResult<Json<ListBody<Thread>>> {
+    let page = q.page()?;
+    let (data, more) = blocking(&state, move |s| s.page::<Thread>(None, None, &page)).await?;
+    Ok(Json(ListBody::new(data, more)))
+}
+
+async fn create_message(
+    State(state): State<AppState>,
+    Path(thread_id): Path<String>,
+    ApiJson(req): ApiJson<CreateMessage>,
+) -> ApiResult<Json<Message>> {
+    let tid = thread_id.clone();
+    blocking(&state, move |s| s.fetch::<Thread>(&tid)).await?;
+    let msg = build_message(&state, &thread_id, req).await?;
+    let out = msg.clone();
+    blocking(&state, move |s| s.insert(&msg)).await?;
+    Ok(Json(out))
+}
+
+async fn fetch_message(
+    state: &AppState,
+    thread_id: String,
+    message_id: String,
+) -> ApiResult<Message> {
+    let tid = thread_id.clone();
+    blocking(state, move |s| s.fetch::<Thread>(&tid)).await?;
+    let mid = message_id.clone();
+    let m = blocking(state, move |s| s.find::<Message>(&mid)).await?;
+    match m {
+        Some(m) if m.thread_id == thread_id => Ok(m),
+        _ => Err(ApiError::not_found("message", &message_id)),
+    }
+}
+
+async fn retrieve_message(
+    State(state): State<AppState>,
+    Path((thread_id, message_id)): Path<(String, String)>,
+) -> ApiResult<Json<Message>> {
+    Ok(Json(fetch_message(&state, thread_id, message_id).await?))
+}
+
+async fn modify_message(
+    State(state): State<AppState>,
+    Path((thread_id, message_id)): Path<(String, String)>,
+    ApiJson(req): ApiJson<ModifyMessage>,
+) -> ApiResult<Json<Message>> {
+    let mut m = fetch_message(&state, thread_id, message_id).await?;
+    if req.metadata.is_some() {
+        m.metadata = validate::metadata(&req.metadata)?;
+    }
+    let out = m.clone();
+    blocking(&state, move |s| s.save(&m)).await?;
+    Ok(Json(out))
+}
+
+async fn delete_message(
+    State(state): State<AppState>,
+    Path((thread_id, message_id)): Path<(String, String)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let m = fetch_message(&state, thread_id, message_id).await?;
+    let id = m.id.clone();
+    blocking(&state, move |s| s.delete(Kind::Message, &id)).await?;
+    Ok(deleted(&m.id, "thread.message.deleted"))
+}
+
+async fn list_messages(
+    State(state): State<AppState>,
+    Path(thread_id): Path<String>,
+    q: ListQuery,
+) -> ApiResult<Json<ListBody<Message>>> {
+    let page = q.page()?;
+    let filter = q.run_id.clone().map(|v| Filter {
+        field: "run_id",
+        value: v,
+    });
+    let (data, more) = blocking(&state, move |s| {
+        s.fetch::<Thread>(&thread_id)?;
+        s.page::<Message>(Some(&thread_id), filter.as_ref(), &page)
+    })
+    .await?;
+    Ok(Json(ListBody::new(data, more)))
+}

@@ -1,0 +1,240 @@
+//! Request validation with OpenAI's limits.
+
+use super::AppState;
+use super::error::{ApiError, ApiResult};
+use crate::model::{
+    Attachment, Content, FileObject, ImageFile, ImageUrl, Metadata, Text, Tool, ToolResources,
+};
+use crate::store::StoreExt;
+
+pub fn max_len(param: &str, value: &Option<String>, max: usize) -> ApiResult<()> {
+    if let Some(v) = value
+        && v.chars().count() > max
+    {
+        return Err(ApiError::invalid(
+            param,
+            format!(
+                "Invalid '{param}': string too long. Expected a string with maximum length {max}, \
+                 but got a string with length {} instead.",
+                v.chars().count()
+            ),
+        )
+        .code("string_above_max_length"));
+    }
+    Ok(())
+}
+
+pub fn metadata(m: &Option<Metadata>) -> ApiResult<Metadata> {
+    let Some(m) = m else {
+        return Ok(Metadata::new());
+    };
+    if m.len() > 16 {
+        return Err(ApiError::invalid(
+            "metadata",
+            format!(
+                "Invalid 'metadata': too many properties. Expected an object with at most 16 \
+                 properties, but got an object with {} properties instead.",
+                m.len()
+            ),
+        )
+        .code("object_above_max_properties"));
+    }
+    for (k, v) in m {
+        if k.chars().count() > 64 {
+            return Err(ApiError::invalid(
+                "metadata",
+                format!("Invalid 'metadata': key '{k}' is longer than 64 characters."),
+            ));
+        }
+        if v.chars().count() > 512 {
+            return Err(ApiError::invalid(
+                "metadata",
+                format!("Invalid 'metadata.{k}': string too long (maximum 512 characters)."),
+            ));
+        }
+    }
+    Ok(m.clone())
+}
+
+pub fn tools(tools: &[Tool]) -> ApiResult<()> {
+    if tools.len() > 128 {
+        return Err(ApiError::invalid(
+            "tools",
+            format!(
+                "Invalid 'tools': array too long. Expected at most 128 items, got {}.",
+                tools.len()
+            ),
+        ));
+    }
+    for (i, t) in tools.iter().enumerate() {
+        if let Tool::Function { function } = t {
+            let ok = !function.name.is_empty()
+                && function.name.len() <= 64
+                && function
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !ok {
+                return Err(ApiError::invalid(
+                    &format!("tools[{i}].function.name"),
+                    format!(
+                        "Invalid 'tools[{i}].function.name': string does not match pattern. \
+                         Expected a string that matches the pattern '^[a-zA-Z0-9_-]{{1,64}}$'."
+                    ),
+                ));
+            }
+            if let Some(p) = &function.parameters
+                && !p.is_object()
+            {
+                return Err(ApiError::invalid(
+                    &format!("tools[{i}].function.parameters"),
+                    "Invalid 'parameters': expected a JSON schema object.",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn sampling(temperature: Option<f64>, top_p: Option<f64>) -> ApiResult<()> {
+    if let Some(t) = temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(ApiError::invalid(
+            "temperature",
+            format!("Invalid 'temperature': expected a value between 0 and 2, got {t}."),
+        ));
+    }
+    if let Some(p) = top_p
+        && !(0.0..=1.0).contains(&p)
+    {
+        return Err(ApiError::invalid(
+            "top_p",
+            format!("Invalid 'top_p': expected a value between 0 and 1, got {p}."),
+        ));
+    }
+    Ok(())
+}
+
+/// Files named by id must exist.
+pub async fn files_exist(state: &AppState, param: &str, ids: &[String]) -> ApiResult<()> {
+    for id in ids {
+        let store = state.store.clone();
+        let id2 = id.clone();
+        let found = tokio::task::spawn_blocking(move || store.find::<FileObject>(&id2)).await??;
+        if found.is_none() {
+            return Err(ApiError::invalid(
+                param,
+                format!("No file found with id '{id}'."),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub async fn tool_resources(
+    state: &AppState,
+    r: &Option<ToolResources>,
+) -> ApiResult<ToolResources> {
+    let Some(r) = r else {
+        return Ok(ToolResources::default());
+    };
+    if let Some(ci) = &r.code_interpreter {
+        if ci.file_ids.len() > 20 {
+            return Err(ApiError::invalid(
+                "tool_resources.code_interpreter.file_ids",
+                format!(
+                    "Invalid 'tool_resources.code_interpreter.file_ids': array too long. \
+                     Expected an array with maximum length 20, but got an array with length {} instead.",
+                    ci.file_ids.len()
+                ),
+            ));
+        }
+        files_exist(
+            state,
+            "tool_resources.code_interpreter.file_ids",
+            &ci.file_ids,
+        )
+        .await?;
+    }
+    if let Some(fs) = &r.file_search
+        && fs.vector_store_ids.len() > 1
+    {
+        return Err(ApiError::invalid(
+            "tool_resources.file_search.vector_store_ids",
+            "Invalid 'tool_resources.file_search.vector_store_ids': at most 1 vector store.",
+        ));
+    }
+    Ok(r.clone())
+}
+
+/// Message content as given on create: a string or an array of parts.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub enum ContentInput {
+    Text(String),
+    Parts(Vec<PartInput>),
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PartInput {
+    Text { text: String },
+    ImageFile { image_file: ImageFile },
+    ImageUrl { image_url: ImageUrl },
+}
+
+pub async fn content(state: &AppState, input: ContentInput) -> ApiResult<Vec<Content>> {
+    let text = |value: String| Content::Text {
+        text: Text {
+            value,
+            annotations: vec![],
+        },
+    };
+    match input {
+        ContentInput::Text(s) => Ok(vec![text(s)]),
+        ContentInput::Parts(parts) => {
+            if parts.is_empty() {
+                return Err(ApiError::invalid(
+                    "content",
+                    "Invalid 'content': empty array. Expected an array with minimum length 1, \
+                     but got an empty array instead.",
+                ));
+            }
+            let mut out = vec![];
+            for p in parts {
+                out.push(match p {
+                    PartInput::Text { text: t } => text(t),
+                    PartInput::ImageFile { image_file } => {
+                        files_exist(state, "content", std::slice::from_ref(&image_file.file_id))
+                            .await?;
+                        Content::ImageFile { image_file }
+                    }
+                    PartInput::ImageUrl { image_url } => Content::ImageUrl { image_url },
+                });
+            }
+            Ok(out)
+        }
+    }
+}
+
+pub fn role(role: &str) -> ApiResult<()> {
+    if role != "user" && role != "assistant" {
+        return Err(ApiError::invalid(
+            "role",
+            format!("Invalid value: '{role}'. Supported values are: 'user' and 'assistant'."),
+        )
+        .code("invalid_value"));
+    }
+    Ok(())
+}
+
+pub async fn attachments(
+    state: &AppState,
+    a: &Option<Vec<Attachment>>,
+) -> ApiResult<Vec<Attachment>> {
+    let a = a.clone().unwrap_or_default();
+    let ids: Vec<String> = a.iter().map(|x| x.file_id.clone()).collect();
+    files_exist(state, "attachments", &ids).await?;
+    Ok(a)
+}

@@ -1,0 +1,212 @@
+//! `oasis serve`: configuration, state, and the HTTP server's lifecycle.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use crate::api::{self, ApiConfig, AppState, Mode};
+use crate::sandbox::{ManagerConfig, Progress, Sandbox, SessionManager};
+use crate::store::SqliteStore;
+
+/// Flags of `oasis serve` (each also from the environment); unset ones come from the TOML file
+/// given with `--config`, then from the defaults.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "OASIS_ADDR")]
+    pub addr: Option<SocketAddr>,
+    /// TOML file with any of: addr, mode, api_keys, max_upload_bytes, cache_dir,
+    /// idle_ttl_secs, max_live_sessions, max_parallel, warm_pool.
+    #[arg(long, env = "OASIS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// `all` (default) or `tools` (only /health, the code-interpreter endpoints and /v1/files).
+    #[arg(long, env = "OASIS_MODE", value_enum)]
+    pub mode: Option<Mode>,
+    /// Where the runtime and compiled modules are cached [default: the data dir].
+    #[arg(long, env = "OASIS_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    addr: Option<SocketAddr>,
+    mode: Option<Mode>,
+    api_keys: Option<Vec<String>>,
+    max_upload_bytes: Option<u64>,
+    cache_dir: Option<PathBuf>,
+    idle_ttl_secs: Option<u64>,
+    max_live_sessions: Option<usize>,
+    max_parallel: Option<usize>,
+    warm_pool: Option<usize>,
+}
+
+/// Everything a server needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub cache_dir: PathBuf,
+    pub api: ApiConfig,
+    pub sessions: ManagerConfig,
+}
+
+impl Settings {
+    pub fn resolve(data_dir: &Path, args: &ServeArgs) -> anyhow::Result<Settings> {
+        let file: FileConfig = match &args.config {
+            Some(p) => toml::from_str(
+                &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            )
+            .with_context(|| format!("parsing {}", p.display()))?,
+            None => FileConfig::default(),
+        };
+        let keys = match std::env::var("OASIS_API_KEYS") {
+            Ok(v) => Some(
+                v.split(',')
+                    .map(|k| k.trim().to_string())
+                    .filter(|k| !k.is_empty())
+                    .collect::<Vec<_>>(),
+            ),
+            Err(_) => file.api_keys,
+        }
+        .filter(|k| !k.is_empty());
+        let defaults = ManagerConfig::default();
+        Ok(Settings {
+            addr: args
+                .addr
+                .or(file.addr)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data_dir: data_dir.to_path_buf(),
+            cache_dir: args
+                .cache_dir
+                .clone()
+                .or(file.cache_dir)
+                .unwrap_or_else(|| data_dir.to_path_buf()),
+            api: ApiConfig {
+                api_keys: keys.map(Arc::new),
+                max_upload_bytes: file.max_upload_bytes.unwrap_or(512 * 1024 * 1024),
+                mode: args.mode.or(file.mode).unwrap_or(Mode::All),
+            },
+            sessions: ManagerConfig {
+                idle_ttl: file
+                    .idle_ttl_secs
+                    .map(Duration::from_secs)
+                    .unwrap_or(defaults.idle_ttl),
+                max_live: file.max_live_sessions.unwrap_or(defaults.max_live),
+                max_parallel: file.max_parallel.unwrap_or(defaults.max_parallel),
+                warm_pool: file.warm_pool.unwrap_or(defaults.warm_pool),
+            },
+        })
+    }
+}
+
+/// Open the store and the sandbox (blocking: may provision the runtime).
+pub fn build_state(settings: &Settings, sandbox: Option<Arc<Sandbox>>) -> anyhow::Result<AppState> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating {}", settings.data_dir.display()))?;
+    let files_dir = settings.data_dir.join("files");
+    std::fs::create_dir_all(&files_dir)?;
+    // Leftover partial uploads from a crash are no one's.
+    for e in std::fs::read_dir(&files_dir)?.flatten() {
+        if e.file_name().to_string_lossy().starts_with(".tmp") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let store = SqliteStore::open(&settings.data_dir.join("oasis.sqlite3"))?;
+    let sandbox = match sandbox {
+        Some(s) => s,
+        None => Arc::new(Sandbox::open(&settings.cache_dir, Progress::stderr())?),
+    };
+    let sessions = SessionManager::new(
+        sandbox,
+        settings.data_dir.join("sessions"),
+        settings.sessions.clone(),
+    );
+    Ok(AppState {
+        store: Arc::new(store),
+        files_dir,
+        sessions: Some(sessions),
+        config: settings.api.clone(),
+    })
+}
+
+/// Serve `state` on `listener` until `shutdown` resolves, then finish in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if let Some(sessions) = &state.sessions {
+        sessions.spawn_reaper();
+        // Load (and if needed build) the default image, then fill the warm pool.
+        let s = sessions.clone();
+        tokio::spawn(async move {
+            let sb = s.sandbox().clone();
+            let loaded =
+                tokio::task::spawn_blocking(move || sb.image(crate::sandbox::DEFAULT_IMAGE)).await;
+            match loaded {
+                Ok(Ok(_)) => s.refill_warm(),
+                Ok(Err(e)) => tracing::error!(error = %e, "could not load the default image"),
+                Err(e) => tracing::error!(error = %e, "loading the default image panicked"),
+            }
+        });
+    }
+    let app = api::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")
+}
+
+/// SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// `oasis serve`.
+pub fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
+    let settings = Settings::resolve(data_dir, &args)?;
+    if settings.api.api_keys.is_none() && !settings.addr.ip().is_loopback() {
+        tracing::warn!(
+            addr = %settings.addr,
+            "!!! OASIS_API_KEYS is not set and Oasis listens on a non-loopback address: anyone \
+             who can reach it can run code in its sandboxes and read every file. Set \
+             OASIS_API_KEYS. !!!"
+        );
+    }
+    tracing::info!(?settings, "starting");
+    let state = build_state(&settings, None)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(settings.addr)
+            .await
+            .with_context(|| format!("binding {}", settings.addr))?;
+        tracing::info!(addr = %listener.local_addr()?, "listening");
+        eprintln!("oasis: listening on http://{}", listener.local_addr()?);
+        serve(listener, state, shutdown_signal()).await
+    })
+}

@@ -1,0 +1,143 @@
+//! Storage: the only module that speaks SQL.
+//!
+//! [`Store`] is a small, backend-neutral trait over JSON records; [`sqlite::SqliteStore`] is the
+//! embedded default (WAL mode, versioned migrations). A Postgres implementation would satisfy
+//! the same trait. Every method is one transaction.
+
+pub mod sqlite;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::model::{Kind, Object};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no {kind} found with id '{id}'")]
+    NotFound { kind: &'static str, id: String },
+    #[error("no object with id '{id}' to paginate from ({param})")]
+    BadCursor { param: &'static str, id: String },
+    #[error("an object with id '{0}' already exists")]
+    Duplicate(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One stored object.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub kind: Kind,
+    pub id: String,
+    pub scope: Option<String>,
+    pub created_at: i64,
+    pub body: String,
+}
+
+impl Record {
+    pub fn of<T: Object>(obj: &T) -> Result<Record> {
+        Ok(Record {
+            kind: T::KIND,
+            id: obj.id().to_string(),
+            scope: obj.scope().map(str::to_string),
+            created_at: obj.created_at(),
+            body: to_json(obj)?,
+        })
+    }
+
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_str(&self.body).map_err(|e| {
+            StoreError::Other(anyhow::anyhow!(
+                "stored {} {} is unreadable: {e}",
+                self.kind.as_str(),
+                self.id
+            ))
+        })
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Other(e.into()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+/// A page request: `limit` objects after/before a cursor id, by creation order.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub limit: usize,
+    pub order: Order,
+    pub after: Option<String>,
+    pub before: Option<String>,
+}
+
+/// Restrict a list to objects whose JSON `field` equals `value`.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    pub field: &'static str,
+    pub value: String,
+}
+
+pub trait Store: Send + Sync + 'static {
+    /// Insert all records, or none.
+    fn insert_all(&self, records: &[Record]) -> Result<()>;
+    fn get(&self, kind: Kind, id: &str) -> Result<Option<Record>>;
+    /// Replace an object's body.
+    fn update(&self, kind: Kind, id: &str, body: &str) -> Result<()>;
+    /// Delete an object and every object scoped to it (a thread's messages). Returns whether
+    /// it existed.
+    fn delete(&self, kind: Kind, id: &str) -> Result<bool>;
+    /// A page of objects of `kind` (within `scope`, matching `filter`), and whether more follow.
+    fn list(
+        &self,
+        kind: Kind,
+        scope: Option<&str>,
+        filter: Option<&Filter>,
+        page: &Page,
+    ) -> Result<(Vec<Record>, bool)>;
+}
+
+/// Typed helpers over any [`Store`].
+pub trait StoreExt: Store {
+    fn insert<T: Object>(&self, obj: &T) -> Result<()> {
+        self.insert_all(&[Record::of(obj)?])
+    }
+
+    fn find<T: Object>(&self, id: &str) -> Result<Option<T>> {
+        self.get(T::KIND, id)?.map(|r| r.decode()).transpose()
+    }
+
+    fn fetch<T: Object>(&self, id: &str) -> Result<T> {
+        self.find(id)?.ok_or_else(|| StoreError::NotFound {
+            kind: T::KIND.noun(),
+            id: id.to_string(),
+        })
+    }
+
+    fn save<T: Object>(&self, obj: &T) -> Result<()> {
+        self.update(T::KIND, obj.id(), &to_json(obj)?)
+    }
+
+    fn page<T: Object>(
+        &self,
+        scope: Option<&str>,
+        filter: Option<&Filter>,
+        page: &Page,
+    ) -> Result<(Vec<T>, bool)> {
+        let (records, more) = self.list(T::KIND, scope, filter, page)?;
+        let items = records
+            .iter()
+            .map(Record::decode)
+            .collect::<Result<Vec<T>>>()?;
+        Ok((items, more))
+    }
+}
+
+impl<S: Store + ?Sized> StoreExt for S {}

@@ -1,0 +1,325 @@
+//! The embedded SQLite store (WAL mode).
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use anyhow::Context;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Filter, Order, Page, Record, Result, Store, StoreError};
+use crate::model::Kind;
+
+/// Migrations, applied in order; `PRAGMA user_version` records how many ran. Never edit one
+/// that has shipped: add the next.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_objects.sql")];
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+fn other(e: impl Into<anyhow::Error>) -> StoreError {
+    StoreError::Other(e.into())
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database at `path` and bring its schema up to date.
+    pub fn open(path: &Path) -> anyhow::Result<SqliteStore> {
+        let mut conn =
+            Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > MIGRATIONS.len() {
+            anyhow::bail!(
+                "{} has schema version {version}, newer than this Oasis knows ({})",
+                path.display(),
+                MIGRATIONS.len()
+            );
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)
+                .with_context(|| format!("applying migration {}", i + 1))?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+            tx.commit()?;
+        }
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn kind_of(s: &str) -> Result<Kind> {
+    Ok(match s {
+        "file" => Kind::File,
+        "assistant" => Kind::Assistant,
+        "thread" => Kind::Thread,
+        "thread.message" => Kind::Message,
+        other_kind => return Err(other(anyhow::anyhow!("unknown stored kind {other_kind}"))),
+    })
+}
+
+fn row_to_record(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(String, String, Option<String>, i64, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn record(t: (String, String, Option<String>, i64, String)) -> Result<Record> {
+    Ok(Record {
+        kind: kind_of(&t.1)?,
+        id: t.0,
+        scope: t.2,
+        created_at: t.3,
+        body: t.4,
+    })
+}
+
+impl Store for SqliteStore {
+    fn insert_all(&self, records: &[Record]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(other)?;
+        for r in records {
+            let res = tx.execute(
+                "INSERT INTO objects (id, kind, scope, created_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![r.id, r.kind.as_str(), r.scope, r.created_at, r.body],
+            );
+            match res {
+                Ok(_) => {}
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    return Err(StoreError::Duplicate(r.id.clone()));
+                }
+                Err(e) => return Err(other(e)),
+            }
+        }
+        tx.commit().map_err(other)
+    }
+
+    fn get(&self, kind: Kind, id: &str) -> Result<Option<Record>> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                "SELECT id, kind, scope, created_at, body FROM objects WHERE id = ?1 AND kind = ?2",
+                params![id, kind.as_str()],
+                row_to_record,
+            )
+            .optional()
+            .map_err(other)?;
+        row.map(record).transpose()
+    }
+
+    fn update(&self, kind: Kind, id: &str, body: &str) -> Result<()> {
+        let conn = self.conn();
+        let n = conn
+            .execute(
+                "UPDATE objects SET body = ?3 WHERE id = ?1 AND kind = ?2",
+                params![id, kind.as_str(), body],
+            )
+            .map_err(other)?;
+        if n == 0 {
+            return Err(StoreError::NotFound {
+                kind: kind.noun(),
+                id: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn delete(&self, kind: Kind, id: &str) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(other)?;
+        let n = tx
+            .execute(
+                "DELETE FROM objects WHERE id = ?1 AND kind = ?2",
+                params![id, kind.as_str()],
+            )
+            .map_err(other)?;
+        if n > 0 {
+            tx.execute("DELETE FROM objects WHERE scope = ?1", params![id])
+                .map_err(other)?;
+        }
+        tx.commit().map_err(other)?;
+        Ok(n > 0)
+    }
+
+    fn list(
+        &self,
+        kind: Kind,
+        scope: Option<&str>,
+        filter: Option<&Filter>,
+        page: &Page,
+    ) -> Result<(Vec<Record>, bool)> {
+        let conn = self.conn();
+        let cursor = |param: &'static str, id: &Option<String>| -> Result<Option<i64>> {
+            let Some(id) = id else { return Ok(None) };
+            conn.query_row(
+                "SELECT seq FROM objects WHERE id = ?1 AND kind = ?2",
+                params![id, kind.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(other)?
+            .map(Some)
+            .ok_or_else(|| StoreError::BadCursor {
+                param,
+                id: id.clone(),
+            })
+        };
+        let after = cursor("after", &page.after)?;
+        let before = cursor("before", &page.before)?;
+        // `after` continues in the listing's own order; `before` goes back against it.
+        let (gt, lt) = match page.order {
+            Order::Asc => (after, before),
+            Order::Desc => (before, after),
+        };
+        let dir = match page.order {
+            Order::Asc => "ASC",
+            Order::Desc => "DESC",
+        };
+        let sql = format!(
+            "SELECT id, kind, scope, created_at, body FROM objects \
+             WHERE kind = ?1 AND (?2 IS NULL OR scope = ?2) \
+             AND (?3 IS NULL OR seq > ?3) AND (?4 IS NULL OR seq < ?4) \
+             AND (?5 IS NULL OR json_extract(body, ?5) = ?6) \
+             ORDER BY seq {dir} LIMIT ?7"
+        );
+        let path = filter.map(|f| format!("$.{}", f.field));
+        let value = filter.map(|f| f.value.clone());
+        let limit = page.limit as i64 + 1;
+        let mut stmt = conn.prepare_cached(&sql).map_err(other)?;
+        let rows = stmt
+            .query_map(
+                params![kind.as_str(), scope, gt, lt, path, value, limit],
+                row_to_record,
+            )
+            .map_err(other)?;
+        let mut out = vec![];
+        for r in rows {
+            out.push(record(r.map_err(other)?)?);
+        }
+        let more = out.len() > page.limit;
+        out.truncate(page.limit);
+        Ok((out, more))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, scope: Option<&str>) -> Record {
+        Record {
+            kind: if scope.is_some() {
+                Kind::Message
+            } else {
+                Kind::Thread
+            },
+            id: id.into(),
+            scope: scope.map(str::to_string),
+            created_at: 1,
+            body: format!("{{\"id\":\"{id}\",\"run_id\":null}}"),
+        }
+    }
+
+    fn page(order: Order, after: Option<&str>, before: Option<&str>, limit: usize) -> Page {
+        Page {
+            limit,
+            order,
+            after: after.map(str::to_string),
+            before: before.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn pages_walk_forward_and_back_in_both_orders() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let recs: Vec<Record> = (0..5).map(|i| rec(&format!("m{i}"), Some("t"))).collect();
+        s.insert_all(&recs).unwrap();
+        let ids = |v: Vec<Record>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        let (a, more) = s
+            .list(
+                Kind::Message,
+                Some("t"),
+                None,
+                &page(Order::Asc, None, None, 2),
+            )
+            .unwrap();
+        assert_eq!((ids(a), more), (vec!["m0".to_string(), "m1".into()], true));
+        let (a, more) = s
+            .list(
+                Kind::Message,
+                Some("t"),
+                None,
+                &page(Order::Asc, Some("m3"), None, 2),
+            )
+            .unwrap();
+        assert_eq!((ids(a), more), (vec!["m4".to_string()], false));
+        let (a, _) = s
+            .list(
+                Kind::Message,
+                Some("t"),
+                None,
+                &page(Order::Desc, None, None, 2),
+            )
+            .unwrap();
+        assert_eq!(ids(a), vec!["m4".to_string(), "m3".into()]);
+        let (a, _) = s
+            .list(
+                Kind::Message,
+                Some("t"),
+                None,
+                &page(Order::Desc, Some("m3"), None, 10),
+            )
+            .unwrap();
+        assert_eq!(ids(a), vec!["m2".to_string(), "m1".into(), "m0".into()]);
+        let (a, _) = s
+            .list(
+                Kind::Message,
+                Some("t"),
+                None,
+                &page(Order::Desc, None, Some("m2"), 10),
+            )
+            .unwrap();
+        assert_eq!(ids(a), vec!["m4".to_string(), "m3".into()]);
+        let e = s.list(
+            Kind::Message,
+            Some("t"),
+            None,
+            &page(Order::Asc, Some("nope"), None, 2),
+        );
+        assert!(matches!(
+            e,
+            Err(StoreError::BadCursor { param: "after", .. })
+        ));
+    }
+
+    #[test]
+    fn deleting_a_thread_deletes_its_messages_in_one_go_and_a_failed_batch_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        s.insert_all(&[rec("t", None), rec("m1", Some("t")), rec("m2", Some("t"))])
+            .unwrap();
+        // A batch with a duplicate id is refused whole.
+        let e = s.insert_all(&[rec("m3", Some("t")), rec("m1", Some("t"))]);
+        assert!(matches!(e, Err(StoreError::Duplicate(_))));
+        assert!(s.get(Kind::Message, "m3").unwrap().is_none());
+        assert!(s.delete(Kind::Thread, "t").unwrap());
+        assert!(s.get(Kind::Message, "m1").unwrap().is_none());
+        assert!(!s.delete(Kind::Thread, "t").unwrap());
+    }
+}
