@@ -556,3 +556,54 @@ async fn tools_mode_serves_only_the_code_interpreter_and_files() {
         .await;
     assert_eq!((s, r["stdout"].as_str()), (200, Some("4\n")));
 }
+
+/// The Python suite in `tests/python` (the official `openai` SDK), against a live server. It
+/// installs its pinned requirements into `target/py-venv` on first run.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_official_python_sdk_suite_passes() {
+    let app = TestApp::spawn().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join("target").join("py-venv");
+    let python = venv.join("bin").join("python");
+    let reqs = root.join("tests/python/requirements.txt");
+    let stamp = venv.join("requirements.stamp");
+    let wanted = std::fs::read_to_string(&reqs).unwrap();
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        let ok = std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 is needed for the SDK suite")
+            .success();
+        assert!(ok, "python3 -m venv failed");
+        let ok = std::process::Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&reqs)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "pip install -r tests/python/requirements.txt failed");
+        std::fs::write(&stamp, wanted).unwrap();
+    }
+    let out = tokio::process::Command::new(&python)
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .arg(root.join("tests/python"))
+        .env("OASIS_BASE_URL", &app.base)
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(out.status.success(), "the Python SDK suite failed:\n{text}");
+}
