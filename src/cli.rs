@@ -117,6 +117,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config: None,
             mode: None,
             cache_dir: None,
+            thread_list: None,
         }));
     match command {
         Command::Runtime { action } => {

@@ -20,7 +20,7 @@ pub struct ServeArgs {
     #[arg(long, env = "OASIS_ADDR")]
     pub addr: Option<SocketAddr>,
     /// TOML file with any of: addr, mode, api_keys, max_upload_bytes, cache_dir,
-    /// idle_ttl_secs, max_live_sessions, max_parallel, warm_pool.
+    /// idle_ttl_secs, max_live_sessions, max_parallel, warm_pool, thread_list.
     #[arg(long, env = "OASIS_CONFIG")]
     pub config: Option<PathBuf>,
     /// `all` (default) or `tools` (only /health, the code-interpreter endpoints and /v1/files).
@@ -29,6 +29,9 @@ pub struct ServeArgs {
     /// Where the runtime and compiled modules are cached [default: the data dir].
     #[arg(long, env = "OASIS_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Serve `GET /v1/threads` (an Oasis extension, off by default).
+    #[arg(long, env = "OASIS_THREAD_LIST")]
+    pub thread_list: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -43,6 +46,7 @@ struct FileConfig {
     max_live_sessions: Option<usize>,
     max_parallel: Option<usize>,
     warm_pool: Option<usize>,
+    thread_list: Option<bool>,
 }
 
 /// Everything a server needs, resolved.
@@ -90,6 +94,7 @@ impl Settings {
                 api_keys: keys.map(Arc::new),
                 max_upload_bytes: file.max_upload_bytes.unwrap_or(512 * 1024 * 1024),
                 mode: args.mode.or(file.mode).unwrap_or(Mode::All),
+                thread_list: args.thread_list.or(file.thread_list).unwrap_or(false),
             },
             sessions: ManagerConfig {
                 idle_ttl: file

@@ -40,6 +40,8 @@ pub struct ApiConfig {
     pub api_keys: Option<Arc<Vec<String>>>,
     pub max_upload_bytes: u64,
     pub mode: Mode,
+    /// Serve `GET /v1/threads` (an Oasis extension; OpenAI has no thread list).
+    pub thread_list: bool,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -54,6 +56,7 @@ impl std::fmt::Debug for ApiConfig {
             )
             .field("max_upload_bytes", &self.max_upload_bytes)
             .field("mode", &self.mode)
+            .field("thread_list", &self.thread_list)
             .finish()
     }
 }
@@ -90,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .merge(v1)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -101,6 +105,13 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!("Invalid URL ({method} {})", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("Invalid method for URL ({method} {})", uri.path()),
     )
 }
 

@@ -160,11 +160,18 @@ async fn delete_thread(
     Ok(deleted(&id, "thread.deleted"))
 }
 
-/// Oasis extension (OpenAI has no thread list).
+/// Oasis extension (OpenAI has no thread list), served when `thread_list` is on.
 async fn list_threads(
     State(state): State<AppState>,
     q: ListQuery,
 ) -> ApiResult<Json<ListBody<Thread>>> {
+    if !state.config.thread_list {
+        return Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "Invalid URL (GET /v1/threads): listing threads is an Oasis extension; enable it \
+             with OASIS_THREAD_LIST=true or `thread_list = true`.",
+        ));
+    }
     let page = q.page()?;
     let (data, more) = blocking(&state, move |s| s.page::<Thread>(None, None, &page)).await?;
     Ok(Json(ListBody::new(data, more)))

@@ -291,9 +291,8 @@ async fn threads_and_messages_with_content_parts_attachments_and_cascading_delet
         .await;
     assert_eq!(s, 400);
 
-    // Thread list (an Oasis extension).
-    let (_, l) = app.get("/v1/threads").await;
-    assert_eq!(l["data"][0]["id"], tid.as_str());
+    // Thread list is an opt-in Oasis extension.
+    assert_eq!(app.get("/v1/threads").await.0, 404);
 
     let (s, v) = app.delete(&format!("/v1/threads/{tid}")).await;
     assert_eq!((s, v["object"].as_str()), (200, Some("thread.deleted")));
@@ -304,6 +303,21 @@ async fn threads_and_messages_with_content_parts_attachments_and_cascading_delet
             .0,
         404
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn threads_can_be_listed_when_the_extension_is_on_and_wrong_methods_are_405() {
+    let app = TestApp::spawn_with(None, |s| s.api.thread_list = true).await;
+    let (_, t1) = app.post("/v1/threads", json!({})).await;
+    let (_, t2) = app.post("/v1/threads", json!({})).await;
+    let (s, l) = app.get("/v1/threads?order=asc").await;
+    assert_eq!(s, 200);
+    assert_eq!(l["data"][0]["id"], t1["id"]);
+    assert_eq!(l["data"][1]["id"], t2["id"]);
+    let r = app.client.put(app.url("/v1/threads")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    let v: serde_json::Value = r.json().await.unwrap();
+    err_parts(&v);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -75,6 +75,7 @@ impl TestApp {
             config: None,
             mode: None,
             cache_dir: Some(self::data_dir()),
+            thread_list: None,
         };
         let mut settings = oasis::server::Settings::resolve(&data_dir, &args).unwrap();
         settings.api.api_keys = None;
