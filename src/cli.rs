@@ -88,7 +88,11 @@ pub struct ExecArgs {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if cli.command.is_none() {
+        // No subcommand means `serve`, with its flags and environment as usual.
+        cli = Cli::parse_from(std::env::args_os().chain([std::ffi::OsString::from("serve")]));
+    }
     let default_filter = match cli.command {
         None | Some(Command::Serve(_)) => "info",
         _ => "warn",
@@ -110,15 +114,7 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let command = cli
-        .command
-        .unwrap_or(Command::Serve(crate::server::ServeArgs {
-            addr: None,
-            config: None,
-            mode: None,
-            cache_dir: None,
-            thread_list: None,
-        }));
+    let command = cli.command.context("no command")?;
     match command {
         Command::Runtime { action } => {
             let progress = Progress::stderr();
