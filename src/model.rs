@@ -83,6 +83,23 @@ pub struct FileObject {
     pub status_details: Option<String>,
 }
 
+impl FileObject {
+    /// A new, processed file record.
+    pub fn new(filename: String, purpose: String, bytes: u64) -> FileObject {
+        FileObject {
+            id: new_id("file-"),
+            object: "file".into(),
+            bytes,
+            created_at: now(),
+            expires_at: None,
+            filename,
+            purpose,
+            status: "processed".into(),
+            status_details: None,
+        }
+    }
+}
+
 impl Object for FileObject {
     const KIND: Kind = Kind::File;
     fn id(&self) -> &str {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::error::ApiResult;
 use super::extract::{ApiJson, ListBody, ListQuery, deleted};
-use super::{AppState, blocking, validate};
+use super::{AppState, blocking, insert_returning, save_returning, validate};
 use crate::model::{Assistant, Kind, Metadata, Tool, ToolResources, new_id, now};
 use crate::store::StoreExt;
 
@@ -97,9 +97,7 @@ async fn create(
             .response_format
             .unwrap_or_else(|| serde_json::Value::String("auto".into())),
     };
-    let out = a.clone();
-    blocking(&state, move |s| s.insert(&a)).await?;
-    Ok(Json(out))
+    Ok(Json(insert_returning(&state, a).await?))
 }
 
 async fn retrieve(
@@ -154,9 +152,7 @@ async fn modify(
         a.response_format = r;
     }
     let _ = req.reasoning_effort;
-    let out = a.clone();
-    blocking(&state, move |s| s.save(&a)).await?;
-    Ok(Json(out))
+    Ok(Json(save_returning(&state, a).await?))
 }
 
 async fn remove(

@@ -15,7 +15,7 @@ use axum::routing::get;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ListBody, ListQuery, deleted};
 use super::{AppState, blocking};
-use crate::model::{FileObject, Kind, new_id, now};
+use crate::model::{FileObject, Kind};
 use crate::store::{Filter, StoreExt};
 
 /// Purposes a client may upload with.
@@ -128,17 +128,7 @@ async fn upload(State(state): State<AppState>, mut mp: Multipart) -> ApiResult<J
     }
     let (tmp, filename, size) =
         staged.ok_or_else(|| ApiError::invalid("file", "Missing required parameter: 'file'."))?;
-    let obj = FileObject {
-        id: new_id("file-"),
-        object: "file".into(),
-        bytes: size,
-        created_at: now(),
-        expires_at: None,
-        filename,
-        purpose,
-        status: "processed".into(),
-        status_details: None,
-    };
+    let obj = FileObject::new(filename, purpose, size);
     commit(&state, tmp, obj).await.map(Json)
 }
 
@@ -182,17 +172,7 @@ pub async fn create_from_bytes(
     })
     .await?
     .map_err(ApiError::internal)?;
-    let obj = FileObject {
-        id: new_id("file-"),
-        object: "file".into(),
-        bytes: size,
-        created_at: now(),
-        expires_at: None,
-        filename: filename.to_string(),
-        purpose: purpose.to_string(),
-        status: "processed".into(),
-        status_details: None,
-    };
+    let obj = FileObject::new(filename.to_string(), purpose.to_string(), size);
     commit(state, tmp, obj).await
 }
 

@@ -78,6 +78,26 @@ pub async fn blocking<T: Send + 'static>(
     Ok(tokio::task::spawn_blocking(move || f(store.as_ref())).await??)
 }
 
+/// Insert `obj` and hand it back.
+pub async fn insert_returning<T: crate::model::Object + Clone>(
+    state: &AppState,
+    obj: T,
+) -> ApiResult<T> {
+    let out = obj.clone();
+    blocking(state, move |s| crate::store::StoreExt::insert(s, &obj)).await?;
+    Ok(out)
+}
+
+/// Save changes to `obj` and hand it back.
+pub async fn save_returning<T: crate::model::Object + Clone>(
+    state: &AppState,
+    obj: T,
+) -> ApiResult<T> {
+    let out = obj.clone();
+    blocking(state, move |s| crate::store::StoreExt::save(s, &obj)).await?;
+    Ok(out)
+}
+
 /// The whole router for `state.config.mode`.
 pub fn router(state: AppState) -> Router {
     let mut v1 = Router::new()

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ListBody, ListQuery, deleted};
-use super::{AppState, blocking, validate};
+use super::{AppState, blocking, insert_returning, save_returning, validate};
 use crate::model::{Attachment, Kind, Message, Metadata, Thread, ToolResources, new_id, now};
 use crate::store::{Filter, Record, StoreExt};
 
@@ -139,9 +139,7 @@ async fn modify_thread(
     if req.metadata.is_some() {
         t.metadata = validate::metadata(&req.metadata)?;
     }
-    let out = t.clone();
-    blocking(&state, move |s| s.save(&t)).await?;
-    Ok(Json(out))
+    Ok(Json(save_returning(&state, t).await?))
 }
 
 /// Deleting a thread deletes its messages (one transaction) and its sandbox session.
@@ -185,9 +183,7 @@ async fn create_message(
     let tid = thread_id.clone();
     blocking(&state, move |s| s.fetch::<Thread>(&tid)).await?;
     let msg = build_message(&state, &thread_id, req).await?;
-    let out = msg.clone();
-    blocking(&state, move |s| s.insert(&msg)).await?;
-    Ok(Json(out))
+    Ok(Json(insert_returning(&state, msg).await?))
 }
 
 async fn fetch_message(
@@ -221,9 +217,7 @@ async fn modify_message(
     if req.metadata.is_some() {
         m.metadata = validate::metadata(&req.metadata)?;
     }
-    let out = m.clone();
-    blocking(&state, move |s| s.save(&m)).await?;
-    Ok(Json(out))
+    Ok(Json(save_returning(&state, m).await?))
 }
 
 async fn delete_message(
