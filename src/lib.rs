@@ -5,6 +5,7 @@
 //! - [`api`]: the HTTP API (axum, OpenAI's wire format and errors).
 //! - [`server`]: `oasis serve`: settings, state, lifecycle.
 //! - [`model`]: the Assistants API's objects as stored.
+//! - [`orchestrator`]: the run lifecycle (so far its state machine).
 //! - [`store`]: storage behind a trait; SQLite by default. The only module that speaks SQL.
 //! - [`sandbox`]: the code-interpreter sandbox (wasmtime, WASI, sessions). Knows no HTTP or SQL.
 //! - [`cli`]: the `oasis` command line.
@@ -14,6 +15,7 @@ pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod model;
+pub mod orchestrator;
 pub mod sandbox;
 pub mod server;
 pub mod store;
