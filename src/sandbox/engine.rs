@@ -146,12 +146,43 @@ impl ModuleCache {
         write_atomic(&digest, sha.as_bytes())?;
         write_atomic(&cwasm, &bytes)?;
         drop(bytes);
+        self.remove_superseded(key);
         match self.load_verified(engine, &cwasm, &digest)? {
             Some(m) => Ok(m),
             None => bail!(
                 "the module just compiled to {} does not load",
                 cwasm.display()
             ),
+        }
+    }
+
+    /// Delete entries for the same module name under other keys (an older pin, recipe or
+    /// wasmtime): each is about 300 MB and would never be loaded again by this build.
+    fn remove_superseded(&self, key: &str) {
+        let module_of = |stem: &str| {
+            // `<module>-<digest16>-wasmtime<v>-<engine>`
+            stem.split_once("-wasmtime")
+                .and_then(|(n, _)| n.rsplit_once('-'))
+                .map(|(m, _)| m.to_string())
+        };
+        let Some(module) = module_of(key) else {
+            return;
+        };
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            let Some(stem) = file
+                .strip_suffix(".cwasm")
+                .or_else(|| file.strip_suffix(".sha256"))
+            else {
+                continue;
+            };
+            if stem != key && module_of(stem).as_deref() == Some(module.as_str()) {
+                tracing::info!(entry = %file, "removing a superseded compiled module");
+                let _ = fs::remove_file(e.path());
+            }
         }
     }
 
@@ -260,6 +291,28 @@ mod tests {
             .get_or_compile(&engine, &key, &Progress::hidden(), build)
             .unwrap();
         assert_eq!(builds.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn compiling_a_new_key_removes_the_superseded_entry_of_the_same_module() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine();
+        let cache = ModuleCache::new(dir.path());
+        let build = || Ok(EMPTY_MODULE.to_vec());
+        let old = cache.key(&engine, "img-preinit", "sha-old", "");
+        let other = cache.key(&engine, "other", "sha-old", "");
+        let new = cache.key(&engine, "img-preinit", "sha-new", "");
+        for k in [&old, &other, &new] {
+            cache
+                .get_or_compile(&engine, k, &Progress::hidden(), build)
+                .unwrap();
+        }
+        assert!(!cache.paths(&old).0.exists(), "the old entry is gone");
+        assert!(cache.paths(&new).0.exists());
+        assert!(
+            cache.paths(&other).0.exists(),
+            "another module's entry stays"
+        );
     }
 
     #[test]
