@@ -213,23 +213,18 @@ async fn copy_inputs(
     Ok(())
 }
 
-/// Read a file from a session folder without following links.
-fn read_nofollow(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc_o_nofollow())
-        .open(path)?;
+/// Read `rel` inside a session's folder. Resolution stays inside the folder whatever links the
+/// guest made, even if it swaps folders for links while we read (cap-std), and only a regular
+/// file is read.
+fn read_inside(dir: &std::path::Path, rel: &str, max: u64) -> std::io::Result<Vec<u8>> {
+    let dir = cap_std::fs::Dir::open_ambient_dir(dir, cap_std::ambient_authority())?;
+    let f = dir.open(rel)?;
     if !f.metadata()?.is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
     let mut buf = vec![];
     f.take(max).read_to_end(&mut buf)?;
     Ok(buf)
-}
-
-fn libc_o_nofollow() -> i32 {
-    nix::fcntl::OFlag::O_NOFOLLOW.bits()
 }
 
 /// Turn a sandbox result into the API body, storing changed files and images as Files.
@@ -264,9 +259,9 @@ async fn respond(
     let data_dir = manager.data_dir(session_id)?;
     let mut files = vec![];
     for change in &r.files {
-        let path = data_dir.join(&change.relative);
+        let (dir, rel) = (data_dir.clone(), change.relative.clone());
         let max = state.config.max_upload_bytes;
-        let bytes = match tokio::task::spawn_blocking(move || read_nofollow(&path, max)).await? {
+        let bytes = match tokio::task::spawn_blocking(move || read_inside(&dir, &rel, max)).await? {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(path = %change.path, error = %e, "skipping an output file");
@@ -321,4 +316,25 @@ async fn end_session(
     Ok(Json(
         json!({"id": id, "object": "code_interpreter.session.deleted", "deleted": true}),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reading_a_session_file_never_leaves_the_session_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ok.txt"), "fine").unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("d")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("p")).unwrap();
+        std::os::unix::fs::symlink("../../../../etc/passwd", dir.path().join("rel")).unwrap();
+        assert_eq!(read_inside(dir.path(), "ok.txt", 100).unwrap(), b"fine");
+        for rel in ["d/passwd", "p", "rel", "../x", "/etc/passwd"] {
+            assert!(
+                read_inside(dir.path(), rel, 1 << 20).is_err(),
+                "{rel} was read"
+            );
+        }
+    }
 }
