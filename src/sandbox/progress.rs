@@ -21,6 +21,11 @@ impl Progress {
         Progress { visible: false }
     }
 
+    /// Whether anything is shown on stderr.
+    pub fn is_visible(&self) -> bool {
+        self.visible
+    }
+
     pub fn message(&self, msg: &str) {
         tracing::info!("{msg}");
         if self.visible {

@@ -198,7 +198,12 @@ fn download_wheel(pin: &Pin, into: &Path, progress: &Progress) -> anyhow::Result
         .args(["--only-binary", ":all:", "-d"])
         .arg(into)
         .arg(&spec)
-        .stdout(std::process::Stdio::null())
+        // pip's own progress bar, on our stderr when progress is shown.
+        .stdout(if progress.is_visible() {
+            std::process::Stdio::from(io::stderr())
+        } else {
+            std::process::Stdio::null()
+        })
         .status();
     let status = match status {
         Ok(s) => s,
