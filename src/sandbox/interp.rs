@@ -220,11 +220,6 @@ impl Interpreter {
         self.store.set_epoch_deadline(1);
     }
 
-    /// Bytes of linear memory in use (its high-water mark: it never shrinks).
-    pub fn memory_bytes(&self) -> usize {
-        self.memory.data_size(&self.store)
-    }
-
     /// Run one turn of `code`. Blocking waits are bounded by the caller dropping this future.
     pub async fn turn(&mut self, code: &str) -> TurnEnd {
         let len = match i32::try_from(code.len()) {

@@ -91,10 +91,6 @@ impl Sandbox {
         })
     }
 
-    pub fn runtime(&self) -> &Runtime {
-        &self.runtime
-    }
-
     /// The image `name`, compiled (and pre-initialized) on first use. Blocking: the first call
     /// for an image may take minutes; later calls are a map lookup.
     pub fn image(&self, name: &str) -> Result<Arc<LoadedImage>, SandboxError> {

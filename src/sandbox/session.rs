@@ -68,11 +68,6 @@ impl Session {
         &self.image.image.name
     }
 
-    /// Host folder mounted at `/mnt/data`.
-    pub fn data_dir(&self) -> &Path {
-        &self.dirs.data
-    }
-
     /// Whether an interpreter is live (holding memory).
     pub fn is_live(&self) -> bool {
         self.interp.is_some()
@@ -81,11 +76,6 @@ impl Session {
     /// Drop the interpreter; files stay.
     pub fn evict(&mut self) {
         self.interp = None;
-    }
-
-    /// Linear memory of the live interpreter, if any.
-    pub fn memory_bytes(&self) -> Option<usize> {
-        self.interp.as_ref().map(Interpreter::memory_bytes)
     }
 
     /// Give this session an interpreter that was started elsewhere (the warm pool) on
