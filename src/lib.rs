@@ -5,6 +5,7 @@
 //! - [`api`]: the HTTP API (axum, OpenAI's wire format and errors).
 //! - [`server`]: `oasis serve`: settings, state, lifecycle.
 //! - [`model`]: the Assistants API's objects as stored.
+//! - [`backend`]: model backends (an upstream Chat Completions server, the built-in model).
 //! - [`orchestrator`]: the run lifecycle (so far its state machine).
 //! - [`store`]: storage behind a trait; SQLite by default. The only module that speaks SQL.
 //! - [`sandbox`]: the code-interpreter sandbox (wasmtime, WASI, sessions). Knows no HTTP or SQL.
@@ -12,6 +13,7 @@
 //! - [`bench`]: `oasis bench`, benchmarks that print numbers (never timed tests).
 
 pub mod api;
+pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod model;

@@ -1,0 +1,1 @@
+//! `oasis-local`: the built-in, deterministic, offline model. (Being written.)

@@ -1,0 +1,1 @@
+//! The upstream backend: any OpenAI-compatible Chat Completions server. (Being written.)
