@@ -29,6 +29,17 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Keep only a plain file name: no folders, no `..`, no control characters.
+pub fn plain_file_name(name: &str) -> Option<String> {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let base: String = base.chars().filter(|c| !c.is_control()).collect();
+    let base = base.trim();
+    if base.is_empty() || base == "." || base == ".." || base.len() > 255 {
+        return None;
+    }
+    Some(base.to_string())
+}
+
 /// What kind of object a stored record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -36,6 +47,10 @@ pub enum Kind {
     Assistant,
     Thread,
     Message,
+    Run,
+    RunStep,
+    /// A run's conversation with its model (internal, never served).
+    Transcript,
 }
 
 impl Kind {
@@ -45,6 +60,9 @@ impl Kind {
             Kind::Assistant => "assistant",
             Kind::Thread => "thread",
             Kind::Message => "thread.message",
+            Kind::Run => "thread.run",
+            Kind::RunStep => "thread.run.step",
+            Kind::Transcript => "oasis.transcript",
         }
     }
 
@@ -55,6 +73,9 @@ impl Kind {
             Kind::Assistant => "assistant",
             Kind::Thread => "thread",
             Kind::Message => "message",
+            Kind::Run => "run",
+            Kind::RunStep => "run step",
+            Kind::Transcript => "transcript",
         }
     }
 }
@@ -263,6 +284,173 @@ pub struct Message {
 
 impl Object for Message {
     const KIND: Kind = Kind::Message;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn created_at(&self) -> i64 {
+        self.created_at
+    }
+    fn scope(&self) -> Option<&str> {
+        Some(&self.thread_id)
+    }
+}
+
+/// `{code, message}` of a failed run or step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastError {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunUsage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+impl RunUsage {
+    pub fn add(&mut self, prompt: u64, completion: u64) {
+        self.prompt_tokens += prompt;
+        self.completion_tokens += completion;
+        self.total_tokens = self.prompt_tokens + self.completion_tokens;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Truncation {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub last_messages: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: String,
+    pub object: String,
+    pub created_at: i64,
+    pub thread_id: String,
+    pub assistant_id: String,
+    pub status: crate::orchestrator::state::RunStatus,
+    pub required_action: Option<serde_json::Value>,
+    pub last_error: Option<LastError>,
+    pub expires_at: Option<i64>,
+    pub started_at: Option<i64>,
+    pub cancelled_at: Option<i64>,
+    pub failed_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    pub incomplete_details: Option<serde_json::Value>,
+    pub model: String,
+    pub instructions: String,
+    pub tools: Vec<Tool>,
+    pub metadata: Metadata,
+    pub usage: Option<RunUsage>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub max_prompt_tokens: Option<u64>,
+    pub max_completion_tokens: Option<u64>,
+    pub truncation_strategy: Truncation,
+    pub tool_choice: serde_json::Value,
+    pub parallel_tool_calls: bool,
+    pub response_format: serde_json::Value,
+}
+
+impl Object for Run {
+    const KIND: Kind = Kind::Run;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn created_at(&self) -> i64 {
+        self.created_at
+    }
+    fn scope(&self) -> Option<&str> {
+        Some(&self.thread_id)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StepDetails {
+    MessageCreation { message_creation: MessageCreation },
+    ToolCalls { tool_calls: Vec<StepToolCall> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageCreation {
+    pub message_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StepToolCall {
+    CodeInterpreter {
+        id: String,
+        code_interpreter: CodeInterpreterCall,
+    },
+    Function {
+        id: String,
+        function: FunctionCall,
+    },
+}
+
+impl StepToolCall {
+    pub fn id(&self) -> &str {
+        match self {
+            StepToolCall::CodeInterpreter { id, .. } | StepToolCall::Function { id, .. } => id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CodeInterpreterCall {
+    pub input: String,
+    pub outputs: Vec<CodeOutput>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CodeOutput {
+    Logs { logs: String },
+    Image { image: ImageRef },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageRef {
+    pub file_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    pub name: String,
+    pub arguments: String,
+    pub output: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStep {
+    pub id: String,
+    pub object: String,
+    pub created_at: i64,
+    pub assistant_id: String,
+    pub thread_id: String,
+    pub run_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `in_progress`, `cancelled`, `failed`, `completed` or `expired`.
+    pub status: String,
+    pub step_details: StepDetails,
+    pub last_error: Option<LastError>,
+    pub expired_at: Option<i64>,
+    pub cancelled_at: Option<i64>,
+    pub failed_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    pub metadata: Metadata,
+    pub usage: Option<RunUsage>,
+}
+
+impl Object for RunStep {
+    const KIND: Kind = Kind::RunStep;
     fn id(&self) -> &str {
         &self.id
     }

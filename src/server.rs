@@ -9,6 +9,8 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::api::{self, ApiConfig, AppState, Mode};
+use crate::backend::upstream::{Upstream, UpstreamConfig};
+use crate::orchestrator::{Orchestrator, OrchestratorConfig};
 use crate::sandbox::{ManagerConfig, Progress, Sandbox, SessionManager};
 use crate::store::SqliteStore;
 
@@ -20,7 +22,9 @@ pub struct ServeArgs {
     #[arg(long, env = "OASIS_ADDR")]
     pub addr: Option<SocketAddr>,
     /// TOML file with any of: addr, mode, api_keys, max_upload_bytes, cache_dir,
-    /// idle_ttl_secs, max_live_sessions, max_parallel, warm_pool, thread_list.
+    /// idle_ttl_secs, max_live_sessions, max_parallel, warm_pool, thread_list, run_expiry_secs,
+    /// run_workers. The upstream model server comes from `OASIS_UPSTREAM_BASE_URL`,
+    /// `OASIS_UPSTREAM_API_KEY` and `OASIS_UPSTREAM_MODELS`.
     #[arg(long, env = "OASIS_CONFIG")]
     pub config: Option<PathBuf>,
     /// `all` (default) or `tools` (only /health, the code-interpreter endpoints and /v1/files).
@@ -32,6 +36,9 @@ pub struct ServeArgs {
     /// Serve `GET /v1/threads` (an Oasis extension, off by default).
     #[arg(long, env = "OASIS_THREAD_LIST")]
     pub thread_list: Option<bool>,
+    /// Seconds after creation when a run expires [default: 600].
+    #[arg(long, env = "OASIS_RUN_EXPIRY_SECS")]
+    pub run_expiry_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -47,6 +54,8 @@ struct FileConfig {
     max_parallel: Option<usize>,
     warm_pool: Option<usize>,
     thread_list: Option<bool>,
+    run_expiry_secs: Option<u64>,
+    run_workers: Option<usize>,
 }
 
 /// Everything a server needs, resolved.
@@ -57,6 +66,9 @@ pub struct Settings {
     pub cache_dir: PathBuf,
     pub api: ApiConfig,
     pub sessions: ManagerConfig,
+    pub runs: OrchestratorConfig,
+    /// The upstream model server (`OASIS_UPSTREAM_BASE_URL` …), if any.
+    pub upstream: Option<UpstreamConfig>,
 }
 
 impl Settings {
@@ -105,6 +117,20 @@ impl Settings {
                 max_parallel: file.max_parallel.unwrap_or(defaults.max_parallel),
                 warm_pool: file.warm_pool.unwrap_or(defaults.warm_pool),
             },
+            runs: {
+                let d = OrchestratorConfig::default();
+                OrchestratorConfig {
+                    workers: file.run_workers.unwrap_or(d.workers),
+                    run_expiry: args
+                        .run_expiry_secs
+                        .or(file.run_expiry_secs)
+                        .map(Duration::from_secs)
+                        .unwrap_or(d.run_expiry),
+                    max_file_bytes: file.max_upload_bytes.unwrap_or(d.max_file_bytes),
+                    ..d
+                }
+            },
+            upstream: UpstreamConfig::from_env(),
         })
     }
 }
@@ -131,10 +157,28 @@ pub fn build_state(settings: &Settings, sandbox: Option<Arc<Sandbox>>) -> anyhow
         settings.data_dir.join("sessions"),
         settings.sessions.clone(),
     );
+    let store: Arc<dyn crate::store::Store> = Arc::new(store);
+    let runs = match settings.api.mode {
+        Mode::All => {
+            let upstream = match &settings.upstream {
+                Some(cfg) => Some(Arc::new(Upstream::new(cfg.clone())?)),
+                None => None,
+            };
+            Some(Orchestrator::new(
+                store.clone(),
+                files_dir.clone(),
+                Some(sessions.clone()),
+                upstream,
+                settings.runs.clone(),
+            ))
+        }
+        Mode::Tools => None,
+    };
     Ok(AppState {
-        store: Arc::new(store),
+        store,
         files_dir,
         sessions: Some(sessions),
+        runs,
         config: settings.api.clone(),
     })
 }
@@ -159,6 +203,9 @@ pub async fn serve(
                 Err(e) => tracing::error!(error = %e, "loading the default image panicked"),
             }
         });
+    }
+    if let Some(runs) = &state.runs {
+        runs.start().await.context("starting the run workers")?;
     }
     let app = api::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
     axum::serve(listener, app)

@@ -5,7 +5,6 @@
 //! - `DELETE /v1/code_interpreter/sessions/{id}`
 
 use std::convert::Infallible;
-use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -213,20 +212,6 @@ async fn copy_inputs(
     Ok(())
 }
 
-/// Read `rel` inside a session's folder. Resolution stays inside the folder whatever links the
-/// guest made, even if it swaps folders for links while we read (cap-std), and only a regular
-/// file is read.
-fn read_inside(dir: &std::path::Path, rel: &str, max: u64) -> std::io::Result<Vec<u8>> {
-    let dir = cap_std::fs::Dir::open_ambient_dir(dir, cap_std::ambient_authority())?;
-    let f = dir.open(rel)?;
-    if !f.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    let mut buf = vec![];
-    f.take(max).read_to_end(&mut buf)?;
-    Ok(buf)
-}
-
 /// Turn a sandbox result into the API body, storing changed files and images as Files.
 async fn respond(
     state: &AppState,
@@ -256,12 +241,15 @@ async fn respond(
         .await?;
         outputs.push(json!({"type": "image", "image": {"file_id": f.id}}));
     }
-    let data_dir = manager.data_dir(session_id)?;
     let mut files = vec![];
     for change in &r.files {
-        let (dir, rel) = (data_dir.clone(), change.relative.clone());
+        let (m, id, rel) = (
+            manager.clone(),
+            session_id.to_string(),
+            change.relative.clone(),
+        );
         let max = state.config.max_upload_bytes;
-        let bytes = match tokio::task::spawn_blocking(move || read_inside(&dir, &rel, max)).await? {
+        let bytes = match tokio::task::spawn_blocking(move || m.read_file(&id, &rel, max)).await? {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(path = %change.path, error = %e, "skipping an output file");
@@ -316,25 +304,4 @@ async fn end_session(
     Ok(Json(
         json!({"id": id, "object": "code_interpreter.session.deleted", "deleted": true}),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reading_a_session_file_never_leaves_the_session_folder() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ok.txt"), "fine").unwrap();
-        std::os::unix::fs::symlink("/etc", dir.path().join("d")).unwrap();
-        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("p")).unwrap();
-        std::os::unix::fs::symlink("../../../../etc/passwd", dir.path().join("rel")).unwrap();
-        assert_eq!(read_inside(dir.path(), "ok.txt", 100).unwrap(), b"fine");
-        for rel in ["d/passwd", "p", "rel", "../x", "/etc/passwd"] {
-            assert!(
-                read_inside(dir.path(), rel, 1 << 20).is_err(),
-                "{rel} was read"
-            );
-        }
-    }
 }

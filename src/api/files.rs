@@ -16,7 +16,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ListBody, ListQuery, deleted};
 use super::{AppState, blocking};
 use crate::model::{FileObject, Kind};
-use crate::store::{Filter, StoreExt};
+use crate::store::{Filter, StoreExt, blobs};
 
 /// Purposes a client may upload with.
 const UPLOAD_PURPOSES: &[&str] = &[
@@ -44,18 +44,12 @@ pub fn router(max_upload: u64) -> Router<AppState> {
 
 /// Where a file's bytes live.
 pub fn blob_path(state: &AppState, id: &str) -> PathBuf {
-    state.files_dir.join(id)
+    blobs::blob_path(&state.files_dir, id)
 }
 
 /// Keep only a plain file name: no folders, no `..`, no control characters.
 pub fn clean_filename(name: &str) -> Option<String> {
-    let base = name.rsplit(['/', '\\']).next().unwrap_or("");
-    let base: String = base.chars().filter(|c| !c.is_control()).collect();
-    let base = base.trim();
-    if base.is_empty() || base == "." || base == ".." || base.len() > 255 {
-        return None;
-    }
-    Some(base.to_string())
+    crate::model::plain_file_name(name)
 }
 
 async fn upload(State(state): State<AppState>, mut mp: Multipart) -> ApiResult<Json<FileObject>> {
@@ -138,21 +132,9 @@ pub async fn commit(
     tmp: tempfile::NamedTempFile,
     obj: FileObject,
 ) -> ApiResult<FileObject> {
-    let path = blob_path(state, &obj.id);
+    let dir = state.files_dir.clone();
     let out = obj.clone();
-    blocking(state, move |s| {
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| crate::store::StoreError::Other(e.into()))?;
-        tmp.persist(&path)
-            .map_err(|e| crate::store::StoreError::Other(e.error.into()))?;
-        if let Err(e) = s.insert(&obj) {
-            let _ = std::fs::remove_file(&path);
-            return Err(e);
-        }
-        Ok(())
-    })
-    .await?;
+    blocking(state, move |s| blobs::commit(s, &dir, tmp, &obj)).await?;
     Ok(out)
 }
 
@@ -164,16 +146,11 @@ pub async fn create_from_bytes(
     bytes: Vec<u8>,
 ) -> ApiResult<FileObject> {
     let dir = state.files_dir.clone();
-    let size = bytes.len() as u64;
-    let tmp = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-        let mut t = tempfile::NamedTempFile::new_in(dir)?;
-        t.write_all(&bytes)?;
-        Ok(t)
+    let (name, purpose) = (filename.to_string(), purpose.to_string());
+    blocking(state, move |s| {
+        blobs::create(s, &dir, &name, &purpose, &bytes)
     })
-    .await?
-    .map_err(ApiError::internal)?;
-    let obj = FileObject::new(filename.to_string(), purpose.to_string(), size);
-    commit(state, tmp, obj).await
+    .await
 }
 
 async fn retrieve(

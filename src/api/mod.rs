@@ -5,6 +5,7 @@ mod code_interpreter;
 mod error;
 mod extract;
 mod files;
+mod runs;
 mod threads;
 mod validate;
 
@@ -66,6 +67,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub files_dir: PathBuf,
     pub sessions: Option<SessionManager>,
+    /// Runs (absent in `tools` mode).
+    pub runs: Option<crate::orchestrator::Orchestrator>,
     pub config: ApiConfig,
 }
 
@@ -104,7 +107,10 @@ pub fn router(state: AppState) -> Router {
         .merge(files::router(state.config.max_upload_bytes))
         .merge(code_interpreter::router());
     if state.config.mode == Mode::All {
-        v1 = v1.merge(assistants::router()).merge(threads::router());
+        v1 = v1
+            .merge(assistants::router())
+            .merge(threads::router())
+            .merge(runs::router());
     }
     let v1 = v1
         .layer(middleware::from_fn(beta_header))

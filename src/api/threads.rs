@@ -183,7 +183,14 @@ async fn create_message(
     let tid = thread_id.clone();
     blocking(&state, move |s| s.fetch::<Thread>(&tid)).await?;
     let msg = build_message(&state, &thread_id, req).await?;
-    Ok(Json(insert_returning(&state, msg).await?))
+    match &state.runs {
+        // The thread is locked while a run is active.
+        Some(runs) => {
+            runs.add_messages(&thread_id, vec![msg.clone()]).await?;
+            Ok(Json(msg))
+        }
+        None => Ok(Json(insert_returning(&state, msg).await?)),
+    }
 }
 
 async fn fetch_message(

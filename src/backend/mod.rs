@@ -25,14 +25,16 @@ pub enum Role {
 }
 
 /// One message of the conversation a model sees.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: Role,
     /// Text (for user messages: the text parts joined; image parts are described in text).
     pub content: String,
     /// Calls an assistant message made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
     /// For `Role::Tool`: which call this answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
 }
 

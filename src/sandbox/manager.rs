@@ -387,6 +387,42 @@ impl SessionManager {
         Ok(list_regular_files(&dir))
     }
 
+    /// Read `rel` (a path inside the session's `/mnt/data`), at most `max` bytes. Resolution
+    /// stays inside the folder whatever links the guest made, even if it swaps folders for
+    /// links while we read (cap-std), and only a regular file is read.
+    pub fn read_file(&self, id: &str, rel: &str, max: u64) -> std::io::Result<Vec<u8>> {
+        let dir = self.data_dir(id).map_err(std::io::Error::other)?;
+        read_inside(&dir, rel, max)
+    }
+
+    /// Put a copy of the host file `src` into the session's `/mnt/data` as `name` (a plain
+    /// file name). An existing entry is kept unless `replace`; a link the guest left there is
+    /// replaced, never followed. Returns whether the file was copied.
+    pub fn put_file(
+        &self,
+        id: &str,
+        name: &str,
+        src: &Path,
+        replace: bool,
+    ) -> std::io::Result<bool> {
+        if name.is_empty() || name.contains(['/', '\\']) || name == "." || name == ".." {
+            return Err(std::io::Error::other(format!(
+                "not a plain file name: {name:?}"
+            )));
+        }
+        let dir = self.data_dir(id).map_err(std::io::Error::other)?;
+        std::fs::create_dir_all(&dir)?;
+        let dst = dir.join(name);
+        if !replace && std::fs::symlink_metadata(&dst).is_ok() {
+            return Ok(false);
+        }
+        let tmp = tempfile::NamedTempFile::new_in(&dir)?;
+        std::fs::copy(src, tmp.path())?;
+        // `persist` renames over whatever is there (a link is replaced, not followed).
+        tmp.persist(&dst).map_err(|e| e.error)?;
+        Ok(true)
+    }
+
     /// End a session: drop its interpreter and delete its folders. Waits for a running call.
     pub async fn remove(&self, id: &str) -> Result<bool, SandboxError> {
         if !valid_session_id(id) {
@@ -459,4 +495,38 @@ fn move_entries(from: &Path, to: &Path) -> bool {
         }
     }
     true
+}
+
+/// Read `rel` inside `dir` without ever leaving it (see [`SessionManager::read_file`]).
+pub fn read_inside(dir: &Path, rel: &str, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let dir = cap_std::fs::Dir::open_ambient_dir(dir, cap_std::ambient_authority())?;
+    let f = dir.open(rel)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut buf = vec![];
+    f.take(max).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reading_a_session_file_never_leaves_the_session_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ok.txt"), "fine").unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("d")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("p")).unwrap();
+        std::os::unix::fs::symlink("../../../../etc/passwd", dir.path().join("rel")).unwrap();
+        assert_eq!(read_inside(dir.path(), "ok.txt", 100).unwrap(), b"fine");
+        for rel in ["d/passwd", "p", "rel", "../x", "/etc/passwd"] {
+            assert!(
+                read_inside(dir.path(), rel, 1 << 20).is_err(),
+                "{rel} was read"
+            );
+        }
+    }
 }

@@ -155,7 +155,7 @@ impl Session {
         let interp = self.interp.as_mut().expect("live");
         interp.stdout.reset(limits.stdout_bytes, opts.tap.clone());
         interp.stderr.reset(limits.stderr_bytes, opts.tap.clone());
-        let end = bounded(interp.turn(code), deadline).await;
+        let end = bounded(interp.turn(code), deadline, &cancel).await;
         let (stdout, stdout_truncated) = interp.stdout.take();
         let (stderr, stderr_truncated) = interp.stderr.take();
         let door = interp.take_door();
@@ -359,11 +359,24 @@ fn failed_setup(end: TurnEnd, stderr: &[u8], started: Instant) -> ExecResult {
 
 /// Run a turn, dropping it if it is still blocked (in a host wait) shortly after `deadline`.
 /// CPU-bound code is stopped at the deadline itself by the epoch callback.
-async fn bounded(fut: impl Future<Output = TurnEnd>, deadline: Instant) -> TurnEnd {
+/// Run a turn until it ends, its deadline passes, or the host cancels it. Epoch checks stop
+/// running guest code; a guest blocked in the host (a `sleep`) is stopped by dropping the call.
+async fn bounded(
+    fut: impl Future<Output = TurnEnd>,
+    deadline: Instant,
+    cancel: &AtomicBool,
+) -> TurnEnd {
     let at = tokio::time::Instant::from_std(deadline + BLOCKED_GRACE);
-    match tokio::time::timeout_at(at, fut).await {
-        Ok(end) => end,
-        Err(_) => TurnEnd::Deadline,
+    let cancelled = async {
+        while !cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Give the epoch check a moment to stop running code cleanly.
+        tokio::time::sleep(BLOCKED_GRACE).await;
+    };
+    tokio::select! {
+        r = tokio::time::timeout_at(at, fut) => r.unwrap_or(TurnEnd::Deadline),
+        _ = cancelled => TurnEnd::Cancelled,
     }
 }
 

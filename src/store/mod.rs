@@ -4,6 +4,7 @@
 //! embedded default (WAL mode, versioned migrations). A Postgres implementation would satisfy
 //! the same trait. Every method is one transaction.
 
+pub mod blobs;
 pub mod sqlite;
 
 use serde::Serialize;

@@ -67,6 +67,9 @@ fn kind_of(s: &str) -> Result<Kind> {
         "assistant" => Kind::Assistant,
         "thread" => Kind::Thread,
         "thread.message" => Kind::Message,
+        "thread.run" => Kind::Run,
+        "thread.run.step" => Kind::RunStep,
+        "oasis.transcript" => Kind::Transcript,
         other_kind => return Err(other(anyhow::anyhow!("unknown stored kind {other_kind}"))),
     })
 }

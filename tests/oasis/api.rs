@@ -571,11 +571,24 @@ async fn tools_mode_serves_only_the_code_interpreter_and_files() {
     assert_eq!((s, r["stdout"].as_str()), (200, Some("4\n")));
 }
 
-/// The Python suite in `tests/python` (the official `openai` SDK), against a live server. It
-/// installs its pinned requirements into `target/py-venv` on first run.
+/// The Python suite in `tests/python` (the official `openai` SDK), against two live servers:
+/// one serving runs with the built-in model, one whose upstream is the suite's own scripted
+/// Chat Completions server (started by pytest on the port given here). It installs its pinned
+/// requirements into `target/py-venv` on first run.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_official_python_sdk_suite_passes() {
     let app = TestApp::spawn().await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let upstream_app = TestApp::spawn_with(None, |s| {
+        let mut cfg =
+            oasis::backend::upstream::UpstreamConfig::new(format!("http://127.0.0.1:{port}/v1"));
+        cfg.initial_backoff = std::time::Duration::from_millis(50);
+        s.upstream = Some(cfg);
+    })
+    .await;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let venv = root.join("target").join("py-venv");
     let python = venv.join("bin").join("python");
@@ -610,6 +623,9 @@ async fn the_official_python_sdk_suite_passes() {
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
         .arg(root.join("tests/python"))
         .env("OASIS_BASE_URL", &app.base)
+        .env("OASIS_UPSTREAM_OASIS_URL", &upstream_app.base)
+        .env("SCRIPTED_UPSTREAM_PORT", port.to_string())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .await
         .unwrap();

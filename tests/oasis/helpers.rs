@@ -76,6 +76,7 @@ impl TestApp {
             mode: None,
             cache_dir: Some(self::data_dir()),
             thread_list: None,
+            run_expiry_secs: None,
         };
         let mut settings = oasis::server::Settings::resolve(&data_dir, &args).unwrap();
         settings.api.api_keys = None;

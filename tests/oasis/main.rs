@@ -5,4 +5,5 @@
 mod api;
 mod cli;
 mod helpers;
+mod runs;
 mod sandbox;

@@ -1,0 +1,551 @@
+//! Runs, run steps, create-thread-and-run and `/v1/models`, polled or streamed (SSE).
+
+use std::convert::Infallible;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::HeaderValue;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{ApiJson, ListBody, ListQuery};
+use super::threads::{CreateMessage, build_message};
+use super::{AppState, blocking, validate};
+use crate::backend::LOCAL_MODEL;
+use crate::model::{Metadata, Run, RunStep, Thread, Tool, ToolResources, Truncation, new_id, now};
+use crate::orchestrator::state::RunStatus;
+use crate::orchestrator::{EventStream, NewRun, Orchestrator, RunError};
+use crate::store::{Filter, StoreExt};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/threads/runs", post(create_thread_and_run))
+        .route(
+            "/v1/threads/{thread_id}/runs",
+            get(list_runs).post(create_run),
+        )
+        .route(
+            "/v1/threads/{thread_id}/runs/{run_id}",
+            get(retrieve_run).post(modify_run),
+        )
+        .route(
+            "/v1/threads/{thread_id}/runs/{run_id}/cancel",
+            post(cancel_run),
+        )
+        .route(
+            "/v1/threads/{thread_id}/runs/{run_id}/submit_tool_outputs",
+            post(submit_tool_outputs),
+        )
+        .route(
+            "/v1/threads/{thread_id}/runs/{run_id}/steps",
+            get(list_steps),
+        )
+        .route(
+            "/v1/threads/{thread_id}/runs/{run_id}/steps/{step_id}",
+            get(retrieve_step),
+        )
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{model}", get(retrieve_model))
+}
+
+impl From<RunError> for ApiError {
+    fn from(e: RunError) -> ApiError {
+        match e {
+            RunError::NotFound { kind, id } => ApiError::not_found(kind, &id),
+            RunError::Invalid { param, message } => {
+                let e = ApiError::bad_request(message);
+                match param {
+                    Some(p) => e.param(p),
+                    None => e,
+                }
+            }
+            RunError::Store(e) => e.into(),
+            RunError::Internal(e) => ApiError::internal(format!("{e:#}")),
+        }
+    }
+}
+
+fn orchestrator(state: &AppState) -> ApiResult<&Orchestrator> {
+    state
+        .runs
+        .as_ref()
+        .ok_or_else(|| ApiError::internal("runs are not configured on this server"))
+}
+
+/// The run fields shared by create-run and create-thread-and-run.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRun {
+    assistant_id: String,
+    model: Option<String>,
+    instructions: Option<String>,
+    additional_instructions: Option<String>,
+    additional_messages: Option<Vec<CreateMessage>>,
+    tools: Option<Vec<Tool>>,
+    tool_choice: Option<serde_json::Value>,
+    parallel_tool_calls: Option<bool>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    truncation_strategy: Option<Truncation>,
+    max_prompt_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    response_format: Option<serde_json::Value>,
+    metadata: Option<Metadata>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[allow(dead_code)]
+    reasoning_effort: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ThreadParams {
+    messages: Option<Vec<CreateMessage>>,
+    tool_resources: Option<ToolResources>,
+    metadata: Option<Metadata>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateThreadAndRun {
+    assistant_id: String,
+    thread: Option<ThreadParams>,
+    model: Option<String>,
+    instructions: Option<String>,
+    tools: Option<Vec<Tool>>,
+    tool_resources: Option<ToolResources>,
+    tool_choice: Option<serde_json::Value>,
+    parallel_tool_calls: Option<bool>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    truncation_strategy: Option<Truncation>,
+    max_prompt_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    response_format: Option<serde_json::Value>,
+    metadata: Option<Metadata>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[allow(dead_code)]
+    reasoning_effort: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModifyRun {
+    metadata: Option<Metadata>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ToolOutput {
+    tool_call_id: String,
+    output: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitToolOutputs {
+    tool_outputs: Vec<ToolOutput>,
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
+fn check_tool_choice(v: &Option<serde_json::Value>) -> ApiResult<()> {
+    let Some(v) = v else { return Ok(()) };
+    let ok = match v {
+        serde_json::Value::String(s) => matches!(s.as_str(), "none" | "auto" | "required"),
+        serde_json::Value::Object(o) => match o.get("type").and_then(|t| t.as_str()) {
+            Some("code_interpreter") | Some("file_search") => true,
+            Some("function") => o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(|n| n.as_str())
+                .is_some_and(|n| !n.is_empty()),
+            _ => false,
+        },
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "tool_choice",
+            "Invalid 'tool_choice': expected 'none', 'auto', 'required' or \
+             {\"type\": \"function\", \"function\": {\"name\": …}}.",
+        ))
+    }
+}
+
+fn check_truncation(t: &Option<Truncation>) -> ApiResult<()> {
+    let Some(t) = t else { return Ok(()) };
+    match (t.kind.as_str(), t.last_messages) {
+        ("auto", _) => Ok(()),
+        ("last_messages", Some(n)) if n >= 1 => Ok(()),
+        ("last_messages", _) => Err(ApiError::invalid(
+            "truncation_strategy.last_messages",
+            "Invalid 'truncation_strategy.last_messages': expected an integer of at least 1.",
+        )),
+        (other, _) => Err(ApiError::invalid(
+            "truncation_strategy.type",
+            format!(
+                "Invalid 'truncation_strategy.type': expected 'auto' or 'last_messages', got '{other}'."
+            ),
+        )),
+    }
+}
+
+fn check_tokens(param: &str, v: Option<u64>) -> ApiResult<()> {
+    match v {
+        Some(0) => Err(ApiError::invalid(
+            param,
+            format!("Invalid '{param}': expected a positive integer, got 0."),
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_run_fields(
+    instructions: &Option<String>,
+    tools: &Option<Vec<Tool>>,
+    tool_choice: &Option<serde_json::Value>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    truncation: &Option<Truncation>,
+    max_prompt: Option<u64>,
+    max_completion: Option<u64>,
+) -> ApiResult<()> {
+    validate::max_len("instructions", instructions, 256_000)?;
+    if let Some(t) = tools {
+        validate::tools(t)?;
+    }
+    check_tool_choice(tool_choice)?;
+    validate::sampling(temperature, top_p)?;
+    check_truncation(truncation)?;
+    check_tokens("max_prompt_tokens", max_prompt)?;
+    check_tokens("max_completion_tokens", max_completion)?;
+    Ok(())
+}
+
+/// How soon a poller should ask again: soon for a run that just started, less often later.
+fn poll_after_ms(run: &Run) -> u64 {
+    if run.status.is_terminal() {
+        return 1000;
+    }
+    if run.status == RunStatus::RequiresAction {
+        return 1000;
+    }
+    let age = now() - run.created_at;
+    match age {
+        a if a < 2 => 10,
+        a if a < 30 => 200,
+        _ => 1000,
+    }
+}
+
+/// A run as a polled response, with `openai-poll-after-ms`.
+fn run_response(run: Run) -> Response {
+    let ms = poll_after_ms(&run);
+    let mut r = Json(run).into_response();
+    r.headers_mut()
+        .insert("openai-poll-after-ms", HeaderValue::from(ms));
+    r
+}
+
+/// Stream a run's events as SSE until its end (or `requires_action`), then `done`.
+fn sse(rx: EventStream) -> Response {
+    let stream = futures::stream::unfold((rx, false), |(mut rx, over)| async move {
+        if over {
+            return None;
+        }
+        match rx.recv().await {
+            Some(ev) => {
+                let ends = ev.ends_stream();
+                let event = Event::default().event(ev.event).data(ev.data.to_string());
+                Some((Ok::<_, Infallible>(vec![event]), (rx, ends)))
+            }
+            None => None,
+        }
+    });
+    use futures::StreamExt;
+    let stream = stream
+        .chain(futures::stream::once(async {
+            Ok(vec![Event::default().event("done").data("[DONE]")])
+        }))
+        .flat_map(|r: Result<Vec<Event>, Infallible>| {
+            futures::stream::iter(r.unwrap_or_default().into_iter().map(Ok::<_, Infallible>))
+        });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+async fn build_messages(
+    state: &AppState,
+    thread_id: &str,
+    msgs: Option<Vec<CreateMessage>>,
+    param: &str,
+) -> ApiResult<Vec<crate::model::Message>> {
+    let mut out = vec![];
+    for (i, m) in msgs.unwrap_or_default().into_iter().enumerate() {
+        let msg = build_message(state, thread_id, m).await.map_err(|mut e| {
+            e.param = Some(format!("{param}[{i}].{}", e.param.unwrap_or_default()));
+            e
+        })?;
+        out.push(msg);
+    }
+    Ok(out)
+}
+
+async fn create_run(
+    State(state): State<AppState>,
+    Path(thread_id): Path<String>,
+    ApiJson(req): ApiJson<CreateRun>,
+) -> ApiResult<Response> {
+    let orch = orchestrator(&state)?.clone();
+    check_run_fields(
+        &req.instructions,
+        &req.tools,
+        &req.tool_choice,
+        req.temperature,
+        req.top_p,
+        &req.truncation_strategy,
+        req.max_prompt_tokens,
+        req.max_completion_tokens,
+    )?;
+    validate::max_len(
+        "additional_instructions",
+        &req.additional_instructions,
+        256_000,
+    )?;
+    let tid = thread_id.clone();
+    blocking(&state, move |s| s.fetch::<Thread>(&tid)).await?;
+    let additional = build_messages(
+        &state,
+        &thread_id,
+        req.additional_messages,
+        "additional_messages",
+    )
+    .await?;
+    let new = NewRun {
+        assistant_id: req.assistant_id,
+        model: req.model,
+        instructions: req.instructions,
+        additional_instructions: req.additional_instructions,
+        additional_messages: additional,
+        tools: req.tools,
+        tool_choice: req.tool_choice,
+        parallel_tool_calls: req.parallel_tool_calls,
+        temperature: req.temperature,
+        top_p: req.top_p,
+        truncation_strategy: req.truncation_strategy,
+        max_prompt_tokens: req.max_prompt_tokens,
+        max_completion_tokens: req.max_completion_tokens,
+        response_format: req.response_format,
+        metadata: validate::metadata(&req.metadata)?,
+    };
+    let stream = req.stream.unwrap_or(false);
+    let (run, rx) = orch.create_run(&thread_id, new, stream, None).await?;
+    Ok(match rx {
+        Some(rx) => sse(rx),
+        None => run_response(run),
+    })
+}
+
+async fn create_thread_and_run(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CreateThreadAndRun>,
+) -> ApiResult<Response> {
+    let orch = orchestrator(&state)?.clone();
+    check_run_fields(
+        &req.instructions,
+        &req.tools,
+        &req.tool_choice,
+        req.temperature,
+        req.top_p,
+        &req.truncation_strategy,
+        req.max_prompt_tokens,
+        req.max_completion_tokens,
+    )?;
+    let params = req.thread.unwrap_or(ThreadParams {
+        messages: None,
+        tool_resources: None,
+        metadata: None,
+    });
+    let resources = match (&params.tool_resources, &req.tool_resources) {
+        (Some(_), _) => validate::tool_resources(&state, &params.tool_resources).await?,
+        (None, Some(_)) => validate::tool_resources(&state, &req.tool_resources).await?,
+        _ => ToolResources::default(),
+    };
+    let thread = Thread {
+        id: new_id("thread_"),
+        object: "thread".into(),
+        created_at: now(),
+        tool_resources: resources,
+        metadata: validate::metadata(&params.metadata)?,
+    };
+    let msgs = build_messages(&state, &thread.id, params.messages, "thread.messages").await?;
+    let new = NewRun {
+        assistant_id: req.assistant_id,
+        model: req.model,
+        instructions: req.instructions,
+        tools: req.tools,
+        tool_choice: req.tool_choice,
+        parallel_tool_calls: req.parallel_tool_calls,
+        temperature: req.temperature,
+        top_p: req.top_p,
+        truncation_strategy: req.truncation_strategy,
+        max_prompt_tokens: req.max_prompt_tokens,
+        max_completion_tokens: req.max_completion_tokens,
+        response_format: req.response_format,
+        metadata: validate::metadata(&req.metadata)?,
+        ..Default::default()
+    };
+    let stream = req.stream.unwrap_or(false);
+    let (run, rx) = orch
+        .create_thread_and_run(thread, msgs, new, stream)
+        .await?;
+    Ok(match rx {
+        Some(rx) => sse(rx),
+        None => run_response(run),
+    })
+}
+
+async fn list_runs(
+    State(state): State<AppState>,
+    Path(thread_id): Path<String>,
+    q: ListQuery,
+) -> ApiResult<Json<ListBody<Run>>> {
+    let page = q.page()?;
+    let (data, more) = blocking(&state, move |s| {
+        s.fetch::<Thread>(&thread_id)?;
+        s.page::<Run>(Some(&thread_id), None, &page)
+    })
+    .await?;
+    Ok(Json(ListBody::new(data, more)))
+}
+
+async fn retrieve_run(
+    State(state): State<AppState>,
+    Path((thread_id, run_id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let run = orchestrator(&state)?.get_run(&thread_id, &run_id).await?;
+    Ok(run_response(run))
+}
+
+async fn modify_run(
+    State(state): State<AppState>,
+    Path((thread_id, run_id)): Path<(String, String)>,
+    ApiJson(req): ApiJson<ModifyRun>,
+) -> ApiResult<Response> {
+    let orch = orchestrator(&state)?;
+    let run = match req.metadata {
+        Some(_) => {
+            let m = validate::metadata(&req.metadata)?;
+            orch.modify_run(&thread_id, &run_id, m).await?
+        }
+        None => orch.get_run(&thread_id, &run_id).await?,
+    };
+    Ok(run_response(run))
+}
+
+async fn cancel_run(
+    State(state): State<AppState>,
+    Path((thread_id, run_id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let run = orchestrator(&state)?.cancel(&thread_id, &run_id).await?;
+    Ok(run_response(run))
+}
+
+async fn submit_tool_outputs(
+    State(state): State<AppState>,
+    Path((thread_id, run_id)): Path<(String, String)>,
+    ApiJson(req): ApiJson<SubmitToolOutputs>,
+) -> ApiResult<Response> {
+    let outputs = req
+        .tool_outputs
+        .into_iter()
+        .map(|o| (o.tool_call_id, o.output))
+        .collect();
+    let (run, rx) = orchestrator(&state)?
+        .submit_tool_outputs(&thread_id, &run_id, outputs, req.stream.unwrap_or(false))
+        .await?;
+    Ok(match rx {
+        Some(rx) => sse(rx),
+        None => run_response(run),
+    })
+}
+
+async fn list_steps(
+    State(state): State<AppState>,
+    Path((thread_id, run_id)): Path<(String, String)>,
+    q: ListQuery,
+) -> ApiResult<Json<ListBody<RunStep>>> {
+    orchestrator(&state)?.get_run(&thread_id, &run_id).await?;
+    let page = q.page()?;
+    let filter = Filter {
+        field: "run_id",
+        value: run_id,
+    };
+    let (data, more) = blocking(&state, move |s| {
+        s.page::<RunStep>(Some(&thread_id), Some(&filter), &page)
+    })
+    .await?;
+    Ok(Json(ListBody::new(data, more)))
+}
+
+async fn retrieve_step(
+    State(state): State<AppState>,
+    Path((thread_id, run_id, step_id)): Path<(String, String, String)>,
+) -> ApiResult<Json<RunStep>> {
+    orchestrator(&state)?.get_run(&thread_id, &run_id).await?;
+    let sid = step_id.clone();
+    let step = blocking(&state, move |s| s.find::<RunStep>(&sid)).await?;
+    match step {
+        Some(s) if s.run_id == run_id && s.thread_id == thread_id => Ok(Json(s)),
+        _ => Err(ApiError::not_found("run step", &step_id)),
+    }
+}
+
+fn model_object(id: &str) -> serde_json::Value {
+    let owner = if id == LOCAL_MODEL {
+        "oasis"
+    } else {
+        "upstream"
+    };
+    json!({"id": id, "object": "model", "created": 0, "owned_by": owner})
+}
+
+async fn list_models(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    let models = match &state.runs {
+        Some(o) => o.models().await,
+        None => vec![LOCAL_MODEL.to_string()],
+    };
+    let data: Vec<_> = models.iter().map(|m| model_object(m)).collect();
+    Ok(Json(json!({"object": "list", "data": data})))
+}
+
+async fn retrieve_model(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let models = match &state.runs {
+        Some(o) => o.models().await,
+        None => vec![LOCAL_MODEL.to_string()],
+    };
+    if models.contains(&model) {
+        Ok(Json(model_object(&model)))
+    } else {
+        Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            format!("The model '{model}' does not exist"),
+        )
+        .param("model")
+        .code("model_not_found"))
+    }
+}

@@ -1,0 +1,254 @@
+//! The conversation a model sees for a run: the instructions (and, with code_interpreter, the
+//! files in `/mnt/data`) as the system message, the thread's messages (truncated as the run
+//! asks) and what the run itself said and did so far.
+
+use crate::backend::{ChatMessage, ChatRequest, FunctionSpec, Role, ToolChoice, estimate_tokens};
+use crate::model::{Attachment, AttachmentTool, Content, Message, Run, Tool};
+
+/// The name `code_interpreter` is offered under: its own name unless a function of the run
+/// already has it.
+pub fn code_tool_name(tools: &[Tool]) -> Option<String> {
+    if !tools.iter().any(|t| matches!(t, Tool::CodeInterpreter)) {
+        return None;
+    }
+    let taken = |n: &str| {
+        tools
+            .iter()
+            .any(|t| matches!(t, Tool::Function { function } if function.name == n))
+    };
+    let mut name = "code_interpreter".to_string();
+    let mut i = 1;
+    while taken(&name) {
+        i += 1;
+        name = format!("code_interpreter_{i}");
+    }
+    Some(name)
+}
+
+/// The functions offered to the model, the code tool included.
+pub fn functions(tools: &[Tool], code_tool: Option<&str>) -> Vec<FunctionSpec> {
+    let mut out: Vec<FunctionSpec> = tools
+        .iter()
+        .filter_map(|t| match t {
+            Tool::Function { function } => Some(FunctionSpec {
+                name: function.name.clone(),
+                description: function.description.clone(),
+                parameters: function
+                    .parameters
+                    .clone()
+                    .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
+                strict: function.strict,
+            }),
+            _ => None,
+        })
+        .collect();
+    if let Some(name) = code_tool {
+        out.push(FunctionSpec {
+            name: name.to_string(),
+            description: Some(
+                "Run Python code in a stateful sandbox (variables, imports and files persist \
+                 between calls of this thread). numpy, pandas, matplotlib, scipy and \
+                 scikit-learn are available; there is no network. Files live in /mnt/data. \
+                 Returns JSON with the status, the logs (stdout, the value of the last \
+                 expression, stderr), the files created or changed and how many images \
+                 (figures) were shown to the user."
+                    .into(),
+            ),
+            parameters: serde_json::json!({
+                "type": "object",
+                "properties": {"code": {"type": "string", "description": "The Python code to run."}},
+                "required": ["code"],
+            }),
+            strict: None,
+        });
+    }
+    out
+}
+
+/// The run's `tool_choice` for the backend.
+pub fn tool_choice(v: &serde_json::Value, code_tool: Option<&str>) -> ToolChoice {
+    match v {
+        serde_json::Value::String(s) => match s.as_str() {
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Required,
+            _ => ToolChoice::Auto,
+        },
+        serde_json::Value::Object(o) => match o.get("type").and_then(|t| t.as_str()) {
+            Some("function") => o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(|n| n.as_str())
+                .map(|n| ToolChoice::Function(n.to_string()))
+                .unwrap_or(ToolChoice::Auto),
+            Some("code_interpreter") => code_tool
+                .map(|n| ToolChoice::Function(n.to_string()))
+                .unwrap_or(ToolChoice::Auto),
+            _ => ToolChoice::Auto,
+        },
+        _ => ToolChoice::Auto,
+    }
+}
+
+/// The system message.
+pub fn system_message(run: &Run, code_tool: Option<&str>, files: &[(String, String)]) -> String {
+    let mut s = run.instructions.clone();
+    if let Some(name) = code_tool {
+        if !s.is_empty() {
+            s.push_str("\n\n");
+        }
+        s.push_str(&format!(
+            "You can run Python with the `{name}` tool. To give the user a file, save it under \
+             /mnt/data and link it in your answer as [name](sandbox:/mnt/data/name)."
+        ));
+        if files.is_empty() {
+            s.push_str("\nThere are no files in /mnt/data yet.");
+        } else {
+            s.push_str("\nFiles in /mnt/data:");
+            for (name, id) in files {
+                s.push_str(&format!("\n- /mnt/data/{name} ({id})"));
+            }
+        }
+    }
+    s
+}
+
+/// A stored message as the model sees it.
+pub fn chat_message(m: &Message, files: &[(String, String)]) -> ChatMessage {
+    let role = if m.role == "assistant" {
+        Role::Assistant
+    } else {
+        Role::User
+    };
+    let mut parts = vec![];
+    for c in &m.content {
+        match c {
+            Content::Text { text } => parts.push(text.value.clone()),
+            Content::ImageFile { image_file } => {
+                parts.push(format!("[image file {}]", image_file.file_id))
+            }
+            Content::ImageUrl { image_url } => parts.push(format!("[image {}]", image_url.url)),
+            Content::Refusal { refusal } => parts.push(refusal.clone()),
+        }
+    }
+    let attached: Vec<String> = m
+        .attachments
+        .iter()
+        .filter(|a| uses_code(a))
+        .filter_map(|a| files.iter().find(|(_, id)| *id == a.file_id))
+        .map(|(name, _)| format!("/mnt/data/{name}"))
+        .collect();
+    if !attached.is_empty() {
+        parts.push(format!("(Attached: {})", attached.join(", ")));
+    }
+    ChatMessage::new(role, parts.join("\n"))
+}
+
+pub fn uses_code(a: &Attachment) -> bool {
+    a.tools
+        .iter()
+        .any(|t| matches!(t, AttachmentTool::CodeInterpreter))
+}
+
+/// Why a prompt cannot be built within the run's limits.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PromptLimit {
+    MaxPromptTokens,
+    MaxCompletionTokens,
+}
+
+/// Everything a backend needs for the run's next turn.
+#[allow(clippy::too_many_arguments)]
+pub fn build(
+    run: &Run,
+    code_tool: Option<&str>,
+    files: &[(String, String)],
+    history: &[Message],
+    transcript: &[ChatMessage],
+    completion_used: u64,
+) -> Result<ChatRequest, PromptLimit> {
+    let system = ChatMessage::new(Role::System, system_message(run, code_tool, files));
+    let mut thread: Vec<ChatMessage> = history.iter().map(|m| chat_message(m, files)).collect();
+    if run.truncation_strategy.kind == "last_messages"
+        && let Some(n) = run.truncation_strategy.last_messages
+    {
+        let n = n as usize;
+        if thread.len() > n {
+            thread.drain(..thread.len() - n);
+        }
+    }
+    let size = |m: &ChatMessage| {
+        estimate_tokens(&m.content)
+            + m.tool_calls
+                .iter()
+                .map(|c| estimate_tokens(&c.arguments))
+                .sum::<u64>()
+    };
+    if let Some(max) = run.max_prompt_tokens {
+        let fixed: u64 = size(&system) + transcript.iter().map(size).sum::<u64>();
+        let mut total = fixed + thread.iter().map(size).sum::<u64>();
+        // Drop the oldest messages first, keeping at least the newest one.
+        while total > max && thread.len() > 1 {
+            total -= size(&thread.remove(0));
+        }
+        if total > max {
+            return Err(PromptLimit::MaxPromptTokens);
+        }
+    }
+    let max_tokens = match run.max_completion_tokens {
+        Some(max) if completion_used >= max => return Err(PromptLimit::MaxCompletionTokens),
+        Some(max) => Some(max - completion_used),
+        None => None,
+    };
+    let mut messages = vec![system];
+    messages.extend(thread);
+    messages.extend(transcript.iter().cloned());
+    let tools = functions(&run.tools, code_tool);
+    Ok(ChatRequest {
+        model: run.model.clone(),
+        messages,
+        tool_choice: tool_choice(&run.tool_choice, code_tool),
+        tools,
+        code_tool: code_tool.map(str::to_string),
+        parallel_tool_calls: run.parallel_tool_calls,
+        temperature: run.temperature,
+        top_p: run.top_p,
+        max_tokens,
+        response_format: match &run.response_format {
+            serde_json::Value::Object(_) => Some(run.response_format.clone()),
+            _ => None,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::FunctionDef;
+
+    #[test]
+    fn the_code_tool_never_takes_a_user_functions_name() {
+        let f = |n: &str| Tool::Function {
+            function: FunctionDef {
+                name: n.into(),
+                description: None,
+                parameters: None,
+                strict: None,
+            },
+        };
+        assert_eq!(code_tool_name(&[f("x")]), None);
+        assert_eq!(
+            code_tool_name(&[Tool::CodeInterpreter, f("x")]).as_deref(),
+            Some("code_interpreter")
+        );
+        assert_eq!(
+            code_tool_name(&[Tool::CodeInterpreter, f("code_interpreter")]).as_deref(),
+            Some("code_interpreter_2")
+        );
+        let fs = functions(
+            &[Tool::CodeInterpreter, f("code_interpreter")],
+            Some("code_interpreter_2"),
+        );
+        let names: Vec<_> = fs.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["code_interpreter", "code_interpreter_2"]);
+    }
+}

@@ -1,0 +1,987 @@
+//! What a worker does with a queued run: ask the model, run its code_interpreter calls in the
+//! thread's session, pause for function outputs, write the answer, until the run ends.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::prompt::{self, PromptLimit};
+use super::state::{RunEvent, RunStatus, transition};
+use super::{Orchestrator, Result, RunError, Transcript, annotate, run_data};
+use crate::backend::{
+    Backend, BackendError, ChatMessage, ChatResponse, CodeToolResult, FinishReason, ToolCall,
+};
+use crate::model::{
+    Assistant, CodeInterpreterCall, CodeOutput, Content, FileObject, FunctionCall, ImageFile,
+    ImageRef, Message, MessageCreation, Run, RunStep, RunUsage, StepDetails, StepToolCall, Text,
+    Thread, new_id, now,
+};
+use crate::sandbox::{ExecOptions, Outcome};
+use crate::store::{Order, Page, StoreExt, blobs};
+
+/// Most log text handed back to the model per call (the step keeps all of it).
+const MAX_LOGS_FOR_MODEL: usize = 16 * 1024;
+
+/// What a drive knows about its run.
+struct Ctx {
+    run: Run,
+    backend: Arc<dyn Backend>,
+    code_tool: Option<String>,
+    /// Files put in `/mnt/data`: (name there, File id).
+    files: Vec<(String, String)>,
+    /// The thread's messages that are not this run's.
+    history: Vec<Message>,
+    /// Image Files of this run's code calls not yet shown in one of its messages.
+    pending_images: Vec<String>,
+}
+
+/// A message being written.
+struct Writer {
+    step: RunStep,
+    message: Message,
+    text_index: usize,
+    text: String,
+    sent_text: bool,
+}
+
+/// Wait until `flag` is set.
+async fn flagged(flag: &AtomicBool) {
+    while !flag.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn step_event_data(step: &RunStep) -> serde_json::Value {
+    let mut v = serde_json::to_value(step).unwrap_or_default();
+    // Streams build the tool calls from deltas, which carry every entry's `index`.
+    if let Some(calls) = v.pointer_mut("/step_details/tool_calls") {
+        *calls = json!([]);
+    }
+    v
+}
+
+fn message_event_data(m: &Message) -> serde_json::Value {
+    let mut v = serde_json::to_value(m).unwrap_or_default();
+    v["content"] = json!([]);
+    v
+}
+
+fn status_name(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Ok => "completed",
+        other => other.as_str(),
+    }
+}
+
+/// The code of a code-tool call: `{"code": …}`, or (from lenient models) a bare string.
+fn code_of(arguments: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(arguments) {
+        Ok(serde_json::Value::Object(o)) => o
+            .get("code")
+            .and_then(|c| c.as_str())
+            .map(str::to_string)
+            .unwrap_or_default(),
+        Ok(serde_json::Value::String(s)) => s,
+        _ => arguments.to_string(),
+    }
+}
+
+fn clip_for_model(logs: &str) -> String {
+    if logs.len() <= MAX_LOGS_FOR_MODEL {
+        return logs.to_string();
+    }
+    let half = MAX_LOGS_FOR_MODEL / 2;
+    let mut a = half;
+    while !logs.is_char_boundary(a) {
+        a -= 1;
+    }
+    let mut b = logs.len() - half;
+    while !logs.is_char_boundary(b) {
+        b += 1;
+    }
+    format!("{}\n[… {} bytes cut …]\n{}", &logs[..a], b - a, &logs[b..])
+}
+
+impl Orchestrator {
+    /// Drive one run until it ends or waits for tool outputs.
+    pub(super) async fn drive(&self, run_id: &str) {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.inner
+            .driving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(run_id.to_string(), flag.clone());
+        let res = self.drive_inner(run_id, &flag).await;
+        self.inner
+            .driving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(run_id);
+        if let Err(e) = &res {
+            tracing::error!(run = run_id, error = %e, "run failed");
+        }
+        // Settle whatever the drive left: a cancel that raced its end, or an error.
+        let rid = run_id.to_string();
+        let status = self
+            .db(move |s| s.find::<Run>(&rid))
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.status);
+        match status {
+            Some(RunStatus::Cancelling) => {
+                let _ = self.finish(run_id, RunEvent::Stopped, None).await;
+            }
+            Some(RunStatus::InProgress) => {
+                let msg = match &res {
+                    Err(RunError::NotFound { kind, .. }) => {
+                        format!("The run's {kind} was deleted while it ran.")
+                    }
+                    _ => "Oasis had an internal error while running this run.".to_string(),
+                };
+                let _ = self
+                    .finish(run_id, RunEvent::Fail, Some(("server_error", &msg)))
+                    .await;
+            }
+            _ => {}
+        }
+    }
+
+    async fn drive_inner(&self, run_id: &str, flag: &Arc<AtomicBool>) -> Result<()> {
+        let started = self
+            .update_run(run_id, |r| {
+                if r.status != RunStatus::Queued {
+                    return Err(RunError::invalid(None, "not queued"));
+                }
+                r.status = transition(r.status, RunEvent::Start)
+                    .map_err(|e| RunError::Internal(e.into()))?;
+                r.started_at.get_or_insert(now());
+                Ok(())
+            })
+            .await;
+        let run = match started {
+            Ok(r) => r,
+            // Cancelled or expired while it waited: nothing to do.
+            Err(RunError::Invalid { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.emit(run_id, "thread.run.in_progress", run_data(&run));
+        let mut ctx = self.context(run).await?;
+        loop {
+            if flag.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            if ctx.run.expires_at.is_some_and(|e| e <= now()) {
+                self.finish(run_id, RunEvent::Expire, None).await?;
+                return Ok(());
+            }
+            let tid = super::Transcript::id_for(run_id);
+            let transcript = self.db(move |s| s.fetch::<Transcript>(&tid)).await?;
+            let req = match prompt::build(
+                &ctx.run,
+                ctx.code_tool.as_deref(),
+                &ctx.files,
+                &ctx.history,
+                &transcript.messages,
+                transcript.usage.completion_tokens,
+            ) {
+                Ok(r) => r,
+                Err(limit) => {
+                    let reason = match limit {
+                        PromptLimit::MaxPromptTokens => "max_prompt_tokens",
+                        PromptLimit::MaxCompletionTokens => "max_completion_tokens",
+                    };
+                    self.end_incomplete(run_id, reason, transcript.usage)
+                        .await?;
+                    return Ok(());
+                }
+            };
+            let Some(answer) = self.model_turn(&mut ctx, req, flag).await? else {
+                // Cancelled while the model was answering.
+                return Ok(());
+            };
+            let (resp, writer) = match answer {
+                Ok(a) => a,
+                Err(e) => {
+                    self.finish(run_id, RunEvent::Fail, Some((e.code(), &e.to_string())))
+                        .await?;
+                    return Ok(());
+                }
+            };
+            let mut usage = transcript.usage;
+            usage.add(resp.usage.prompt_tokens, resp.usage.completion_tokens);
+            let turn_usage = {
+                let mut u = RunUsage::default();
+                u.add(resp.usage.prompt_tokens, resp.usage.completion_tokens);
+                u
+            };
+            let over_completion = ctx
+                .run
+                .max_completion_tokens
+                .is_some_and(|m| usage.completion_tokens > m);
+            let over_prompt = ctx
+                .run
+                .max_prompt_tokens
+                .is_some_and(|m| resp.usage.prompt_tokens > m);
+            let cut = resp.finish == FinishReason::Length || over_completion || over_prompt;
+            // Record the turn.
+            let tid = super::Transcript::id_for(run_id);
+            let mut said = ChatMessage::new(crate::backend::Role::Assistant, resp.text.clone());
+            said.tool_calls = resp.tool_calls.clone();
+            self.db(move |s| {
+                let mut t = s.fetch::<Transcript>(&tid)?;
+                t.messages.push(said);
+                t.usage = usage;
+                s.save(&t)
+            })
+            .await?;
+            let writer = match writer {
+                Some(w) => Some(w),
+                // A turn without text or calls still answers, with an empty message.
+                None if resp.tool_calls.is_empty() || !ctx.pending_images.is_empty() => {
+                    Some(self.open_message(&mut ctx).await?)
+                }
+                None => None,
+            };
+            if let Some(w) = writer {
+                self.close_message(&ctx, w, cut, turn_usage).await?;
+            }
+            if cut {
+                let reason = if over_prompt {
+                    "max_prompt_tokens"
+                } else {
+                    "max_completion_tokens"
+                };
+                self.end_incomplete(run_id, reason, usage).await?;
+                return Ok(());
+            }
+            if resp.tool_calls.is_empty() {
+                self.set_usage(run_id, usage).await?;
+                self.finish(run_id, RunEvent::Finish, None).await?;
+                return Ok(());
+            }
+            let waiting = self
+                .tool_step(&mut ctx, &resp.tool_calls, turn_usage, flag)
+                .await?;
+            if flag.load(Ordering::SeqCst) || waiting {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn set_usage(&self, run_id: &str, usage: RunUsage) -> Result<()> {
+        self.update_run(run_id, move |r| {
+            r.usage = Some(usage);
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn end_incomplete(&self, run_id: &str, reason: &str, usage: RunUsage) -> Result<()> {
+        let reason = reason.to_string();
+        self.update_run(run_id, move |r| {
+            r.usage = Some(usage);
+            r.incomplete_details = Some(json!({ "reason": reason }));
+            Ok(())
+        })
+        .await?;
+        self.finish(run_id, RunEvent::HitTokenLimit, None).await?;
+        Ok(())
+    }
+
+    /// Load what a drive needs and put the run's files into the session.
+    async fn context(&self, run: Run) -> Result<Ctx> {
+        let (tid, aid, rid) = (
+            run.thread_id.clone(),
+            run.assistant_id.clone(),
+            run.id.clone(),
+        );
+        let (thread, assistant, history, own_messages) = self
+            .db(move |s| {
+                let thread = s.fetch::<Thread>(&tid)?;
+                let assistant = s.find::<Assistant>(&aid)?;
+                let mut all = vec![];
+                let mut page = Page {
+                    limit: 100,
+                    order: Order::Asc,
+                    after: None,
+                    before: None,
+                };
+                loop {
+                    let (items, more) = s.page::<Message>(Some(&tid), None, &page)?;
+                    page.after = items.last().map(|m| m.id.clone());
+                    all.extend(items);
+                    if !more {
+                        break;
+                    }
+                }
+                let (own, history): (Vec<Message>, Vec<Message>) = all
+                    .into_iter()
+                    .partition(|m| m.run_id.as_deref() == Some(rid.as_str()));
+                Ok((thread, assistant, history, own))
+            })
+            .await?;
+        let code_tool = prompt::code_tool_name(&run.tools);
+        let backend = self.backend_for(&run.model);
+        let mut ctx = Ctx {
+            run,
+            backend,
+            code_tool,
+            files: vec![],
+            history,
+            pending_images: vec![],
+        };
+        // Images this run made that none of its messages shows yet (after a pause).
+        let shown: Vec<String> = own_messages
+            .iter()
+            .flat_map(|m| m.content.iter())
+            .filter_map(|c| match c {
+                Content::ImageFile { image_file } => Some(image_file.file_id.clone()),
+                _ => None,
+            })
+            .collect();
+        for step in self.steps_of(&ctx.run).await? {
+            if let StepDetails::ToolCalls { tool_calls } = &step.step_details {
+                for c in tool_calls {
+                    if let StepToolCall::CodeInterpreter {
+                        code_interpreter, ..
+                    } = c
+                    {
+                        for o in &code_interpreter.outputs {
+                            if let CodeOutput::Image { image } = o
+                                && !shown.contains(&image.file_id)
+                            {
+                                ctx.pending_images.push(image.file_id.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if ctx.code_tool.is_some() {
+            ctx.files = self.stage_files(&ctx, &thread, assistant.as_ref()).await?;
+        }
+        Ok(ctx)
+    }
+
+    /// Copy the run's input files into `/mnt/data` under their own names; returns the mapping.
+    /// A file already there is kept (the code may have changed it), unless the newest user
+    /// message attached it again.
+    async fn stage_files(
+        &self,
+        ctx: &Ctx,
+        thread: &Thread,
+        assistant: Option<&Assistant>,
+    ) -> Result<Vec<(String, String)>> {
+        let mut ids: Vec<String> = vec![];
+        let from_resources = |r: &crate::model::ToolResources| {
+            r.code_interpreter
+                .as_ref()
+                .map(|c| c.file_ids.clone())
+                .unwrap_or_default()
+        };
+        if let Some(a) = assistant {
+            ids.extend(from_resources(&a.tool_resources));
+        }
+        ids.extend(from_resources(&thread.tool_resources));
+        let newest_user = ctx.history.iter().rev().find(|m| m.role == "user");
+        let fresh: Vec<String> = newest_user
+            .map(|m| {
+                m.attachments
+                    .iter()
+                    .filter(|a| prompt::uses_code(a))
+                    .map(|a| a.file_id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for m in &ctx.history {
+            for a in &m.attachments {
+                if prompt::uses_code(a) {
+                    ids.push(a.file_id.clone());
+                }
+            }
+        }
+        let mut unique = vec![];
+        for id in ids {
+            if !unique.contains(&id) {
+                unique.push(id);
+            }
+        }
+        let Some(sessions) = self.inner.sessions.clone() else {
+            return Ok(vec![]);
+        };
+        let (store, dir, thread_id) = (
+            self.inner.store.clone(),
+            self.inner.files_dir.clone(),
+            thread.id.clone(),
+        );
+        let staged = tokio::task::spawn_blocking(move || {
+            let mut out: Vec<(String, String)> = vec![];
+            for id in unique {
+                let f = match store.find::<FileObject>(&id) {
+                    Ok(Some(f)) => f,
+                    _ => continue,
+                };
+                let base = crate::model::plain_file_name(&f.filename).unwrap_or_else(|| id.clone());
+                let name = if out.iter().any(|(n, _)| *n == base) {
+                    format!("{id}-{base}")
+                } else {
+                    base
+                };
+                let src = blobs::blob_path(&dir, &id);
+                match sessions.put_file(&thread_id, &name, &src, fresh.contains(&id)) {
+                    Ok(_) => out.push((name, id)),
+                    Err(e) => tracing::warn!(file = %id, error = %e, "could not stage a file"),
+                }
+            }
+            out
+        })
+        .await
+        .map_err(|e| RunError::Internal(anyhow::anyhow!("staging files: {e}")))?;
+        Ok(staged)
+    }
+
+    /// Ask the model, streaming its text into a new message. `None` when cancelled.
+    #[allow(clippy::type_complexity)]
+    async fn model_turn(
+        &self,
+        ctx: &mut Ctx,
+        req: crate::backend::ChatRequest,
+        flag: &AtomicBool,
+    ) -> Result<Option<std::result::Result<(ChatResponse, Option<Writer>), BackendError>>> {
+        let backend = ctx.backend.clone();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let sink = move |t: &str| {
+            let _ = tx.send(t.to_string());
+        };
+        let mut writer: Option<Writer> = None;
+        let res = {
+            let fut = backend.complete(req, &sink);
+            tokio::pin!(fut);
+            loop {
+                tokio::select! {
+                    r = &mut fut => break Some(r),
+                    Some(chunk) = rx.recv() => self.write_text(ctx, &mut writer, &chunk).await?,
+                    _ = flagged(flag) => break None,
+                }
+            }
+        };
+        while let Ok(chunk) = rx.try_recv() {
+            self.write_text(ctx, &mut writer, &chunk).await?;
+        }
+        Ok(res.map(|r| r.map(|resp| (resp, writer))))
+    }
+
+    async fn write_text(
+        &self,
+        ctx: &mut Ctx,
+        writer: &mut Option<Writer>,
+        chunk: &str,
+    ) -> Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        if writer.is_none() {
+            *writer = Some(self.open_message(ctx).await?);
+        }
+        let Some(w) = writer.as_mut() else {
+            return Ok(());
+        };
+        w.text.push_str(chunk);
+        w.sent_text = true;
+        self.emit(
+            &ctx.run.id,
+            "thread.message.delta",
+            json!({"id": w.message.id, "object": "thread.message.delta", "delta": {
+                "content": [{"index": w.text_index, "type": "text", "text": {"value": chunk}}]
+            }}),
+        );
+        Ok(())
+    }
+
+    /// Start the run's next assistant message (and its message_creation step), showing the
+    /// run's images not shown yet.
+    async fn open_message(&self, ctx: &mut Ctx) -> Result<Writer> {
+        let run = &ctx.run;
+        let t = now();
+        let images: Vec<String> = std::mem::take(&mut ctx.pending_images);
+        let mut content: Vec<Content> = images
+            .iter()
+            .map(|id| Content::ImageFile {
+                image_file: ImageFile {
+                    file_id: id.clone(),
+                    detail: None,
+                },
+            })
+            .collect();
+        content.push(Content::Text {
+            text: Text {
+                value: String::new(),
+                annotations: vec![],
+            },
+        });
+        let message = Message {
+            id: new_id("msg_"),
+            object: "thread.message".into(),
+            created_at: t,
+            thread_id: run.thread_id.clone(),
+            status: "in_progress".into(),
+            incomplete_details: None,
+            completed_at: None,
+            incomplete_at: None,
+            role: "assistant".into(),
+            content,
+            assistant_id: Some(run.assistant_id.clone()),
+            run_id: Some(run.id.clone()),
+            attachments: vec![],
+            metadata: Default::default(),
+        };
+        let step = RunStep {
+            id: new_id("step_"),
+            object: "thread.run.step".into(),
+            created_at: t,
+            assistant_id: run.assistant_id.clone(),
+            thread_id: run.thread_id.clone(),
+            run_id: run.id.clone(),
+            kind: "message_creation".into(),
+            status: "in_progress".into(),
+            step_details: StepDetails::MessageCreation {
+                message_creation: MessageCreation {
+                    message_id: message.id.clone(),
+                },
+            },
+            last_error: None,
+            expired_at: None,
+            cancelled_at: None,
+            failed_at: None,
+            completed_at: None,
+            metadata: Default::default(),
+            usage: None,
+        };
+        let records = vec![
+            crate::store::Record::of(&step)?,
+            crate::store::Record::of(&message)?,
+        ];
+        self.db(move |s| s.insert_all(&records)).await?;
+        let rid = run.id.clone();
+        let step_json = step_event_data(&step);
+        self.emit(&rid, "thread.run.step.created", step_json.clone());
+        self.emit(&rid, "thread.run.step.in_progress", step_json);
+        let mdata = message_event_data(&message);
+        self.emit(&rid, "thread.message.created", mdata.clone());
+        self.emit(&rid, "thread.message.in_progress", mdata);
+        if !images.is_empty() {
+            let parts: Vec<serde_json::Value> = images
+                .iter()
+                .enumerate()
+                .map(|(i, id)| json!({"index": i, "type": "image_file", "image_file": {"file_id": id}}))
+                .collect();
+            self.emit(
+                &rid,
+                "thread.message.delta",
+                json!({"id": message.id, "object": "thread.message.delta", "delta": {"content": parts}}),
+            );
+        }
+        Ok(Writer {
+            step,
+            text_index: images.len(),
+            message,
+            text: String::new(),
+            sent_text: false,
+        })
+    }
+
+    /// Finish a message: annotate its links, store it, complete its step.
+    async fn close_message(
+        &self,
+        ctx: &Ctx,
+        mut w: Writer,
+        incomplete: bool,
+        usage: RunUsage,
+    ) -> Result<()> {
+        let rid = ctx.run.id.clone();
+        let annotations = self.annotations(ctx, &w.text).await;
+        if !w.sent_text || !annotations.is_empty() {
+            let indexed: Vec<serde_json::Value> = annotations
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let mut a = a.clone();
+                    a["index"] = json!(i);
+                    a
+                })
+                .collect();
+            let mut text = json!({"annotations": indexed});
+            if !w.sent_text {
+                text["value"] = json!("");
+            }
+            self.emit(
+                &rid,
+                "thread.message.delta",
+                json!({"id": w.message.id, "object": "thread.message.delta", "delta": {
+                    "content": [{"index": w.text_index, "type": "text", "text": text}]
+                }}),
+            );
+        }
+        if let Some(Content::Text { text }) = w.message.content.get_mut(w.text_index) {
+            text.value = std::mem::take(&mut w.text);
+            text.annotations = annotations;
+        }
+        let t = now();
+        if incomplete {
+            w.message.status = "incomplete".into();
+            w.message.incomplete_at = Some(t);
+            w.message.incomplete_details = Some(json!({"reason": "max_tokens"}));
+        } else {
+            w.message.status = "completed".into();
+            w.message.completed_at = Some(t);
+        }
+        w.step.status = "completed".into();
+        w.step.completed_at = Some(t);
+        w.step.usage = Some(usage);
+        let (m, s2) = (w.message.clone(), w.step.clone());
+        self.db(move |s| {
+            s.save(&m)?;
+            s.save(&s2)
+        })
+        .await?;
+        let event = if incomplete {
+            "thread.message.incomplete"
+        } else {
+            "thread.message.completed"
+        };
+        self.emit(
+            &rid,
+            event,
+            serde_json::to_value(&w.message).unwrap_or_default(),
+        );
+        self.emit(
+            &rid,
+            "thread.run.step.completed",
+            serde_json::to_value(&w.step).unwrap_or_default(),
+        );
+        Ok(())
+    }
+
+    /// `file_path` annotations for the text's `sandbox:/mnt/data/…` links to existing files;
+    /// each linked file becomes a File (purpose `assistants_output`).
+    async fn annotations(&self, ctx: &Ctx, text: &str) -> Vec<serde_json::Value> {
+        let Some(sessions) = self.inner.sessions.clone() else {
+            return vec![];
+        };
+        let links = annotate::links(text);
+        if links.is_empty() {
+            return vec![];
+        }
+        let (store, dir, tid, max) = (
+            self.inner.store.clone(),
+            self.inner.files_dir.clone(),
+            ctx.run.thread_id.clone(),
+            self.inner.config.max_file_bytes,
+        );
+        let made = tokio::task::spawn_blocking(move || {
+            let mut files: Vec<(String, String)> = vec![];
+            let mut out = vec![];
+            for l in links {
+                let id = match files.iter().find(|(rel, _)| *rel == l.relative) {
+                    Some((_, id)) => id.clone(),
+                    None => {
+                        let Ok(bytes) = sessions.read_file(&tid, &l.relative, max) else {
+                            continue;
+                        };
+                        let name = l.relative.rsplit('/').next().unwrap_or(&l.relative);
+                        match blobs::create(store.as_ref(), &dir, name, "assistants_output", &bytes)
+                        {
+                            Ok(f) => {
+                                files.push((l.relative.clone(), f.id.clone()));
+                                f.id
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not store a linked file");
+                                continue;
+                            }
+                        }
+                    }
+                };
+                out.push(json!({
+                    "type": "file_path",
+                    "text": l.text,
+                    "start_index": l.start,
+                    "end_index": l.end,
+                    "file_path": {"file_id": id},
+                }));
+            }
+            out
+        })
+        .await;
+        made.unwrap_or_default()
+    }
+
+    /// Make a `tool_calls` step for the model's calls and run its code_interpreter calls.
+    /// Returns whether the run now waits for function outputs.
+    async fn tool_step(
+        &self,
+        ctx: &mut Ctx,
+        calls: &[ToolCall],
+        usage: RunUsage,
+        flag: &Arc<AtomicBool>,
+    ) -> Result<bool> {
+        let rid = ctx.run.id.clone();
+        let is_code = |c: &ToolCall| Some(&c.name) == ctx.code_tool.as_ref();
+        let mut tool_calls: Vec<StepToolCall> = calls
+            .iter()
+            .map(|c| {
+                if is_code(c) {
+                    StepToolCall::CodeInterpreter {
+                        id: c.id.clone(),
+                        code_interpreter: CodeInterpreterCall {
+                            input: code_of(&c.arguments),
+                            outputs: vec![],
+                        },
+                    }
+                } else {
+                    StepToolCall::Function {
+                        id: c.id.clone(),
+                        function: FunctionCall {
+                            name: c.name.clone(),
+                            arguments: c.arguments.clone(),
+                            output: None,
+                        },
+                    }
+                }
+            })
+            .collect();
+        let mut step = RunStep {
+            id: new_id("step_"),
+            object: "thread.run.step".into(),
+            created_at: now(),
+            assistant_id: ctx.run.assistant_id.clone(),
+            thread_id: ctx.run.thread_id.clone(),
+            run_id: rid.clone(),
+            kind: "tool_calls".into(),
+            status: "in_progress".into(),
+            step_details: StepDetails::ToolCalls {
+                tool_calls: tool_calls.clone(),
+            },
+            last_error: None,
+            expired_at: None,
+            cancelled_at: None,
+            failed_at: None,
+            completed_at: None,
+            metadata: Default::default(),
+            usage: Some(usage),
+        };
+        let s2 = step.clone();
+        self.db(move |s| s.insert(&s2)).await?;
+        let data = step_event_data(&step);
+        self.emit(&rid, "thread.run.step.created", data.clone());
+        self.emit(&rid, "thread.run.step.in_progress", data);
+        let step_delta = |call: serde_json::Value| {
+            json!({"id": step.id, "object": "thread.run.step.delta", "delta": {
+                "step_details": {"type": "tool_calls", "tool_calls": [call]}
+            }})
+        };
+        for (i, c) in tool_calls.iter().enumerate() {
+            let call = match c {
+                StepToolCall::CodeInterpreter {
+                    id,
+                    code_interpreter,
+                } => json!({"index": i, "id": id, "type": "code_interpreter",
+                    "code_interpreter": {"input": code_interpreter.input, "outputs": []}}),
+                StepToolCall::Function { id, function } => json!({"index": i, "id": id,
+                    "type": "function", "function": {"name": function.name,
+                    "arguments": function.arguments, "output": null}}),
+            };
+            self.emit(&rid, "thread.run.step.delta", step_delta(call));
+        }
+        let mut results = vec![];
+        for i in 0..tool_calls.len() {
+            let StepToolCall::CodeInterpreter {
+                id,
+                code_interpreter,
+            } = &tool_calls[i]
+            else {
+                continue;
+            };
+            if flag.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+            let (outputs, result) = self
+                .run_code(ctx, id, code_interpreter.input.clone(), flag)
+                .await;
+            let call_id = id.clone();
+            if !outputs.is_empty() {
+                let indexed: Vec<serde_json::Value> = outputs
+                    .iter()
+                    .enumerate()
+                    .map(|(j, o)| {
+                        let mut v = serde_json::to_value(o).unwrap_or_default();
+                        v["index"] = json!(j);
+                        v
+                    })
+                    .collect();
+                self.emit(
+                    &rid,
+                    "thread.run.step.delta",
+                    step_delta(json!({"index": i, "type": "code_interpreter",
+                        "code_interpreter": {"outputs": indexed}})),
+                );
+            }
+            for o in &outputs {
+                if let CodeOutput::Image { image } = o {
+                    ctx.pending_images.push(image.file_id.clone());
+                }
+            }
+            if let StepToolCall::CodeInterpreter {
+                code_interpreter, ..
+            } = &mut tool_calls[i]
+            {
+                code_interpreter.outputs = outputs;
+            }
+            step.step_details = StepDetails::ToolCalls {
+                tool_calls: tool_calls.clone(),
+            };
+            let s2 = step.clone();
+            self.db(move |s| s.save(&s2)).await?;
+            results.push(ChatMessage::tool_result(
+                &call_id,
+                serde_json::to_string(&result).unwrap_or_default(),
+            ));
+            if flag.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+        }
+        let tid = super::Transcript::id_for(&rid);
+        self.db(move |s| {
+            let mut t = s.fetch::<Transcript>(&tid)?;
+            t.messages.extend(results);
+            s.save(&t)
+        })
+        .await?;
+        let functions: Vec<serde_json::Value> = tool_calls
+            .iter()
+            .filter_map(|c| match c {
+                StepToolCall::Function { id, function } => Some(json!({
+                    "id": id, "type": "function",
+                    "function": {"name": function.name, "arguments": function.arguments},
+                })),
+                _ => None,
+            })
+            .collect();
+        if !functions.is_empty() {
+            let run = self
+                .update_run(&rid, move |r| {
+                    r.status = transition(r.status, RunEvent::NeedToolOutputs)
+                        .map_err(|e| RunError::Internal(e.into()))?;
+                    r.required_action = Some(json!({"type": "submit_tool_outputs",
+                        "submit_tool_outputs": {"tool_calls": functions}}));
+                    Ok(())
+                })
+                .await?;
+            self.emit(&rid, "thread.run.requires_action", run_data(&run));
+            return Ok(true);
+        }
+        step.status = "completed".into();
+        step.completed_at = Some(now());
+        let s2 = step.clone();
+        self.db(move |s| s.save(&s2)).await?;
+        self.emit(
+            &rid,
+            "thread.run.step.completed",
+            serde_json::to_value(&step).unwrap_or_default(),
+        );
+        Ok(false)
+    }
+
+    /// Run one code cell in the thread's session.
+    async fn run_code(
+        &self,
+        ctx: &Ctx,
+        call_id: &str,
+        code: String,
+        flag: &Arc<AtomicBool>,
+    ) -> (Vec<CodeOutput>, CodeToolResult) {
+        let Some(sessions) = self.inner.sessions.clone() else {
+            let msg = "The code interpreter is not available on this server.";
+            return (
+                vec![CodeOutput::Logs { logs: msg.into() }],
+                CodeToolResult {
+                    status: "error".into(),
+                    logs: msg.into(),
+                    ..Default::default()
+                },
+            );
+        };
+        let opts = ExecOptions {
+            cancel: Some(flag.clone()),
+            ..Default::default()
+        };
+        let r = match sessions.execute(&ctx.run.thread_id, None, code, opts).await {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = format!("The code could not run: {e}");
+                return (
+                    vec![CodeOutput::Logs { logs: msg.clone() }],
+                    CodeToolResult {
+                        status: "error".into(),
+                        logs: msg,
+                        ..Default::default()
+                    },
+                );
+            }
+        };
+        let mut logs = r.stdout.clone();
+        if let Some(v) = &r.result {
+            logs.push_str(v);
+            logs.push('\n');
+        }
+        logs.push_str(&r.stderr);
+        if let Some(d) = &r.detail
+            && r.outcome != Outcome::Ok
+            && r.outcome != Outcome::Error
+        {
+            if !logs.is_empty() && !logs.ends_with('\n') {
+                logs.push('\n');
+            }
+            logs.push_str(&format!("[{d}]\n"));
+        }
+        let mut outputs = vec![];
+        if !logs.is_empty() {
+            outputs.push(CodeOutput::Logs { logs: logs.clone() });
+        }
+        let (store, dir) = (self.inner.store.clone(), self.inner.files_dir.clone());
+        let images = r.images.clone();
+        let prefix = call_id.to_string();
+        let stored = tokio::task::spawn_blocking(move || {
+            images
+                .iter()
+                .enumerate()
+                .filter_map(|(i, png)| {
+                    let name = format!("{prefix}-image-{}.png", i + 1);
+                    blobs::create(store.as_ref(), &dir, &name, "assistants_output", png)
+                        .map_err(|e| tracing::warn!(error = %e, "could not store an image"))
+                        .ok()
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for f in &stored {
+            outputs.push(CodeOutput::Image {
+                image: ImageRef {
+                    file_id: f.id.clone(),
+                },
+            });
+        }
+        let result = CodeToolResult {
+            status: status_name(r.outcome).into(),
+            logs: clip_for_model(&logs),
+            files: r.files.iter().map(|f| f.path.clone()).collect(),
+            images: stored.len(),
+        };
+        (outputs, result)
+    }
+}

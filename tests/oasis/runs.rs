@@ -1,0 +1,617 @@
+//! Runs through the HTTP API with the built-in model: code_interpreter, function calls, the
+//! thread lock, cancel, expiry and the SSE event stream.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, err_parts};
+
+async fn assistant(app: &TestApp, tools: Value) -> String {
+    let (s, a) = app
+        .post(
+            "/v1/assistants",
+            json!({"model": "gpt-4o", "instructions": "Be brief.", "tools": tools}),
+        )
+        .await;
+    assert_eq!(s, 200, "{a}");
+    a["id"].as_str().unwrap().to_string()
+}
+
+async fn thread_with(app: &TestApp, text: &str) -> String {
+    let (s, t) = app
+        .post(
+            "/v1/threads",
+            json!({"messages": [{"role": "user", "content": text}]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    t["id"].as_str().unwrap().to_string()
+}
+
+async fn start_run(app: &TestApp, thread: &str, body: Value) -> Value {
+    let (s, r) = app.post(&format!("/v1/threads/{thread}/runs"), body).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["status"], "queued");
+    r
+}
+
+/// Poll a run until its status is one of `want` (or fail after 60 s).
+async fn wait_for(app: &TestApp, thread: &str, run: &str, want: &[&str]) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (s, r) = app.get(&format!("/v1/threads/{thread}/runs/{run}")).await;
+        assert_eq!(s, 200, "{r}");
+        if want.contains(&r["status"].as_str().unwrap_or("")) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run stuck in {} waiting for {want:?}: {r}",
+            r["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn messages(app: &TestApp, thread: &str) -> Vec<Value> {
+    let (s, l) = app
+        .get(&format!("/v1/threads/{thread}/messages?order=asc"))
+        .await;
+    assert_eq!(s, 200, "{l}");
+    l["data"].as_array().unwrap().clone()
+}
+
+async fn steps(app: &TestApp, thread: &str, run: &str) -> Vec<Value> {
+    let (s, l) = app
+        .get(&format!("/v1/threads/{thread}/runs/{run}/steps?order=asc"))
+        .await;
+    assert_eq!(s, 200, "{l}");
+    l["data"].as_array().unwrap().clone()
+}
+
+fn text_of(m: &Value) -> String {
+    m["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "text")
+        .map(|c| c["text"]["value"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_code_run_executes_each_cell_in_the_threads_session_and_reports_logs_and_files() {
+    let app = TestApp::spawn().await;
+    let a = assistant(&app, json!([{"type": "code_interpreter"}])).await;
+    let t = thread_with(
+        &app,
+        "Please run:\n```python\ndef fib(n):\n    return n if n < 2 else fib(n-1) + fib(n-2)\nprint(fib(10))\n```\nand\n```py\nopen('/mnt/data/fib.txt', 'w').write(str(fib(12)))\nfib(11)\n```",
+    )
+    .await;
+    let run = start_run(&app, &t, json!({"assistant_id": a})).await;
+    let rid = run["id"].as_str().unwrap();
+    assert!(run["expires_at"].as_i64().unwrap() >= run["created_at"].as_i64().unwrap() + 590);
+    let done = wait_for(&app, &t, rid, &["completed", "failed"]).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let usage = &done["usage"];
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 0, "{done}");
+    assert_eq!(
+        usage["total_tokens"].as_u64().unwrap(),
+        usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+    );
+    let st = steps(&app, &t, rid).await;
+    assert_eq!(st.len(), 2, "{st:?}");
+    assert_eq!(st[0]["type"], "tool_calls");
+    let calls = st[0]["step_details"]["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0]["type"], "code_interpreter");
+    assert!(
+        calls[0]["code_interpreter"]["input"]
+            .as_str()
+            .unwrap()
+            .contains("def fib")
+    );
+    assert_eq!(calls[0]["code_interpreter"]["outputs"][0]["logs"], "55\n");
+    assert_eq!(calls[1]["code_interpreter"]["outputs"][0]["logs"], "89\n");
+    assert_eq!(st[1]["type"], "message_creation");
+    assert_eq!(st[0]["status"], "completed");
+    let msgs = messages(&app, &t).await;
+    assert_eq!(msgs.len(), 2);
+    let reply = &msgs[1];
+    assert_eq!(reply["role"], "assistant");
+    assert_eq!(reply["run_id"], rid);
+    assert_eq!(reply["assistant_id"], a.as_str());
+    assert_eq!(
+        st[1]["step_details"]["message_creation"]["message_id"],
+        reply["id"]
+    );
+    let text = text_of(reply);
+    assert!(text.contains("Output of cell 1:\n```\n55\n```"), "{text}");
+    assert!(
+        text.contains("[fib.txt](sandbox:/mnt/data/fib.txt)"),
+        "{text}"
+    );
+    // The link is annotated with a downloadable File holding what the code wrote.
+    let ann = &reply["content"][0]["text"]["annotations"][0];
+    assert_eq!(ann["type"], "file_path");
+    assert_eq!(ann["text"], "sandbox:/mnt/data/fib.txt");
+    let chars: Vec<char> = text.chars().collect();
+    let (s0, e0) = (
+        ann["start_index"].as_u64().unwrap() as usize,
+        ann["end_index"].as_u64().unwrap() as usize,
+    );
+    assert_eq!(
+        chars[s0..e0].iter().collect::<String>(),
+        "sandbox:/mnt/data/fib.txt"
+    );
+    let fid = ann["file_path"]["file_id"].as_str().unwrap();
+    let (_, f) = app.get(&format!("/v1/files/{fid}")).await;
+    assert_eq!(f["purpose"], "assistants_output");
+    let body = app
+        .client
+        .get(app.url(&format!("/v1/files/{fid}/content")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "144");
+
+    // The session lives on: a second run sees `fib`.
+    let (s, _) = app
+        .post(
+            &format!("/v1/threads/{t}/messages"),
+            json!({"role": "user", "content": "```python\nprint(fib(7))\n```"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let run2 = start_run(&app, &t, json!({"assistant_id": a})).await;
+    let done = wait_for(
+        &app,
+        &t,
+        run2["id"].as_str().unwrap(),
+        &["completed", "failed"],
+    )
+    .await;
+    assert_eq!(done["status"], "completed");
+    let msgs = messages(&app, &t).await;
+    assert!(text_of(&msgs[3]).contains("13"), "{}", text_of(&msgs[3]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn function_calls_wait_for_outputs_and_the_thread_is_locked_meanwhile() {
+    let app = TestApp::spawn().await;
+    let a = assistant(
+        &app,
+        json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]),
+    )
+    .await;
+    let t = thread_with(
+        &app,
+        "```call get_weather\n{\"city\": \"Oslo\"}\n```\n```call get_weather\n{\"city\": \"Rome\"}\n```",
+    )
+    .await;
+    let run = start_run(&app, &t, json!({"assistant_id": a})).await;
+    let rid = run["id"].as_str().unwrap().to_string();
+    let r = wait_for(&app, &t, &rid, &["requires_action", "failed", "completed"]).await;
+    assert_eq!(r["status"], "requires_action", "{r}");
+    let calls = r["required_action"]["submit_tool_outputs"]["tool_calls"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    assert_eq!(calls[1]["function"]["arguments"], "{\"city\":\"Rome\"}");
+    // Locked: no messages, no second run, with OpenAI's words.
+    let (s, e) = app
+        .post(
+            &format!("/v1/threads/{t}/messages"),
+            json!({"role": "user", "content": "hi"}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        err_parts(&e).0,
+        format!("Can't add messages to {t} while a run {rid} is active.")
+    );
+    let (s, e) = app
+        .post(&format!("/v1/threads/{t}/runs"), json!({"assistant_id": a}))
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        err_parts(&e).0,
+        format!("Thread {t} already has an active run {rid}.")
+    );
+    // Outputs must answer every call, once.
+    let id0 = calls[0]["id"].as_str().unwrap();
+    let id1 = calls[1]["id"].as_str().unwrap();
+    let path = format!("/v1/threads/{t}/runs/{rid}/submit_tool_outputs");
+    let (s, e) = app
+        .post(
+            &path,
+            json!({"tool_outputs": [{"tool_call_id": id0, "output": "sunny"}]}),
+        )
+        .await;
+    assert_eq!(s, 400, "{e}");
+    let (s, e) = app
+        .post(
+            &path,
+            json!({"tool_outputs": [{"tool_call_id": "call_nope", "output": "x"}]}),
+        )
+        .await;
+    assert_eq!(s, 400, "{e}");
+    let (s, r) = app
+        .post(
+            &path,
+            json!({"tool_outputs": [
+                {"tool_call_id": id0, "output": "sunny"},
+                {"tool_call_id": id1, "output": "rain"}]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["status"], "queued");
+    let done = wait_for(&app, &t, &rid, &["completed", "failed"]).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let msgs = messages(&app, &t).await;
+    assert_eq!(
+        text_of(msgs.last().unwrap()),
+        "get_weather returned: sunny\nget_weather returned: rain"
+    );
+    let st = steps(&app, &t, &rid).await;
+    assert_eq!(st[0]["status"], "completed");
+    assert_eq!(
+        st[0]["step_details"]["tool_calls"][1]["function"]["output"],
+        "rain"
+    );
+    // A finished run takes no outputs.
+    let (s, _) = app
+        .post(
+            &path,
+            json!({"tool_outputs": [{"tool_call_id": id0, "output": "x"}]}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_interrupts_a_running_cell_and_frees_the_thread() {
+    let app = TestApp::spawn().await;
+    let a = assistant(&app, json!([{"type": "code_interpreter"}])).await;
+    let t = thread_with(
+        &app,
+        "```python\nopen('/mnt/data/kept.txt','w').write('k')\nimport time\ntime.sleep(60)\n```",
+    )
+    .await;
+    let run = start_run(&app, &t, json!({"assistant_id": a})).await;
+    let rid = run["id"].as_str().unwrap().to_string();
+    wait_for(&app, &t, &rid, &["in_progress"]).await;
+    // Wait until the cell runs (its step exists).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while steps(&app, &t, &rid).await.is_empty() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let (s, r) = app
+        .post(&format!("/v1/threads/{t}/runs/{rid}/cancel"), json!({}))
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert!(["cancelling", "cancelled"].contains(&r["status"].as_str().unwrap()));
+    let done = wait_for(&app, &t, &rid, &["cancelled"]).await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(done["cancelled_at"].is_i64());
+    let st = steps(&app, &t, &rid).await;
+    assert_eq!(st[0]["status"], "cancelled");
+    // Cancelling again is refused.
+    let (s, _) = app
+        .post(&format!("/v1/threads/{t}/runs/{rid}/cancel"), json!({}))
+        .await;
+    assert_eq!(s, 400);
+    // The thread takes messages again; the files survived the interpreter's reset.
+    let (s, _) = app
+        .post(
+            &format!("/v1/threads/{t}/messages"),
+            json!({"role": "user", "content": "```python\nprint(open('/mnt/data/kept.txt').read())\n```"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let run2 = start_run(&app, &t, json!({"assistant_id": a})).await;
+    let done = wait_for(
+        &app,
+        &t,
+        run2["id"].as_str().unwrap(),
+        &["completed", "failed"],
+    )
+    .await;
+    assert_eq!(done["status"], "completed");
+    let msgs = messages(&app, &t).await;
+    assert!(text_of(msgs.last().unwrap()).contains("```\nk\n```"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_run_waiting_for_outputs_expires() {
+    let app = TestApp::spawn_with(None, |s| {
+        s.runs.run_expiry = Duration::from_secs(2);
+        s.runs.sweep_every = Duration::from_millis(100);
+    })
+    .await;
+    let a = assistant(
+        &app,
+        json!([{"type": "function", "function": {"name": "f"}}]),
+    )
+    .await;
+    let t = thread_with(&app, "```call f\n{}\n```").await;
+    let run = start_run(&app, &t, json!({"assistant_id": a})).await;
+    let rid = run["id"].as_str().unwrap().to_string();
+    wait_for(&app, &t, &rid, &["requires_action"]).await;
+    let done = wait_for(&app, &t, &rid, &["expired"]).await;
+    assert!(done["required_action"].is_null());
+    let st = steps(&app, &t, &rid).await;
+    assert_eq!(st[0]["status"], "expired");
+    assert!(st[0]["expired_at"].is_i64());
+    let path = format!("/v1/threads/{t}/runs/{rid}/submit_tool_outputs");
+    let call = st[0]["step_details"]["tool_calls"][0]["id"]
+        .as_str()
+        .unwrap();
+    let (s, _) = app
+        .post(
+            &path,
+            json!({"tool_outputs": [{"tool_call_id": call, "output": "late"}]}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    app.stop().await;
+}
+
+/// Read an SSE response into (event, data) pairs.
+async fn sse_events(resp: reqwest::Response) -> Vec<(String, String)> {
+    let text = resp.text().await.unwrap();
+    let mut out = vec![];
+    for block in text.split("\n\n") {
+        let mut ev = String::new();
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                ev = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            }
+        }
+        if !ev.is_empty() {
+            out.push((ev, data));
+        }
+    }
+    out
+}
+
+/// Every element of every array in a delta carries `index`.
+fn every_array_entry_indexed(v: &Value, path: &str) {
+    match v {
+        Value::Array(items) => {
+            for (i, it) in items.iter().enumerate() {
+                assert!(
+                    it.get("index").is_some_and(Value::is_u64),
+                    "{path}[{i}] has no index: {it}"
+                );
+                every_array_entry_indexed(it, &format!("{path}[{i}]"));
+            }
+        }
+        Value::Object(o) => {
+            for (k, x) in o {
+                every_array_entry_indexed(x, &format!("{path}.{k}"));
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn streaming_a_code_run_sends_openais_events_in_order() {
+    let app = TestApp::spawn().await;
+    let a = assistant(&app, json!([{"type": "code_interpreter"}])).await;
+    let resp = app
+        .client
+        .post(app.url("/v1/threads/runs"))
+        .json(&json!({"assistant_id": a, "stream": true, "thread": {"messages": [
+            {"role": "user", "content": "```python\nimport matplotlib.pyplot as plt\nplt.plot([1,2,3])\nopen('/mnt/data/x.txt','w').write('x')\nprint('hi')\n```"}]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let events = sse_events(resp).await;
+    let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    let expected = [
+        "thread.created",
+        "thread.run.created",
+        "thread.run.queued",
+        "thread.run.in_progress",
+        "thread.run.step.created",
+        "thread.run.step.in_progress",
+        "thread.run.step.delta",
+        "thread.run.step.delta",
+        "thread.run.step.completed",
+        "thread.run.step.created",
+        "thread.run.step.in_progress",
+        "thread.message.created",
+        "thread.message.in_progress",
+    ];
+    assert_eq!(&names[..expected.len()], &expected, "{names:?}");
+    let tail = &names[names.len() - 5..];
+    assert_eq!(
+        tail,
+        [
+            "thread.message.delta",
+            "thread.message.completed",
+            "thread.run.step.completed",
+            "thread.run.completed",
+            "done",
+        ],
+        "{names:?}"
+    );
+    assert_eq!(events.last().unwrap().1, "[DONE]");
+    // Deltas index every array entry, and rebuild what polling returns.
+    let mut text = String::new();
+    let mut images = vec![];
+    let mut annotations = vec![];
+    for (e, d) in &events {
+        if !e.ends_with(".delta") {
+            continue;
+        }
+        let v: Value = serde_json::from_str(d).unwrap();
+        every_array_entry_indexed(&v["delta"], "delta");
+        if e == "thread.message.delta" {
+            for part in v["delta"]["content"].as_array().unwrap() {
+                if part["type"] == "text" {
+                    text.push_str(part["text"]["value"].as_str().unwrap_or(""));
+                    if let Some(a) = part["text"]["annotations"].as_array() {
+                        annotations.extend(a.iter().cloned());
+                    }
+                } else if part["type"] == "image_file" {
+                    images.push(part["image_file"]["file_id"].clone());
+                }
+            }
+        }
+    }
+    let run: Value = serde_json::from_str(
+        &events
+            .iter()
+            .find(|(e, _)| e == "thread.run.completed")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    let t = run["thread_id"].as_str().unwrap();
+    let msgs = messages(&app, t).await;
+    let reply = msgs.last().unwrap();
+    assert_eq!(text, text_of(reply));
+    assert_eq!(images.len(), 1);
+    assert_eq!(reply["content"][0]["type"], "image_file");
+    assert_eq!(reply["content"][0]["image_file"]["file_id"], images[0]);
+    assert_eq!(annotations.len(), 1);
+    let polled = &reply["content"][1]["text"]["annotations"][0];
+    assert_eq!(annotations[0]["start_index"], polled["start_index"]);
+    assert_eq!(annotations[0]["file_path"], polled["file_path"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn run_requests_are_checked_and_models_are_listed() {
+    let app = TestApp::spawn().await;
+    let (s, e) = app
+        .post(
+            "/v1/threads/thread_nope/runs",
+            json!({"assistant_id": "asst_x"}),
+        )
+        .await;
+    assert_eq!(s, 404);
+    assert_eq!(err_parts(&e).0, "No thread found with id 'thread_nope'.");
+    let t = thread_with(&app, "hello").await;
+    let (s, e) = app
+        .post(
+            &format!("/v1/threads/{t}/runs"),
+            json!({"assistant_id": "asst_nope"}),
+        )
+        .await;
+    assert_eq!(s, 404);
+    assert_eq!(err_parts(&e).0, "No assistant found with id 'asst_nope'.");
+    let a = assistant(&app, json!([])).await;
+    for (body, param) in [
+        (
+            json!({"assistant_id": a, "tool_choice": "sometimes"}),
+            "tool_choice",
+        ),
+        (json!({"assistant_id": a, "temperature": 3}), "temperature"),
+        (
+            json!({"assistant_id": a, "truncation_strategy": {"type": "last_messages"}}),
+            "truncation_strategy.last_messages",
+        ),
+        (json!({"assistant_id": a, "bogus": 1}), "bogus"),
+    ] {
+        let (s, e) = app.post(&format!("/v1/threads/{t}/runs"), body).await;
+        assert_eq!(s, 400, "{e}");
+        assert_eq!(err_parts(&e).2.as_deref(), Some(param), "{e}");
+    }
+    let (s, e) = app.get(&format!("/v1/threads/{t}/runs/run_nope")).await;
+    assert_eq!(s, 404);
+    assert_eq!(err_parts(&e).0, "No run found with id 'run_nope'.");
+    // A plain message gets the built-in model's help, and polling is throttled by a header.
+    let run = start_run(&app, &t, json!({"assistant_id": a})).await;
+    let rid = run["id"].as_str().unwrap();
+    let done = wait_for(&app, &t, rid, &["completed", "failed"]).await;
+    assert_eq!(done["status"], "completed");
+    let msgs = messages(&app, &t).await;
+    assert!(text_of(&msgs[1]).contains("oasis-local"));
+    let r = app
+        .client
+        .get(app.url(&format!("/v1/threads/{t}/runs/{rid}")))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers()["openai-poll-after-ms"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .is_ok()
+    );
+    let (s, l) = app.get(&format!("/v1/threads/{t}/runs")).await;
+    assert_eq!(s, 200);
+    assert_eq!(l["data"][0]["id"], rid);
+    let (s, m) = app.get("/v1/models").await;
+    assert_eq!(s, 200);
+    assert!(
+        m["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["id"] == "oasis-local")
+    );
+    // Deleting the thread takes its runs and steps along.
+    let (s, _) = app.delete(&format!("/v1/threads/{t}")).await;
+    assert_eq!(s, 200);
+    let (s, _) = app.get(&format!("/v1/threads/{t}/runs/{rid}")).await;
+    assert_eq!(s, 404);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn token_limits_end_a_run_incomplete() {
+    let app = TestApp::spawn().await;
+    let a = assistant(&app, json!([])).await;
+    let t = thread_with(&app, "hello there").await;
+    let run = start_run(
+        &app,
+        &t,
+        json!({"assistant_id": a, "max_completion_tokens": 5}),
+    )
+    .await;
+    let done = wait_for(
+        &app,
+        &t,
+        run["id"].as_str().unwrap(),
+        &["incomplete", "completed", "failed"],
+    )
+    .await;
+    assert_eq!(done["status"], "incomplete", "{done}");
+    assert_eq!(
+        done["incomplete_details"]["reason"],
+        "max_completion_tokens"
+    );
+    assert_eq!(done["usage"]["completion_tokens"], 5);
+    let msgs = messages(&app, &t).await;
+    assert_eq!(msgs[1]["status"], "incomplete");
+    assert_eq!(msgs[1]["incomplete_details"]["reason"], "max_tokens");
+    app.stop().await;
+}
