@@ -299,7 +299,13 @@ impl Session {
         });
         interp.stdout.reset(0, None);
         interp.stderr.reset(16 << 10, None);
-        let end = bounded(interp.turn("__import__('_oasis').finish()"), deadline).await;
+        let never = AtomicBool::new(false);
+        let end = bounded(
+            interp.turn("__import__('_oasis').finish()"),
+            deadline,
+            &never,
+        )
+        .await;
         let door = interp.take_door();
         let _ = interp.stdout.take();
         let (err, _) = interp.stderr.take();
