@@ -199,7 +199,10 @@ impl Orchestrator {
                 }
             };
             let Some(answer) = self.model_turn(&mut ctx, req, flag).await? else {
-                // Cancelled while the model was answering.
+                // Cancelled, or out of time, while the model was answering.
+                if !flag.load(Ordering::SeqCst) {
+                    self.finish(run_id, RunEvent::Expire, None).await?;
+                }
                 return Ok(());
             };
             let (resp, writer) = match answer {
@@ -444,7 +447,8 @@ impl Orchestrator {
         Ok(staged)
     }
 
-    /// Ask the model, streaming its text into a new message. `None` when cancelled.
+    /// Ask the model, streaming its text into a new message. `None` when cancelled or when the
+    /// run's time ran out first.
     #[allow(clippy::type_complexity)]
     async fn model_turn(
         &self,
@@ -458,6 +462,13 @@ impl Orchestrator {
             let _ = tx.send(t.to_string());
         };
         let mut writer: Option<Writer> = None;
+        let left = ctx
+            .run
+            .expires_at
+            .map(|e| Duration::from_secs((e - now()).max(0) as u64))
+            .unwrap_or(Duration::MAX);
+        let expiry = tokio::time::sleep(left.min(Duration::from_secs(365 * 24 * 3600)));
+        tokio::pin!(expiry);
         let res = {
             let fut = backend.complete(req, &sink);
             tokio::pin!(fut);
@@ -466,6 +477,7 @@ impl Orchestrator {
                     r = &mut fut => break Some(r),
                     Some(chunk) = rx.recv() => self.write_text(ctx, &mut writer, &chunk).await?,
                     _ = flagged(flag) => break None,
+                    _ = &mut expiry => break None,
                 }
             }
         };
