@@ -25,6 +25,7 @@ impl StreamEvent {
                 | "thread.run.cancelled"
                 | "thread.run.expired"
                 | "thread.run.requires_action"
+                | "error"
         )
     }
 }

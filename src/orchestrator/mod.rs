@@ -750,32 +750,11 @@ impl Orchestrator {
 
     async fn steps_of(&self, run: &Run) -> Result<Vec<RunStep>> {
         let (tid, rid) = (run.thread_id.clone(), run.id.clone());
-        self.db(move |s| {
-            let page = Page {
-                limit: 100,
-                order: Order::Asc,
-                after: None,
-                before: None,
-            };
-            let filter = Filter {
-                field: "run_id",
-                value: rid,
-            };
-            let mut out = vec![];
-            let mut page = page;
-            loop {
-                let (items, more) = s.page::<RunStep>(Some(&tid), Some(&filter), &page)?;
-                page.after = items.last().map(|r| r.id.clone());
-                out.extend(items);
-                if !more {
-                    return Ok(out);
-                }
-            }
-        })
-        .await
+        self.db(move |s| steps_in(s, &tid, &rid)).await
     }
 
-    /// End a run with `event` (a terminal transition), closing its open step and message.
+    /// End a run with `event` (a terminal transition), closing its open step and message in
+    /// the same transaction, so no reader sees a finished run with a step still open.
     async fn finish(
         &self,
         run_id: &str,
@@ -786,75 +765,79 @@ impl Orchestrator {
             code: c.to_string(),
             message: m.to_string(),
         });
-        let err2 = err.clone();
-        let run = self
-            .update_run(run_id, move |r| {
-                let to = transition(r.status, event).map_err(|e| RunError::Internal(e.into()))?;
+        let _lock = self.inner.runs_lock.lock().await;
+        let rid = run_id.to_string();
+        let (run, closed) = self
+            .db(move |s| {
+                let mut r = s.fetch::<Run>(&rid)?;
+                let to = match transition(r.status, event) {
+                    Ok(to) => to,
+                    Err(e) => return Ok(Err(RunError::Internal(e.into()))),
+                };
                 r.status = to;
                 let t = now();
                 r.required_action = None;
                 match to {
                     RunStatus::Failed => {
                         r.failed_at = Some(t);
-                        r.last_error = err2;
+                        r.last_error = err.clone();
                     }
                     RunStatus::Cancelled => r.cancelled_at = Some(t),
-                    RunStatus::Completed => r.completed_at = Some(t),
-                    RunStatus::Incomplete => r.completed_at = Some(t),
+                    RunStatus::Completed | RunStatus::Incomplete => r.completed_at = Some(t),
                     _ => {}
                 }
                 if to.is_terminal() && r.usage.is_none() {
-                    r.usage = Some(crate::model::RunUsage::default());
+                    let used = s
+                        .find::<Transcript>(&Transcript::id_for(&r.id))?
+                        .map(|t| t.usage)
+                        .unwrap_or_default();
+                    r.usage = Some(used);
                 }
-                Ok(())
-            })
-            .await?;
-        // Close what the run left open.
-        let (step_status, msg_reason) = match run.status {
-            RunStatus::Cancelled => ("cancelled", Some("run_cancelled")),
-            RunStatus::Expired => ("expired", Some("run_expired")),
-            RunStatus::Failed => ("failed", Some("run_failed")),
-            _ => ("completed", None),
-        };
-        for mut step in self.steps_of(&run).await? {
-            if step.status != "in_progress" {
-                continue;
-            }
-            let t = now();
-            step.status = step_status.into();
-            match step_status {
-                "cancelled" => step.cancelled_at = Some(t),
-                "expired" => step.expired_at = Some(t),
-                "failed" => {
-                    step.failed_at = Some(t);
-                    step.last_error = err.clone();
-                }
-                _ => step.completed_at = Some(t),
-            }
-            if let (Some(reason), StepDetails::MessageCreation { message_creation }) =
-                (msg_reason, &step.step_details)
-            {
-                let mid = message_creation.message_id.clone();
-                let reason = reason.to_string();
-                let _ = self
-                    .db(move |s| {
-                        let mut m = s.fetch::<Message>(&mid)?;
-                        if m.status == "in_progress" {
-                            m.status = "incomplete".into();
-                            m.incomplete_at = Some(now());
-                            m.incomplete_details = Some(json!({ "reason": reason }));
-                            s.save(&m)?;
+                // Close what the run left open.
+                let (step_status, msg_reason) = match to {
+                    RunStatus::Cancelled => ("cancelled", Some("run_cancelled")),
+                    RunStatus::Expired => ("expired", Some("run_expired")),
+                    RunStatus::Failed => ("failed", Some("run_failed")),
+                    _ => ("completed", None),
+                };
+                let mut records = vec![Record::of(&r)?];
+                let mut closed = vec![];
+                for mut step in steps_in(s, &r.thread_id, &r.id)? {
+                    if step.status != "in_progress" {
+                        continue;
+                    }
+                    step.status = step_status.into();
+                    match step_status {
+                        "cancelled" => step.cancelled_at = Some(t),
+                        "expired" => step.expired_at = Some(t),
+                        "failed" => {
+                            step.failed_at = Some(t);
+                            step.last_error = err.clone();
                         }
-                        Ok(())
-                    })
-                    .await;
-            }
-            let s2 = step.clone();
-            self.db(move |s| s.save(&s2)).await?;
+                        _ => step.completed_at = Some(t),
+                    }
+                    if let (Some(reason), StepDetails::MessageCreation { message_creation }) =
+                        (msg_reason, &step.step_details)
+                        && let Some(mut m) = s.find::<Message>(&message_creation.message_id)?
+                        && m.status == "in_progress"
+                    {
+                        m.status = "incomplete".into();
+                        m.incomplete_at = Some(t);
+                        m.incomplete_details = Some(json!({ "reason": reason }));
+                        records.push(Record::of(&m)?);
+                    }
+                    records.push(Record::of(&step)?);
+                    closed.push(step);
+                }
+                s.save_all(&records)?;
+                Ok(Ok((r, closed)))
+            })
+            .await??;
+        for step in &closed {
             self.emit(
                 run_id,
-                &format!("thread.run.step.{step_status}"),
-                serde_json::to_value(&step).unwrap_or_default(),
+                &format!("thread.run.step.{}", step.status),
+                serde_json::to_value(step).unwrap_or_default(),
             );
         }
         self.emit(
@@ -871,6 +854,29 @@ impl Orchestrator {
         StreamEvent {
             event: "error".into(),
             data: json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}}),
+        }
+    }
+}
+
+/// Every step of a run, oldest first.
+fn steps_in(s: &dyn Store, thread_id: &str, run_id: &str) -> crate::store::Result<Vec<RunStep>> {
+    let filter = Filter {
+        field: "run_id",
+        value: run_id.to_string(),
+    };
+    let mut page = Page {
+        limit: 100,
+        order: Order::Asc,
+        after: None,
+        before: None,
+    };
+    let mut out = vec![];
+    loop {
+        let (items, more) = s.page::<RunStep>(Some(thread_id), Some(&filter), &page)?;
+        page.after = items.last().map(|r| r.id.clone());
+        out.extend(items);
+        if !more {
+            return Ok(out);
         }
     }
 }

@@ -223,7 +223,110 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::FunctionDef;
+    use crate::model::{FunctionDef, Text, Truncation};
+
+    fn run(truncation: Truncation, max_prompt: Option<u64>, max_completion: Option<u64>) -> Run {
+        serde_json::from_value(serde_json::json!({
+            "id": "run_1", "object": "thread.run", "created_at": 0, "thread_id": "thread_1",
+            "assistant_id": "asst_1", "status": "queued", "required_action": null,
+            "last_error": null, "expires_at": null, "started_at": null, "cancelled_at": null,
+            "failed_at": null, "completed_at": null, "incomplete_details": null,
+            "model": "m", "instructions": "Be kind.", "tools": [], "metadata": {},
+            "usage": null, "temperature": null, "top_p": null,
+            "max_prompt_tokens": max_prompt, "max_completion_tokens": max_completion,
+            "truncation_strategy": truncation, "tool_choice": "auto",
+            "parallel_tool_calls": true, "response_format": "auto"
+        }))
+        .unwrap()
+    }
+
+    fn msg(i: usize) -> Message {
+        Message {
+            id: format!("msg_{i}"),
+            object: "thread.message".into(),
+            created_at: 0,
+            thread_id: "thread_1".into(),
+            status: "completed".into(),
+            incomplete_details: None,
+            completed_at: None,
+            incomplete_at: None,
+            role: "user".into(),
+            content: vec![Content::Text {
+                text: Text {
+                    value: format!("message number {i} with some words in it"),
+                    annotations: vec![],
+                },
+            }],
+            assistant_id: None,
+            run_id: None,
+            attachments: vec![],
+            metadata: Default::default(),
+        }
+    }
+
+    #[test]
+    fn truncation_keeps_the_newest_messages_and_limits_end_runs() {
+        let history: Vec<Message> = (0..10).map(msg).collect();
+        let texts = |r: &ChatRequest| {
+            r.messages[1..]
+                .iter()
+                .map(|m| m.content.clone())
+                .collect::<Vec<_>>()
+        };
+        let auto = Truncation {
+            kind: "auto".into(),
+            last_messages: None,
+        };
+        let r = build(&run(auto.clone(), None, None), None, &[], &history, &[], 0).unwrap();
+        assert_eq!(r.messages.len(), 11);
+        assert_eq!(r.messages[0].content, "Be kind.");
+        let last3 = Truncation {
+            kind: "last_messages".into(),
+            last_messages: Some(3),
+        };
+        let r = build(&run(last3, None, None), None, &[], &history, &[], 0).unwrap();
+        assert_eq!(texts(&r).len(), 3);
+        assert!(texts(&r)[0].contains("number 7"));
+        // Each message is ~10 tokens: a 35-token budget keeps the newest few.
+        let r = build(
+            &run(auto.clone(), Some(35), None),
+            None,
+            &[],
+            &history,
+            &[],
+            0,
+        )
+        .unwrap();
+        let kept = texts(&r);
+        assert!(!kept.is_empty() && kept.len() < 4, "{kept:?}");
+        assert!(kept.last().unwrap().contains("number 9"));
+        assert_eq!(
+            build(
+                &run(auto.clone(), Some(3), None),
+                None,
+                &[],
+                &history,
+                &[],
+                0
+            )
+            .unwrap_err(),
+            PromptLimit::MaxPromptTokens
+        );
+        let r = build(
+            &run(auto.clone(), None, Some(100)),
+            None,
+            &[],
+            &history,
+            &[],
+            40,
+        )
+        .unwrap();
+        assert_eq!(r.max_tokens, Some(60));
+        assert_eq!(
+            build(&run(auto, None, Some(100)), None, &[], &history, &[], 100).unwrap_err(),
+            PromptLimit::MaxCompletionTokens
+        );
+    }
 
     #[test]
     fn the_code_tool_never_takes_a_user_functions_name() {

@@ -145,6 +145,11 @@ impl Orchestrator {
                     .finish(run_id, RunEvent::Fail, Some(("server_error", &msg)))
                     .await;
             }
+            // The run is gone (its thread was deleted): tell its streams.
+            None => {
+                let ev = Orchestrator::error_event(&format!("Run {run_id} no longer exists."));
+                self.emit(run_id, &ev.event, ev.data);
+            }
             _ => {}
         }
     }
@@ -168,6 +173,21 @@ impl Orchestrator {
             Err(e) => return Err(e),
         };
         self.emit(run_id, "thread.run.in_progress", run_data(&run));
+        // A run queued by an older version (or by hand) may have no transcript yet.
+        let (tid, thread_id) = (Transcript::id_for(run_id), run.thread_id.clone());
+        self.db(move |s| {
+            if s.find::<Transcript>(&tid)?.is_none() {
+                s.insert(&Transcript {
+                    id: tid,
+                    thread_id,
+                    created_at: now(),
+                    messages: vec![],
+                    usage: RunUsage::default(),
+                })?;
+            }
+            Ok(())
+        })
+        .await?;
         let mut ctx = self.context(run).await?;
         loop {
             if flag.load(Ordering::SeqCst) {

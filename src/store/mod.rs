@@ -92,6 +92,8 @@ pub trait Store: Send + Sync + 'static {
     fn get(&self, kind: Kind, id: &str) -> Result<Option<Record>>;
     /// Replace an object's body.
     fn update(&self, kind: Kind, id: &str, body: &str) -> Result<()>;
+    /// Replace the bodies of all these objects, or of none.
+    fn update_all(&self, records: &[Record]) -> Result<()>;
     /// Delete an object and every object scoped to it (a thread's messages). Returns whether
     /// it existed.
     fn delete(&self, kind: Kind, id: &str) -> Result<bool>;
@@ -120,6 +122,11 @@ pub trait StoreExt: Store {
             kind: T::KIND.noun(),
             id: id.to_string(),
         })
+    }
+
+    /// Save several objects in one transaction.
+    fn save_all(&self, records: &[Record]) -> Result<()> {
+        self.update_all(records)
     }
 
     fn save<T: Object>(&self, obj: &T) -> Result<()> {

@@ -142,6 +142,26 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn update_all(&self, records: &[Record]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(other)?;
+        for r in records {
+            let n = tx
+                .execute(
+                    "UPDATE objects SET body = ?3 WHERE id = ?1 AND kind = ?2",
+                    params![r.id, r.kind.as_str(), r.body],
+                )
+                .map_err(other)?;
+            if n == 0 {
+                return Err(StoreError::NotFound {
+                    kind: r.kind.noun(),
+                    id: r.id.clone(),
+                });
+            }
+        }
+        tx.commit().map_err(other)
+    }
+
     fn delete(&self, kind: Kind, id: &str) -> Result<bool> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(other)?;

@@ -615,3 +615,42 @@ async fn token_limits_end_a_run_incomplete() {
     assert_eq!(msgs[1]["incomplete_details"]["reason"], "max_tokens");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn after_a_restart_queued_runs_run_and_interrupted_ones_fail_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = TestApp::spawn_with(Some(dir.path().to_path_buf()), |_| {}).await;
+    let a = assistant(&first, json!([{"type": "code_interpreter"}])).await;
+    let t1 = thread_with(&first, "```python\nimport time\ntime.sleep(30)\n```").await;
+    let r1 = start_run(&first, &t1, json!({"assistant_id": a})).await;
+    let r1_id = r1["id"].as_str().unwrap().to_string();
+    wait_for(&first, &t1, &r1_id, &["in_progress"]).await;
+    let t2 = thread_with(&first, "```python\nprint(6 * 7)\n```").await;
+    first.stop().await;
+    // A run the crashed server had queued but never started.
+    let mut queued: oasis::model::Run = serde_json::from_value(r1.clone()).unwrap();
+    queued.id = "run_queuedbeforethecrash00".into();
+    queued.thread_id = t2.clone();
+    queued.created_at = oasis::model::now();
+    queued.expires_at = Some(queued.created_at + 600);
+    let store = oasis::store::SqliteStore::open(&dir.path().join("oasis.sqlite3")).unwrap();
+    oasis::store::StoreExt::insert(&store, &queued).unwrap();
+    drop(store);
+
+    // The first server's workers are still busy; a new server takes the data over.
+    let second = TestApp::spawn_with(Some(dir.path().to_path_buf()), |_| {}).await;
+    let failed = wait_for(&second, &t1, &r1_id, &["failed"]).await;
+    assert_eq!(failed["last_error"]["code"], "server_error");
+    assert!(
+        failed["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("restarted"),
+        "{failed}"
+    );
+    let done = wait_for(&second, &t2, &queued.id, &["completed", "failed"]).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let msgs = messages(&second, &t2).await;
+    assert!(text_of(msgs.last().unwrap()).contains("42"));
+    second.stop().await;
+}
