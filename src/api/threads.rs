@@ -142,11 +142,15 @@ async fn modify_thread(
     Ok(Json(save_returning(&state, t).await?))
 }
 
-/// Deleting a thread deletes its messages (one transaction) and its sandbox session.
+/// Deleting a thread cancels its active run, deletes its messages, runs and steps (one
+/// transaction) and its sandbox session.
 async fn delete_thread(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    if let Some(runs) = &state.runs {
+        runs.stop_thread(&id).await?;
+    }
     let id2 = id.clone();
     let existed = blocking(&state, move |s| s.delete(Kind::Thread, &id2)).await?;
     if !existed {

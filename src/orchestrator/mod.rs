@@ -627,6 +627,19 @@ impl Orchestrator {
         Ok(run)
     }
 
+    /// Cancel the thread's active run, if any (before the thread is deleted, so a running cell
+    /// is interrupted instead of being waited for).
+    pub async fn stop_thread(&self, thread_id: &str) -> Result<()> {
+        let tid = thread_id.to_string();
+        let active = self.db(move |s| Self::active_run(s, &tid)).await?;
+        if let Some(run) = active
+            && run.status != RunStatus::Cancelling
+        {
+            let _ = self.cancel(thread_id, &run.id).await;
+        }
+        Ok(())
+    }
+
     /// Submit function outputs to a run that `requires_action`; it is queued again.
     pub async fn submit_tool_outputs(
         &self,

@@ -654,3 +654,24 @@ async fn after_a_restart_queued_runs_run_and_interrupted_ones_fail_with_a_reason
     assert!(text_of(msgs.last().unwrap()).contains("42"));
     second.stop().await;
 }
+
+#[tokio::test]
+async fn deleting_a_thread_with_a_running_cell_stops_the_run_at_once() {
+    let app = TestApp::spawn().await;
+    let a = assistant(&app, json!([{"type": "code_interpreter"}])).await;
+    let t = thread_with(&app, "```python\nimport time\ntime.sleep(60)\n```").await;
+    let run = start_run(&app, &t, json!({"assistant_id": a})).await;
+    let rid = run["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while steps(&app, &t, &rid).await.is_empty() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    let (s, d) = app.delete(&format!("/v1/threads/{t}")).await;
+    assert_eq!(s, 200, "{d}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let (s, _) = app.get(&format!("/v1/threads/{t}/runs/{rid}")).await;
+    assert_eq!(s, 404);
+    app.stop().await;
+}
