@@ -51,6 +51,14 @@ impl Hub {
         rx
     }
 
+    /// Drop the subscriptions of a run that will send nothing (its creation failed).
+    pub fn forget(&self, run_id: &str) {
+        self.subs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(run_id);
+    }
+
     pub fn emit(&self, run_id: &str, event: &str, data: serde_json::Value) {
         let mut subs = self.subs.lock().unwrap_or_else(|p| p.into_inner());
         let Some(list) = subs.get_mut(run_id) else {

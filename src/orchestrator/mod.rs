@@ -517,8 +517,10 @@ impl Orchestrator {
                     }
                     Ok(active)
                 })
-                .await?;
+                .await
+                .inspect_err(|_| self.inner.hub.forget(&run.id))?;
             if let Some(a) = active {
+                self.inner.hub.forget(&run.id);
                 return Err(RunError::invalid(
                     None,
                     format!("Thread {thread_id} already has an active run {}.", a.id),
@@ -703,7 +705,8 @@ impl Orchestrator {
                 r.required_action = None;
                 Ok(())
             })
-            .await?;
+            .await
+            .inspect_err(|_| self.inner.hub.forget(run_id))?;
         self.record_outputs(&run, &by_id).await?;
         self.emit(run_id, "thread.run.queued", run_data(&run));
         let _ = self.inner.queue_tx.send(run_id.to_string());
