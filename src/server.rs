@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::api::{self, ApiConfig, AppState, Mode};
 use crate::backend::upstream::{Upstream, UpstreamConfig};
 use crate::orchestrator::{Orchestrator, OrchestratorConfig};
-use crate::sandbox::{ManagerConfig, Progress, Sandbox, SessionManager};
+use crate::sandbox::{ManagerConfig, Progress, Sandbox, SessionManager, Sessions};
 use crate::store::SqliteStore;
 
 /// Flags of `oasis serve` (each also from the environment); unset ones come from the TOML file
@@ -152,11 +152,11 @@ pub fn build_state(settings: &Settings, sandbox: Option<Arc<Sandbox>>) -> anyhow
         Some(s) => s,
         None => Arc::new(Sandbox::open(&settings.cache_dir, Progress::stderr())?),
     };
-    let sessions = SessionManager::new(
+    let sessions = Sessions::InProcess(SessionManager::new(
         sandbox,
         settings.data_dir.join("sessions"),
         settings.sessions.clone(),
-    );
+    ));
     let store: Arc<dyn crate::store::Store> = Arc::new(store);
     let runs = match settings.api.mode {
         Mode::All => {
@@ -190,19 +190,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     if let Some(sessions) = &state.sessions {
-        sessions.spawn_reaper();
-        // Load (and if needed build) the default image, then fill the warm pool.
-        let s = sessions.clone();
-        tokio::spawn(async move {
-            let sb = s.sandbox().clone();
-            let loaded =
-                tokio::task::spawn_blocking(move || sb.image(crate::sandbox::DEFAULT_IMAGE)).await;
-            match loaded {
-                Ok(Ok(_)) => s.refill_warm(),
-                Ok(Err(e)) => tracing::error!(error = %e, "could not load the default image"),
-                Err(e) => tracing::error!(error = %e, "loading the default image panicked"),
-            }
-        });
+        sessions.start_background();
     }
     if let Some(runs) = &state.runs {
         runs.start().await.context("starting the run workers")?;

@@ -22,7 +22,7 @@ use super::extract::ApiJson;
 use super::files::{blob_path, clean_filename, create_from_bytes};
 use super::{AppState, blocking};
 use crate::model::{FileObject, Thread, new_id};
-use crate::sandbox::{ExecOptions, ExecResult, Outcome, OutputTap, SessionManager, StreamKind};
+use crate::sandbox::{ExecOptions, ExecResult, Outcome, OutputTap, Sessions, StreamKind};
 use crate::store::StoreExt;
 
 pub fn router() -> Router<AppState> {
@@ -68,7 +68,7 @@ pub struct ExecuteResponse {
     pub truncated: bool,
 }
 
-fn sessions(state: &AppState) -> ApiResult<&SessionManager> {
+fn sessions(state: &AppState) -> ApiResult<&Sessions> {
     state
         .sessions
         .as_ref()
@@ -106,15 +106,7 @@ async fn execute(
     };
     let data_dir = manager.data_dir(&session_id)?;
     copy_inputs(&state, &req.file_ids, &data_dir).await?;
-    let image = manager.sandbox().image(
-        req.image
-            .as_deref()
-            .unwrap_or(crate::sandbox::DEFAULT_IMAGE),
-    );
-    let mut limits = match image {
-        Ok(img) => img.image.limits(),
-        Err(e) => return Err(e.into()),
-    };
+    let mut limits = manager.image_limits(req.image.as_deref())?;
     if let Some(ms) = req.timeout_ms {
         if ms == 0 || ms > MAX_TIMEOUT_MS {
             return Err(ApiError::invalid(
@@ -215,7 +207,7 @@ async fn copy_inputs(
 /// Turn a sandbox result into the API body, storing changed files and images as Files.
 async fn respond(
     state: &AppState,
-    manager: &SessionManager,
+    manager: &Sessions,
     session_id: &str,
     r: ExecResult,
 ) -> ApiResult<ExecuteResponse> {

@@ -21,7 +21,7 @@ use axum::routing::get;
 
 pub use error::{ApiError, ApiResult};
 
-use crate::sandbox::SessionManager;
+use crate::sandbox::Sessions;
 use crate::store::{Store, StoreError};
 
 /// Which routes a server exposes.
@@ -66,7 +66,7 @@ impl std::fmt::Debug for ApiConfig {
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub files_dir: PathBuf,
-    pub sessions: Option<SessionManager>,
+    pub sessions: Option<Sessions>,
     /// Runs (absent in `tools` mode).
     pub runs: Option<crate::orchestrator::Orchestrator>,
     pub config: ApiConfig,

@@ -33,7 +33,7 @@ use crate::model::{
     Assistant, Kind, LastError, Message, Object, Run, RunStep, StepDetails, Thread, Tool,
     Truncation, new_id, now,
 };
-use crate::sandbox::SessionManager;
+use crate::sandbox::Sessions;
 use crate::store::{Filter, Order, Page, Record, Store, StoreError, StoreExt};
 
 /// Knobs of the orchestrator.
@@ -149,7 +149,7 @@ pub struct Orchestrator {
 struct Inner {
     store: Arc<dyn Store>,
     files_dir: PathBuf,
-    sessions: Option<SessionManager>,
+    sessions: Option<Sessions>,
     local: Arc<Local>,
     upstream: Option<Arc<Upstream>>,
     config: OrchestratorConfig,
@@ -189,7 +189,7 @@ impl Orchestrator {
     pub fn new(
         store: Arc<dyn Store>,
         files_dir: PathBuf,
-        sessions: Option<SessionManager>,
+        sessions: Option<Sessions>,
         upstream: Option<Arc<Upstream>>,
         config: OrchestratorConfig,
     ) -> Orchestrator {

@@ -16,6 +16,7 @@ mod progress;
 mod result;
 mod runtime;
 mod session;
+mod sessions;
 mod wasi;
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ pub use progress::Progress;
 pub use result::{ExecResult, FileChange, Outcome, PythonError};
 pub use runtime::{Pin, Runtime};
 pub use session::{ExecOptions, Session};
+pub use sessions::Sessions;
 pub use wasi::{OutputTap, StreamKind};
 
 /// Errors a caller can act on; anything else is `Internal`.

@@ -1,0 +1,101 @@
+//! [`Sessions`]: what the rest of Oasis uses to reach sandbox sessions, wherever they run.
+//! Today sessions run in this process ([`SessionManager`]); the variant set is the seam for
+//! running them in supervised worker processes.
+
+use std::path::{Path, PathBuf};
+
+use super::image::Image;
+use super::limits::Limits;
+use super::manager::SessionManager;
+use super::result::ExecResult;
+use super::session::ExecOptions;
+use super::{DEFAULT_IMAGE, SandboxError};
+
+#[derive(Clone, Debug)]
+pub enum Sessions {
+    /// Interpreters live in this process.
+    InProcess(SessionManager),
+}
+
+impl Sessions {
+    /// Run `code` in session `id` (see [`SessionManager::execute`]).
+    pub async fn execute(
+        &self,
+        id: &str,
+        image: Option<&str>,
+        code: String,
+        opts: ExecOptions,
+    ) -> Result<ExecResult, SandboxError> {
+        match self {
+            Sessions::InProcess(m) => m.execute(id, image, code, opts).await,
+        }
+    }
+
+    /// The default limits of image `name` (default image when `None`), from its manifest.
+    pub fn image_limits(&self, name: Option<&str>) -> Result<Limits, SandboxError> {
+        Ok(Image::load(name.unwrap_or(DEFAULT_IMAGE))?.limits())
+    }
+
+    /// Host folder behind a session's `/mnt/data`.
+    pub fn data_dir(&self, id: &str) -> Result<PathBuf, SandboxError> {
+        match self {
+            Sessions::InProcess(m) => m.data_dir(id),
+        }
+    }
+
+    /// Files in a session's `/mnt/data` (relative path, size), links not followed.
+    pub fn list_files(&self, id: &str) -> Result<Vec<(String, u64)>, SandboxError> {
+        match self {
+            Sessions::InProcess(m) => m.list_files(id),
+        }
+    }
+
+    /// Read a file of a session's `/mnt/data` without leaving it.
+    pub fn read_file(&self, id: &str, rel: &str, max: u64) -> std::io::Result<Vec<u8>> {
+        match self {
+            Sessions::InProcess(m) => m.read_file(id, rel, max),
+        }
+    }
+
+    /// Copy a host file into a session's `/mnt/data` (see [`SessionManager::put_file`]).
+    pub fn put_file(
+        &self,
+        id: &str,
+        name: &str,
+        src: &Path,
+        replace: bool,
+    ) -> std::io::Result<bool> {
+        match self {
+            Sessions::InProcess(m) => m.put_file(id, name, src, replace),
+        }
+    }
+
+    /// End a session: its interpreter and its folders.
+    pub async fn remove(&self, id: &str) -> Result<bool, SandboxError> {
+        match self {
+            Sessions::InProcess(m) => m.remove(id).await,
+        }
+    }
+
+    /// Background work a server runs: the idle reaper, loading the default image (compiling it
+    /// on first use) and filling the warm pool.
+    pub fn start_background(&self) {
+        match self {
+            Sessions::InProcess(m) => {
+                m.spawn_reaper();
+                let m = m.clone();
+                tokio::spawn(async move {
+                    let sb = m.sandbox().clone();
+                    let loaded = tokio::task::spawn_blocking(move || sb.image(DEFAULT_IMAGE)).await;
+                    match loaded {
+                        Ok(Ok(_)) => m.refill_warm(),
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, "could not load the default image")
+                        }
+                        Err(e) => tracing::error!(error = %e, "loading the default image panicked"),
+                    }
+                });
+            }
+        }
+    }
+}
