@@ -4,6 +4,7 @@
 
 mod api;
 mod cli;
+mod durability;
 mod helpers;
 mod runs;
 mod sandbox;

@@ -1,0 +1,266 @@
+//! Durability: the real `oasis` binary is killed with SIGKILL during runs and an upload, then
+//! restarted on the same data dir.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+struct Server {
+    child: tokio::process::Child,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Server {
+    async fn start(data: &Path, config: &Path) -> Server {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_oasis"))
+            .arg("--data-dir")
+            .arg(data)
+            .arg("serve")
+            .arg("--addr")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--config")
+            .arg(config)
+            .arg("--cache-dir")
+            .arg(crate::helpers::data_dir())
+            .env_remove("OASIS_API_KEYS")
+            .env_remove("OASIS_UPSTREAM_BASE_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting oasis");
+        let s = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = s.client.get(format!("{}/health", s.base)).send().await
+                && r.status() == 200
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "oasis did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        s
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn upload(&self, name: &str, bytes: Vec<u8>) -> Value {
+        let form = reqwest::multipart::Form::new()
+            .text("purpose", "assistants")
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes).file_name(name.to_string()),
+            );
+        let r = self
+            .client
+            .post(format!("{}/v1/files", self.base))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    async fn wait_run(&self, thread: &str, run: &str, want: &[&str]) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (s, r) = self.get(&format!("/v1/threads/{thread}/runs/{run}")).await;
+            assert_eq!(s, 200, "{r}");
+            if want.contains(&r["status"].as_str().unwrap_or("")) {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "run stuck: {r}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// SIGKILL, no goodbye.
+    async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_during_runs_and_an_upload_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("oasis.toml");
+    // One run worker: a second run stays queued behind the first.
+    std::fs::write(&config, "run_workers = 1\nwarm_pool = 0\n").unwrap();
+    let s = Server::start(&data, &config).await;
+
+    let (_, a) = s
+        .post(
+            "/v1/assistants",
+            json!({"model": "gpt-4o", "tools": [{"type": "code_interpreter"}]}),
+        )
+        .await;
+    let a = a["id"].as_str().unwrap().to_string();
+    let mut files = vec![];
+    for i in 0..3 {
+        let f = s
+            .upload(&format!("f{i}.csv"), format!("x\n{i}\n").into_bytes())
+            .await;
+        files.push(f["id"].as_str().unwrap().to_string());
+    }
+    // A thread with acknowledged messages and a finished run.
+    let (_, t0) = s
+        .post(
+            "/v1/threads",
+            json!({"messages": [{"role": "user", "content": "```python\nprint(2 + 2)\n```"}]}),
+        )
+        .await;
+    let t0 = t0["id"].as_str().unwrap().to_string();
+    let (_, r0) = s
+        .post(&format!("/v1/threads/{t0}/runs"), json!({"assistant_id": a}))
+        .await;
+    let r0 = r0["id"].as_str().unwrap().to_string();
+    s.wait_run(&t0, &r0, &["completed"]).await;
+    let mut acked_messages = vec![];
+    for i in 0..5 {
+        let (st, m) = s
+            .post(
+                &format!("/v1/threads/{t0}/messages"),
+                json!({"role": "user", "content": format!("note {i}")}),
+            )
+            .await;
+        assert_eq!(st, 200);
+        acked_messages.push(m["id"].as_str().unwrap().to_string());
+    }
+    // A run in flight (its cell sleeps) and one queued behind it.
+    let (_, t1) = s
+        .post(
+            "/v1/threads",
+            json!({"messages": [{"role": "user", "content": "```python\nimport time\ntime.sleep(60)\n```"}]}),
+        )
+        .await;
+    let t1 = t1["id"].as_str().unwrap().to_string();
+    let (_, r1) = s
+        .post(&format!("/v1/threads/{t1}/runs"), json!({"assistant_id": a}))
+        .await;
+    let r1 = r1["id"].as_str().unwrap().to_string();
+    s.wait_run(&t1, &r1, &["in_progress"]).await;
+    let (_, t2) = s
+        .post(
+            "/v1/threads",
+            json!({"messages": [{"role": "user", "content": "```python\nprint(6 * 7)\n```"}]}),
+        )
+        .await;
+    let t2 = t2["id"].as_str().unwrap().to_string();
+    let (_, r2) = s
+        .post(&format!("/v1/threads/{t2}/runs"), json!({"assistant_id": a}))
+        .await;
+    let r2 = r2["id"].as_str().unwrap().to_string();
+    assert_eq!(s.get(&format!("/v1/threads/{t2}/runs/{r2}")).await.1["status"], "queued");
+    // An upload whose body never finishes.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    tx.send(Ok(vec![b'z'; 64 * 1024])).await.unwrap();
+    let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|x| (x, rx))
+    }));
+    let form = reqwest::multipart::Form::new()
+        .text("purpose", "assistants")
+        .part(
+            "file",
+            reqwest::multipart::Part::stream(body).file_name("partial.bin"),
+        );
+    let upload = tokio::spawn(
+        s.client
+            .post(format!("{}/v1/files", s.base))
+            .multipart(form)
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    s.kill().await;
+    drop(tx);
+    let _ = upload.await;
+
+    let s = Server::start(&data, &config).await;
+    // Everything acknowledged is there.
+    for f in &files {
+        let (st, _) = s.get(&format!("/v1/files/{f}")).await;
+        assert_eq!(st, 200, "file {f} lost");
+    }
+    let (_, l) = s
+        .get(&format!("/v1/threads/{t0}/messages?order=asc&limit=100"))
+        .await;
+    let ids: Vec<&str> = l["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    for m in &acked_messages {
+        assert_eq!(ids.iter().filter(|x| *x == m).count(), 1, "message {m}");
+    }
+    assert_eq!(ids.len(), 2 + acked_messages.len());
+    assert_eq!(
+        s.get(&format!("/v1/threads/{t0}/runs/{r0}")).await.1["status"],
+        "completed"
+    );
+    // The run in flight failed with a reason; the queued one ran.
+    let failed = s.wait_run(&t1, &r1, &["failed"]).await;
+    assert_eq!(failed["last_error"]["code"], "server_error");
+    assert!(
+        failed["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("restarted")
+    );
+    let done = s.wait_run(&t2, &r2, &["completed", "failed"]).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    // No partial file: no record, no blob, no temp file.
+    let (_, list) = s.get("/v1/files?limit=100").await;
+    let names: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["filename"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&"partial.bin"), "{names:?}");
+    let known: Vec<String> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap().to_string())
+        .collect();
+    for e in std::fs::read_dir(data.join("files")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(known.contains(&name), "stray blob {name}");
+    }
+    s.kill().await;
+}
