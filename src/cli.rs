@@ -50,6 +50,9 @@ pub enum Command {
         #[command(subcommand)]
         what: BenchWhat,
     },
+    /// Run one sandbox worker process (started by `oasis serve`, not by hand).
+    #[command(hide = true)]
+    SandboxWorker(crate::sandbox::worker::WorkerArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,6 +139,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Exec(args) => exec(&cli.data_dir, args),
+        Command::SandboxWorker(args) => {
+            crate::sandbox::worker::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench { what } => match what {
             BenchWhat::Sandbox(args) => {
                 crate::bench::sandbox(&cli.data_dir, args)?;
@@ -187,15 +194,17 @@ fn exec(data_dir: &std::path::Path, args: ExecArgs) -> anyhow::Result<ExitCode> 
         );
         limits.timeout = Duration::from_secs_f64(t);
     }
-    // Print output as the guest writes it.
-    let tap: OutputTap = Arc::new(|kind, bytes: &[u8]| match kind {
-        StreamKind::Stdout => {
-            let mut o = std::io::stdout().lock();
-            let _ = o.write_all(bytes);
-            let _ = o.flush();
-        }
-        StreamKind::Stderr => {
-            let _ = std::io::stderr().lock().write_all(bytes);
+    // Print output as the guest writes it, with terminal controls escaped.
+    let streams = Arc::new(std::sync::Mutex::new((
+        TerminalText::default(),
+        TerminalText::default(),
+    )));
+    let tap_streams = streams.clone();
+    let tap: OutputTap = Arc::new(move |kind, bytes: &[u8]| {
+        let mut st = tap_streams.lock().expect("terminal streams lock");
+        match kind {
+            StreamKind::Stdout => print_out(&st.0.push(bytes)),
+            StreamKind::Stderr => print_err(&st.1.push(bytes)),
         }
     });
     let opts = ExecOptions {
@@ -207,8 +216,13 @@ fn exec(data_dir: &std::path::Path, args: ExecArgs) -> anyhow::Result<ExitCode> 
         .enable_all()
         .build()?;
     let result = rt.block_on(session.exec(&code, &opts))?;
+    {
+        let mut st = streams.lock().expect("terminal streams lock");
+        print_out(&st.0.finish());
+        print_err(&st.1.finish());
+    }
     if let Some(r) = &result.result {
-        println!("{r}");
+        println!("{}", escape_terminal(r));
     }
     if result.truncated() {
         eprintln!("oasis: output truncated at the limit");
@@ -217,7 +231,7 @@ fn exec(data_dir: &std::path::Path, args: ExecArgs) -> anyhow::Result<ExitCode> 
         eprintln!(
             "oasis: {} {} ({} bytes, sha256 {})",
             if f.created { "created" } else { "changed" },
-            f.path,
+            escape_terminal(&f.path),
             f.size,
             &f.sha256[..16]
         );
@@ -243,4 +257,113 @@ fn exec(data_dir: &std::path::Path, args: ExecArgs) -> anyhow::Result<ExitCode> 
         _ => result.exit_code.unwrap_or(1),
     };
     Ok(ExitCode::from(status.clamp(0, 255) as u8))
+}
+
+fn print_out(text: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(text.as_bytes());
+    let _ = o.flush();
+}
+
+fn print_err(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// Guest text made safe for the operator's terminal: control characters other than `\n` and
+/// `\t` (ESC, which starts ANSI and OSC sequences; `\r`; BEL; the C1 controls) and the Unicode
+/// bidi controls become visible escapes (`\x1b`, `\r`, `\u{202e}`); the rest is kept.
+pub fn escape_terminal(text: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            '\r' => out.push_str("\\r"),
+            '\0'..='\x1f' | '\x7f' => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            '\u{80}'..='\u{9f}'
+            | '\u{61c}'
+            | '\u{200e}'
+            | '\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}' => {
+                let _ = write!(out, "\\u{{{:04x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One output stream on its way to the terminal: chunks may split a UTF-8 character, whose
+/// first bytes wait for the next chunk; invalid bytes become U+FFFD.
+#[derive(Debug, Default)]
+struct TerminalText {
+    pending: Vec<u8>,
+}
+
+impl TerminalText {
+    fn push(&mut self, bytes: &[u8]) -> String {
+        let mut data = std::mem::take(&mut self.pending);
+        data.extend_from_slice(bytes);
+        let mut text = String::new();
+        let mut rest = data.as_slice();
+        while !rest.is_empty() {
+            match std::str::from_utf8(rest) {
+                Ok(s) => {
+                    text.push_str(s);
+                    rest = &[];
+                }
+                Err(e) => {
+                    let (good, bad) = rest.split_at(e.valid_up_to());
+                    text.push_str(std::str::from_utf8(good).expect("valid up to here"));
+                    match e.error_len() {
+                        Some(n) => {
+                            text.push('\u{fffd}');
+                            rest = &bad[n..];
+                        }
+                        None => {
+                            self.pending = bad.to_vec();
+                            rest = &[];
+                        }
+                    }
+                }
+            }
+        }
+        escape_terminal(&text)
+    }
+
+    /// What is left at the end: an unfinished character.
+    fn finish(&mut self) -> String {
+        if std::mem::take(&mut self.pending).is_empty() {
+            String::new()
+        } else {
+            "\u{fffd}".to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_controls_in_guest_output_are_escaped_but_newlines_and_tabs_are_kept() {
+        assert_eq!(
+            escape_terminal("\x1b[31mred\x1b[0m\r\x07|\u{202e}evil|\u{9b}2J|\ttab|\0\x7f\n"),
+            "\\x1b[31mred\\x1b[0m\\r\\x07|\\u{202e}evil|\\u{009b}2J|\ttab|\\x00\\x7f\n"
+        );
+        assert_eq!(escape_terminal("héllo €, 世界\n"), "héllo €, 世界\n");
+    }
+
+    #[test]
+    fn a_character_split_across_chunks_is_kept_and_invalid_bytes_are_replaced() {
+        let mut t = TerminalText::default();
+        assert_eq!(t.push(b"a\xe2\x82"), "a");
+        assert_eq!(t.push(b"\xac\xff\x1b"), "\u{20ac}\u{fffd}\\x1b");
+        assert_eq!(t.push(b"\xc3"), "");
+        assert_eq!(t.finish(), "\u{fffd}");
+        assert_eq!(t.finish(), "");
+    }
 }

@@ -11,7 +11,9 @@ use serde::Deserialize;
 use crate::api::{self, ApiConfig, AppState, Mode};
 use crate::backend::upstream::{Upstream, UpstreamConfig};
 use crate::orchestrator::{Orchestrator, OrchestratorConfig};
-use crate::sandbox::{ManagerConfig, Progress, Sandbox, SessionManager, Sessions};
+use crate::sandbox::{
+    ManagerConfig, Progress, Sandbox, SessionManager, Sessions, Supervisor, SupervisorConfig,
+};
 use crate::store::SqliteStore;
 
 /// Flags of `oasis serve` (each also from the environment); unset ones come from the TOML file
@@ -23,7 +25,7 @@ pub struct ServeArgs {
     pub addr: Option<SocketAddr>,
     /// TOML file with any of: addr, mode, api_keys, max_upload_bytes, cache_dir,
     /// idle_ttl_secs, max_live_sessions, max_parallel, warm_pool, thread_list, run_expiry_secs,
-    /// run_workers. The upstream model server comes from `OASIS_UPSTREAM_BASE_URL`,
+    /// run_workers, isolation, sandbox_workers. The upstream model server comes from `OASIS_UPSTREAM_BASE_URL`,
     /// `OASIS_UPSTREAM_API_KEY` and `OASIS_UPSTREAM_MODELS`.
     #[arg(long, env = "OASIS_CONFIG")]
     pub config: Option<PathBuf>,
@@ -39,6 +41,24 @@ pub struct ServeArgs {
     /// Seconds after creation when a run expires [default: 600].
     #[arg(long, env = "OASIS_RUN_EXPIRY_SECS")]
     pub run_expiry_secs: Option<u64>,
+    /// Where sandboxes run: `process` (default: in supervised worker processes, so a crash
+    /// ends only that worker's sessions) or `in-process`.
+    #[arg(long, env = "OASIS_ISOLATION", value_enum)]
+    pub isolation: Option<Isolation>,
+    /// Number of sandbox worker processes with `--isolation process` [default: 2].
+    #[arg(long, env = "OASIS_SANDBOX_WORKERS")]
+    pub sandbox_workers: Option<usize>,
+}
+
+/// Where sandbox interpreters run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// In `oasis sandbox-worker` processes supervised by the server; sessions are sharded over
+    /// them, and a worker that dies is restarted.
+    Process,
+    /// In the server process.
+    InProcess,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -56,6 +76,8 @@ struct FileConfig {
     thread_list: Option<bool>,
     run_expiry_secs: Option<u64>,
     run_workers: Option<usize>,
+    isolation: Option<Isolation>,
+    sandbox_workers: Option<usize>,
 }
 
 /// Everything a server needs, resolved.
@@ -66,6 +88,12 @@ pub struct Settings {
     pub cache_dir: PathBuf,
     pub api: ApiConfig,
     pub sessions: ManagerConfig,
+    /// Sandboxes in worker processes (the default) or in this one.
+    pub isolation: Isolation,
+    /// Worker processes with [`Isolation::Process`].
+    pub sandbox_workers: usize,
+    /// The executable run as `oasis sandbox-worker` (default: this one).
+    pub worker_exe: Option<PathBuf>,
     pub runs: OrchestratorConfig,
     /// The upstream model server (`OASIS_UPSTREAM_BASE_URL` …), if any.
     pub upstream: Option<UpstreamConfig>,
@@ -91,6 +119,11 @@ impl Settings {
         }
         .filter(|k| !k.is_empty());
         let defaults = ManagerConfig::default();
+        let sandbox_workers = args.sandbox_workers.or(file.sandbox_workers).unwrap_or(2);
+        anyhow::ensure!(
+            (1..=64).contains(&sandbox_workers),
+            "sandbox_workers must be 1 to 64, not {sandbox_workers}"
+        );
         Ok(Settings {
             addr: args
                 .addr
@@ -117,6 +150,12 @@ impl Settings {
                 max_parallel: file.max_parallel.unwrap_or(defaults.max_parallel),
                 warm_pool: file.warm_pool.unwrap_or(defaults.warm_pool),
             },
+            isolation: args
+                .isolation
+                .or(file.isolation)
+                .unwrap_or(Isolation::Process),
+            sandbox_workers,
+            worker_exe: None,
             runs: {
                 let d = OrchestratorConfig::default();
                 OrchestratorConfig {
@@ -152,11 +191,33 @@ pub fn build_state(settings: &Settings, sandbox: Option<Arc<Sandbox>>) -> anyhow
         Some(s) => s,
         None => Arc::new(Sandbox::open(&settings.cache_dir, Progress::stderr())?),
     };
-    let sessions = Sessions::InProcess(SessionManager::new(
-        sandbox,
-        settings.data_dir.join("sessions"),
-        settings.sessions.clone(),
-    ));
+    let root = settings.data_dir.join("sessions");
+    let sessions = match settings.isolation {
+        Isolation::InProcess => Sessions::InProcess(SessionManager::new(
+            sandbox,
+            root,
+            settings.sessions.clone(),
+        )),
+        Isolation::Process => {
+            let exe = match &settings.worker_exe {
+                Some(e) => e.clone(),
+                None => std::env::current_exe().context("finding the oasis executable")?,
+            };
+            std::fs::create_dir_all(&root)
+                .with_context(|| format!("creating {}", root.display()))?;
+            // Workers start elsewhere (cwd `/`): give them absolute paths.
+            let config = SupervisorConfig {
+                exe,
+                root: std::path::absolute(&root)?,
+                cache_dir: std::path::absolute(&settings.cache_dir)?,
+                workers: settings.sandbox_workers,
+                sessions: settings.sessions.clone(),
+            };
+            // The workers start with the server (`serve`), after this process has prepared
+            // the image, so they only load the cached module.
+            Sessions::Workers(Supervisor::new(config, Some(sandbox)))
+        }
+    };
     let store: Arc<dyn crate::store::Store> = Arc::new(store);
     let runs = match settings.api.mode {
         Mode::All => {

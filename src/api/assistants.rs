@@ -116,6 +116,12 @@ async fn modify(
 ) -> ApiResult<Json<Assistant>> {
     let id2 = id.clone();
     let mut a = blocking(&state, move |s| s.fetch::<Assistant>(&id2)).await?;
+    if req.model.as_ref().is_some_and(|m| m.trim().is_empty()) {
+        return Err(super::error::ApiError::invalid(
+            "model",
+            "Invalid 'model': expected a model name, got an empty string.",
+        ));
+    }
     check_text(&req.name, &req.description, &req.instructions)?;
     if let Some(t) = &req.tools {
         validate::tools(t)?;

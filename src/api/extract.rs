@@ -24,10 +24,105 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         } else {
             &bytes
         };
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| json_error(&e))?;
+        check_shape(&value, &mut String::new(), Shape::Object)?;
         serde_json::from_slice(bytes)
             .map(ApiJson)
             .map_err(|e| json_error(&e))
     }
+}
+
+/// Request fields whose value is an object (or null). serde would also read an array there,
+/// as the object's fields in order (`[null, null]` for `{"tool_resources": null, "metadata":
+/// null}`), and a number where it expects an enum tag, as the variant's index (`"type": 0`).
+/// So before a body is read into its type, these fields (and the body itself) may not be
+/// arrays, no array may hold an array, and a `type` must be a string. Fields Oasis ignores
+/// keep whatever shape they have.
+pub const OBJECT_FIELDS: &[&str] = &[
+    "code_interpreter",
+    "file_search",
+    "function",
+    "image_file",
+    "image_url",
+    "metadata",
+    "parameters",
+    "thread",
+    "tool_choice",
+    "tool_resources",
+    "truncation_strategy",
+];
+
+/// Whether `key` of `object` holds free-form JSON (a JSON Schema, a response format, a file
+/// search tool's options, a tool choice checked on its own), not checked here.
+fn free_form(key: &str, object: &serde_json::Map<String, serde_json::Value>) -> bool {
+    match key {
+        "parameters" | "response_format" | "tool_choice" => true,
+        "file_search" => object.get("type").and_then(|t| t.as_str()) == Some("file_search"),
+        _ => false,
+    }
+}
+
+/// What a value may be, for [`check_shape`].
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    Object,
+    NotArray,
+    Any,
+}
+
+fn check_shape(v: &serde_json::Value, param: &mut String, shape: Shape) -> Result<(), ApiError> {
+    use serde_json::Value;
+    let len = param.len();
+    match v {
+        Value::Array(items) => {
+            if param.is_empty() {
+                return Err(ApiError::bad_request(
+                    "Invalid request body: expected a JSON object, but got an array instead.",
+                ));
+            }
+            let message = match shape {
+                Shape::Object => "expected an object, but got an array instead",
+                Shape::NotArray => "an array is not accepted here",
+                Shape::Any => "",
+            };
+            if !message.is_empty() {
+                return Err(ApiError::invalid(
+                    param,
+                    format!("Invalid type for '{param}': {message}."),
+                ));
+            }
+            for (i, x) in items.iter().enumerate() {
+                param.push_str(&format!("[{i}]"));
+                check_shape(x, param, Shape::NotArray)?;
+                param.truncate(len);
+            }
+        }
+        Value::Object(m) => {
+            for (k, x) in m {
+                if !param.is_empty() {
+                    param.push('.');
+                }
+                param.push_str(k);
+                if k == "type" && !x.is_string() {
+                    return Err(ApiError::invalid(
+                        param,
+                        format!("Invalid type for '{param}': expected a string, but got {x}."),
+                    ));
+                }
+                if !free_form(k, m) {
+                    let shape = if OBJECT_FIELDS.contains(&k.as_str()) {
+                        Shape::Object
+                    } else {
+                        Shape::Any
+                    };
+                    check_shape(x, param, shape)?;
+                }
+                param.truncate(len);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Turn a serde error into OpenAI's message.

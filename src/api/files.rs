@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
+use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::Response;
@@ -52,25 +53,54 @@ pub fn clean_filename(name: &str) -> Option<String> {
     crate::model::plain_file_name(name)
 }
 
-async fn upload(State(state): State<AppState>, mut mp: Multipart) -> ApiResult<Json<FileObject>> {
+async fn upload(
+    State(state): State<AppState>,
+    mp: Result<Multipart, MultipartRejection>,
+) -> ApiResult<Json<FileObject>> {
+    let mut mp = mp.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            format!(
+                "Invalid request: expected a multipart/form-data body with 'file' and 'purpose' \
+                 fields ({}).",
+                e.body_text()
+            ),
+        )
+    })?;
     let mut purpose: Option<String> = None;
     let mut staged: Option<(tempfile::NamedTempFile, String, u64)> = None;
     let max = state.config.max_upload_bytes;
     while let Some(mut field) = mp
         .next_field()
         .await
-        .map_err(|e| ApiError::bad_request(format!("Invalid multipart body: {e}")))?
+        .map_err(|e| multipart_error("Invalid multipart body", &e))?
     {
         match field.name() {
             Some("purpose") => {
-                purpose = Some(field.text().await.map_err(|e| {
-                    ApiError::invalid("purpose", format!("Invalid 'purpose': {e}"))
-                })?);
+                purpose = Some(
+                    field
+                        .text()
+                        .await
+                        .map_err(|e| multipart_error("Invalid 'purpose'", &e).param("purpose"))?,
+                );
             }
             Some("file") => {
-                let filename = field.file_name().and_then(clean_filename).ok_or_else(|| {
-                    ApiError::invalid("file", "The uploaded file must have a file name.")
-                })?;
+                let filename = match field.file_name() {
+                    Some(name) => clean_filename(name).ok_or_else(|| {
+                        ApiError::invalid(
+                            "file",
+                            "Invalid file name: once folders and control characters are \
+                             dropped, it must leave a name of 1 to 255 bytes other than '.' and \
+                             '..'.",
+                        )
+                    })?,
+                    None => {
+                        return Err(ApiError::invalid(
+                            "file",
+                            "The uploaded file must have a file name (in UTF-8).",
+                        ));
+                    }
+                };
                 let dir = state.files_dir.clone();
                 let mut tmp =
                     tokio::task::spawn_blocking(move || tempfile::NamedTempFile::new_in(dir))
@@ -80,7 +110,7 @@ async fn upload(State(state): State<AppState>, mut mp: Multipart) -> ApiResult<J
                 while let Some(chunk) = field
                     .chunk()
                     .await
-                    .map_err(|e| ApiError::bad_request(format!("Could not read the upload: {e}")))?
+                    .map_err(|e| multipart_error("Could not read the upload", &e))?
                 {
                     size += chunk.len() as u64;
                     if size > max {
@@ -124,6 +154,16 @@ async fn upload(State(state): State<AppState>, mut mp: Multipart) -> ApiResult<J
         staged.ok_or_else(|| ApiError::invalid("file", "Missing required parameter: 'file'."))?;
     let obj = FileObject::new(filename, purpose, size);
     commit(&state, tmp, obj).await.map(Json)
+}
+
+/// A multipart body that could not be read: 413 past the size limit, otherwise a 400 (axum
+/// calls a body that breaks off midway a 500, but it is the client's body).
+fn multipart_error(what: &str, e: &MultipartError) -> ApiError {
+    let status = match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError::new(status, format!("{what}: {}", e.body_text()))
 }
 
 /// Move a staged blob into place and record it; either both happen or neither.
@@ -180,18 +220,43 @@ async fn content(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
     let f = blocking(&state, move |s| s.fetch::<FileObject>(&id2)).await?;
     let file = tokio::fs::File::open(blob_path(&state, &id))
         .await
-        .map_err(|e| ApiError::internal(format!("blob of {id}: {e}")))?;
+        .map_err(|e| match e.kind() {
+            // Deleted since its record was read.
+            std::io::ErrorKind::NotFound => ApiError::not_found("file", &id),
+            _ => ApiError::internal(format!("blob of {id}: {e}")),
+        })?;
     let stream = tokio_util::io::ReaderStream::new(file);
-    let disposition = format!(
-        "attachment; filename=\"{}\"",
-        f.filename.replace(['"', '\\'], "_")
-    );
+    let disposition = content_disposition(&f.filename);
     Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, f.bytes)
         .header(header::CONTENT_DISPOSITION, disposition)
         .body(Body::from_stream(stream))
         .map_err(ApiError::internal)
+}
+
+/// `attachment` under `name`: printable ASCII in `filename` (anything else, and quotes and
+/// backslashes, become `_`), the exact name percent-encoded in `filename*` (RFC 6266). Names
+/// the code interpreter gave its files may hold any character but `/`, and a header may not.
+fn content_disposition(name: &str) -> String {
+    let ascii: String = name
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' => '_',
+            c if c == ' ' || c.is_ascii_graphic() => c,
+            _ => '_',
+        })
+        .collect();
+    let encoded: String = name
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
 async fn list(

@@ -5,6 +5,7 @@ mod code_interpreter;
 mod error;
 mod extract;
 mod files;
+mod openapi;
 mod runs;
 mod threads;
 mod validate;
@@ -117,9 +118,11 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/health", get(health))
+        .route("/openapi.json", get(openapi::serve))
         .merge(v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(openai_shaped_errors))
         .with_state(state)
 }
 
@@ -139,6 +142,36 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
         StatusCode::METHOD_NOT_ALLOWED,
         format!("Invalid method for URL ({method} {})", uri.path()),
     )
+}
+
+/// axum's own rejections (a path segment that is not UTF-8, a body it could not read, …)
+/// answer in plain text; give them OpenAI's error body, like every other error.
+async fn openai_shaped_errors(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    let json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return res;
+    }
+    let body = axum::body::to_bytes(res.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
+    let text = match text.trim() {
+        "" => status.canonical_reason().unwrap_or("Error"),
+        t => t,
+    };
+    let mut e = if status.is_server_error() {
+        ApiError::internal(format!("{status}: {text}"))
+    } else {
+        ApiError::new(status, text)
+    };
+    e.status = status;
+    e.into_response()
 }
 
 /// `Authorization: Bearer <key>` against `OASIS_API_KEYS`, when set.

@@ -753,7 +753,8 @@ impl Orchestrator {
     }
 
     /// Make a `tool_calls` step for the model's calls and run its code_interpreter calls.
-    /// Returns whether the run now waits for function outputs.
+    /// Returns whether the drive stops here: the run now waits for function outputs, or it
+    /// failed because the sandbox worker running its code died.
     async fn tool_step(
         &self,
         ctx: &mut Ctx,
@@ -841,9 +842,20 @@ impl Orchestrator {
             if flag.load(Ordering::SeqCst) {
                 return Ok(false);
             }
-            let (outputs, result) = self
+            let (outputs, result) = match self
                 .run_code(ctx, id, code_interpreter.input.clone(), flag)
-                .await;
+                .await
+            {
+                Ok(done) => done,
+                // Not the code's failure but the server's: the run cannot go on.
+                Err(lost) => {
+                    if !flag.load(Ordering::SeqCst) {
+                        self.finish(&rid, RunEvent::Fail, Some(("server_error", &lost)))
+                            .await?;
+                    }
+                    return Ok(true);
+                }
+            };
             let call_id = id.clone();
             if !outputs.is_empty() {
                 let indexed: Vec<serde_json::Value> = outputs
@@ -928,24 +940,25 @@ impl Orchestrator {
         Ok(false)
     }
 
-    /// Run one code cell in the thread's session.
+    /// Run one code cell in the thread's session. `Err` (the message for the run's
+    /// `last_error`) when the sandbox worker process running it died.
     async fn run_code(
         &self,
         ctx: &Ctx,
         call_id: &str,
         code: String,
         flag: &Arc<AtomicBool>,
-    ) -> (Vec<CodeOutput>, CodeToolResult) {
+    ) -> std::result::Result<(Vec<CodeOutput>, CodeToolResult), String> {
         let Some(sessions) = self.inner.sessions.clone() else {
             let msg = "The code interpreter is not available on this server.";
-            return (
+            return Ok((
                 vec![CodeOutput::Logs { logs: msg.into() }],
                 CodeToolResult {
                     status: "error".into(),
                     logs: msg.into(),
                     ..Default::default()
                 },
-            );
+            ));
         };
         let opts = ExecOptions {
             cancel: Some(flag.clone()),
@@ -955,16 +968,22 @@ impl Orchestrator {
             Ok(r) => r,
             Err(e) => {
                 let msg = format!("The code could not run: {e}");
-                return (
+                return Ok((
                     vec![CodeOutput::Logs { logs: msg.clone() }],
                     CodeToolResult {
                         status: "error".into(),
                         logs: msg,
                         ..Default::default()
                     },
-                );
+                ));
             }
         };
+        if r.worker_lost {
+            return Err(format!(
+                "The sandbox worker crashed while running this run's code: {}.",
+                r.detail.as_deref().unwrap_or("the worker process died")
+            ));
+        }
         let mut logs = r.stdout.clone();
         if let Some(v) = &r.result {
             logs.push_str(v);
@@ -1014,6 +1033,6 @@ impl Orchestrator {
             files: r.files.iter().map(|f| f.path.clone()).collect(),
             images: stored.len(),
         };
-        (outputs, result)
+        Ok((outputs, result))
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Limits for one call. Defaults come from the image manifest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Wall-clock deadline; ends CPU loops (epoch interruption) and sleeps (the call is dropped).
     pub timeout: Duration,

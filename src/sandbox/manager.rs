@@ -62,6 +62,8 @@ pub struct SessionManager {
 struct Inner {
     sandbox: Arc<Sandbox>,
     root: PathBuf,
+    /// Under `root` (same file system: warm folders are renamed into place); this manager's own.
+    warm_dir: PathBuf,
     config: ManagerConfig,
     sessions: Mutex<HashMap<String, Entry>>,
     pool: Arc<Semaphore>,
@@ -96,14 +98,28 @@ pub fn valid_session_id(id: &str) -> bool {
 
 impl SessionManager {
     pub fn new(sandbox: Arc<Sandbox>, root: impl Into<PathBuf>, config: ManagerConfig) -> Self {
+        Self::with_warm_dir(sandbox, root, config, WARM_DIR)
+    }
+
+    /// A manager whose warm pool lives in `root/<warm>` (`warm` must not be a valid session
+    /// id), for several managers sharing one root (one per sandbox worker process).
+    pub fn with_warm_dir(
+        sandbox: Arc<Sandbox>,
+        root: impl Into<PathBuf>,
+        config: ManagerConfig,
+        warm: &str,
+    ) -> Self {
+        debug_assert!(!valid_session_id(warm));
         let pool = Arc::new(Semaphore::new(config.max_parallel.max(1)));
         let root: PathBuf = root.into();
+        let warm_dir = root.join(warm);
         // Folders of a previous process's warm pool are no one's.
-        let _ = std::fs::remove_dir_all(root.join(WARM_DIR));
+        let _ = std::fs::remove_dir_all(&warm_dir);
         SessionManager {
             inner: Arc::new(Inner {
                 sandbox,
                 root,
+                warm_dir,
                 config,
                 sessions: Mutex::new(HashMap::new()),
                 pool,
@@ -120,10 +136,7 @@ impl SessionManager {
 
     /// Host folder behind a session's `/mnt/data` (it may not exist yet).
     pub fn data_dir(&self, id: &str) -> Result<PathBuf, SandboxError> {
-        if !valid_session_id(id) {
-            return Err(SandboxError::InvalidSessionId(id.to_string()));
-        }
-        Ok(self.inner.root.join(id).join("data"))
+        session_data_dir(&self.inner.root, id)
     }
 
     /// Run `code` in session `id` (created on first use with `image`, default
@@ -239,7 +252,7 @@ impl SessionManager {
     async fn start_warm(&self) -> anyhow::Result<Pooled> {
         let image = self.inner.sandbox.image(DEFAULT_IMAGE)?;
         let n = self.inner.warm_seq.fetch_add(1, Ordering::Relaxed);
-        let dir = self.inner.root.join(WARM_DIR).join(n.to_string());
+        let dir = self.inner.warm_dir.join(n.to_string());
         let dirs = SessionDirs {
             data: dir.join("data"),
             tmp: dir.join("tmp"),
@@ -405,22 +418,8 @@ impl SessionManager {
         src: &Path,
         replace: bool,
     ) -> std::io::Result<bool> {
-        if name.is_empty() || name.contains(['/', '\\']) || name == "." || name == ".." {
-            return Err(std::io::Error::other(format!(
-                "not a plain file name: {name:?}"
-            )));
-        }
         let dir = self.data_dir(id).map_err(std::io::Error::other)?;
-        std::fs::create_dir_all(&dir)?;
-        let dst = dir.join(name);
-        if !replace && std::fs::symlink_metadata(&dst).is_ok() {
-            return Ok(false);
-        }
-        let tmp = tempfile::NamedTempFile::new_in(&dir)?;
-        std::fs::copy(src, tmp.path())?;
-        // `persist` renames over whatever is there (a link is replaced, not followed).
-        tmp.persist(&dst).map_err(|e| e.error)?;
-        Ok(true)
+        put_file_into(&dir, name, src, replace)
     }
 
     /// End a session: drop its interpreter and delete its folders. Waits for a running call.
@@ -437,16 +436,57 @@ impl SessionManager {
         if let Some(e) = &entry {
             e.slot.lock().await.evict();
         }
-        let dir = self.inner.root.join(id);
-        let existed = dir.exists();
-        if existed {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("deleting {}", dir.display()))?;
-        }
+        let existed = remove_session_dirs(&self.inner.root, id)?;
         Ok(existed || entry.is_some())
     }
 }
 
-fn list_regular_files(dir: &Path) -> Vec<(String, u64)> {
+/// Host folder behind session `id`'s `/mnt/data` under `root` (it may not exist yet).
+pub(super) fn session_data_dir(root: &Path, id: &str) -> Result<PathBuf, SandboxError> {
+    if !valid_session_id(id) {
+        return Err(SandboxError::InvalidSessionId(id.to_string()));
+    }
+    Ok(root.join(id).join("data"))
+}
+
+/// Delete session `id`'s folders under `root`; whether there were any.
+pub(super) fn remove_session_dirs(root: &Path, id: &str) -> Result<bool, SandboxError> {
+    if !valid_session_id(id) {
+        return Err(SandboxError::InvalidSessionId(id.to_string()));
+    }
+    let dir = root.join(id);
+    let existed = dir.exists();
+    if existed {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("deleting {}", dir.display()))?;
+    }
+    Ok(existed)
+}
+
+/// Put a copy of `src` into the folder `dir` as `name` (see [`SessionManager::put_file`]).
+pub(super) fn put_file_into(
+    dir: &Path,
+    name: &str,
+    src: &Path,
+    replace: bool,
+) -> std::io::Result<bool> {
+    if name.is_empty() || name.contains(['/', '\\']) || name == "." || name == ".." {
+        return Err(std::io::Error::other(format!(
+            "not a plain file name: {name:?}"
+        )));
+    }
+    std::fs::create_dir_all(dir)?;
+    let dst = dir.join(name);
+    if !replace && std::fs::symlink_metadata(&dst).is_ok() {
+        return Ok(false);
+    }
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::fs::copy(src, tmp.path())?;
+    // `persist` renames over whatever is there (a link is replaced, not followed).
+    tmp.persist(&dst).map_err(|e| e.error)?;
+    Ok(true)
+}
+
+pub(super) fn list_regular_files(dir: &Path) -> Vec<(String, u64)> {
     let mut out = vec![];
     for entry in walkdir::WalkDir::new(dir)
         .follow_links(false)

@@ -5,6 +5,9 @@
 //! - [`Sandbox`]: the engine, the runtime on disk, and images compiled once ([`LoadedImage`]).
 //! - [`Session`]: one interpreter bound to a `/mnt/data` folder, driven turn by turn.
 //! - [`SessionManager`]: sessions by id, with idle expiry, LRU eviction and a bounded pool.
+//! - [`Sessions`]: the one way the rest of Oasis reaches sessions: a [`SessionManager`] in this
+//!   process, or a [`Supervisor`] of `oasis sandbox-worker` processes ([`worker`]) that each run
+//!   one, talking over pipes ([`wire`]).
 
 mod engine;
 mod image;
@@ -17,7 +20,10 @@ mod result;
 mod runtime;
 mod session;
 mod sessions;
+mod supervisor;
 mod wasi;
+pub mod wire;
+pub mod worker;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +40,7 @@ pub use result::{ExecResult, FileChange, Outcome, PythonError};
 pub use runtime::{Pin, Runtime};
 pub use session::{ExecOptions, Session};
 pub use sessions::Sessions;
+pub use supervisor::{Supervisor, SupervisorConfig, shard_of};
 pub use wasi::{OutputTap, StreamKind};
 
 /// Errors a caller can act on; anything else is `Internal`.

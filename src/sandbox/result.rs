@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How a call ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The code ran to the end.
@@ -18,7 +18,8 @@ pub enum Outcome {
     MemoryLimit,
     /// Output went past a stream's cap and was truncated.
     OutputLimit,
-    /// The interpreter trapped or died; it was replaced.
+    /// The interpreter trapped or died (or the worker process running it did); it was
+    /// replaced.
     Crashed,
     /// The call was cancelled by the host; the interpreter was replaced.
     Cancelled,
@@ -39,7 +40,7 @@ impl Outcome {
 }
 
 /// A Python exception that ended the turn.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PythonError {
     pub name: String,
     pub message: String,
@@ -47,7 +48,7 @@ pub struct PythonError {
 }
 
 /// A file in `/mnt/data` that the call created or changed (found without following links).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileChange {
     /// Guest path, e.g. `/mnt/data/chart.png`.
     pub path: String,
@@ -83,6 +84,10 @@ pub struct ExecResult {
     /// The interpreter was replaced after this call: variables and imports are gone
     /// (`/mnt/data` is kept).
     pub interpreter_reset: bool,
+    /// The sandbox worker process running the call died (`outcome` is `Crashed`): the failure
+    /// is the host's, not the code's. Never set in process (`Sessions::InProcess`).
+    #[serde(skip)]
+    pub worker_lost: bool,
 }
 
 impl ExecResult {

@@ -138,6 +138,9 @@ impl Session {
             st.disk.max_bytes = limits.disk_bytes;
             st.disk.max_files = limits.disk_files;
             st.disk.hit = false;
+            // Start from what the folders hold: a new interpreter (after a timeout, an eviction)
+            // must not get a fresh quota on top of what earlier ones wrote.
+            st.disk.rescan();
             st.door = Door {
                 open: true,
                 ..Door::default()
@@ -153,6 +156,12 @@ impl Session {
 
         let before = scan_files(&self.dirs.data);
         let interp = self.interp.as_mut().expect("live");
+        // Again: a first turn (`install`) sets its own clock, whose cancel flag is not the
+        // caller's, and the epoch check must see the caller's to stop running code.
+        interp.set_clock(Clock {
+            deadline,
+            cancel: cancel.clone(),
+        });
         interp.stdout.reset(limits.stdout_bytes, opts.tap.clone());
         interp.stderr.reset(limits.stderr_bytes, opts.tap.clone());
         let end = bounded(interp.turn(code), deadline, &cancel).await;
@@ -177,6 +186,7 @@ impl Session {
             images: vec![],
             duration: Duration::ZERO,
             interpreter_reset: false,
+            worker_lost: false,
         };
         read_frames(&mut result, door.frames);
 
@@ -360,6 +370,7 @@ fn failed_setup(end: TurnEnd, stderr: &[u8], started: Instant) -> ExecResult {
         images: vec![],
         duration: started.elapsed(),
         interpreter_reset: true,
+        worker_lost: false,
     }
 }
 

@@ -1,6 +1,5 @@
-//! [`Sessions`]: what the rest of Oasis uses to reach sandbox sessions, wherever they run.
-//! Today sessions run in this process ([`SessionManager`]); the variant set is the seam for
-//! running them in supervised worker processes.
+//! [`Sessions`]: what the rest of Oasis uses to reach sandbox sessions, wherever they run: in
+//! this process ([`SessionManager`]) or in supervised worker processes ([`Supervisor`]).
 
 use std::path::{Path, PathBuf};
 
@@ -9,12 +8,16 @@ use super::limits::Limits;
 use super::manager::SessionManager;
 use super::result::ExecResult;
 use super::session::ExecOptions;
+use super::supervisor::Supervisor;
 use super::{DEFAULT_IMAGE, SandboxError};
 
 #[derive(Clone, Debug)]
 pub enum Sessions {
     /// Interpreters live in this process.
     InProcess(SessionManager),
+    /// Interpreters live in worker processes; a worker's crash ends only its sessions' calls
+    /// (as `crashed`, with `worker_lost`).
+    Workers(Supervisor),
 }
 
 impl Sessions {
@@ -28,6 +31,7 @@ impl Sessions {
     ) -> Result<ExecResult, SandboxError> {
         match self {
             Sessions::InProcess(m) => m.execute(id, image, code, opts).await,
+            Sessions::Workers(s) => s.execute(id, image, code, opts).await,
         }
     }
 
@@ -40,6 +44,7 @@ impl Sessions {
     pub fn data_dir(&self, id: &str) -> Result<PathBuf, SandboxError> {
         match self {
             Sessions::InProcess(m) => m.data_dir(id),
+            Sessions::Workers(s) => s.data_dir(id),
         }
     }
 
@@ -47,6 +52,7 @@ impl Sessions {
     pub fn list_files(&self, id: &str) -> Result<Vec<(String, u64)>, SandboxError> {
         match self {
             Sessions::InProcess(m) => m.list_files(id),
+            Sessions::Workers(s) => s.list_files(id),
         }
     }
 
@@ -54,6 +60,7 @@ impl Sessions {
     pub fn read_file(&self, id: &str, rel: &str, max: u64) -> std::io::Result<Vec<u8>> {
         match self {
             Sessions::InProcess(m) => m.read_file(id, rel, max),
+            Sessions::Workers(s) => s.read_file(id, rel, max),
         }
     }
 
@@ -67,6 +74,7 @@ impl Sessions {
     ) -> std::io::Result<bool> {
         match self {
             Sessions::InProcess(m) => m.put_file(id, name, src, replace),
+            Sessions::Workers(s) => s.put_file(id, name, src, replace),
         }
     }
 
@@ -74,11 +82,13 @@ impl Sessions {
     pub async fn remove(&self, id: &str) -> Result<bool, SandboxError> {
         match self {
             Sessions::InProcess(m) => m.remove(id).await,
+            Sessions::Workers(s) => s.remove(id).await,
         }
     }
 
     /// Background work a server runs: the idle reaper, loading the default image (compiling it
-    /// on first use) and filling the warm pool.
+    /// on first use) and filling the warm pool; with workers, preparing the image here and then
+    /// starting and supervising the worker processes (which run the rest themselves).
     pub fn start_background(&self) {
         match self {
             Sessions::InProcess(m) => {
@@ -96,6 +106,7 @@ impl Sessions {
                     }
                 });
             }
+            Sessions::Workers(s) => s.start(),
         }
     }
 }

@@ -16,12 +16,15 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 
 use wasmtime::{AsContextMut, Caller, Linker, ResourceLimiter};
+use wasmtime_wasi::WasiView;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p1::wasi_snapshot_preview1 as p1;
 use wasmtime_wasi::p1::wasi_snapshot_preview1::WasiSnapshotPreview1;
 
 /// WASI errno values used by the fences.
+const ERRNO_FAULT: i32 = 21;
+const ERRNO_MFILE: i32 = 33;
 const ERRNO_NOSPC: i32 = 51;
 const ERRNO_PERM: i32 = 63;
 
@@ -29,6 +32,9 @@ const ERRNO_PERM: i32 = 63;
 pub const MAX_DOOR_FRAME: usize = 32 << 20;
 /// Most door frames per call (figures per turn + the report).
 pub const MAX_DOOR_FRAMES: usize = 256;
+/// Most handles (open files and folders, the mounts and stdio included) one interpreter may
+/// hold; `open` past it fails with `EMFILE` in the guest. Each open file is a host descriptor.
+pub const MAX_GUEST_HANDLES: usize = 256;
 
 /// Per-store state.
 pub struct State {
@@ -262,6 +268,36 @@ fn first_iovec_len(mem: &[u8], iovs: i32, iovs_len: i32) -> u64 {
     0
 }
 
+/// If the one `subscription` at `subs` is a relative clock timeout (and the pointers are
+/// aligned as preview1 requires), its userdata and duration.
+fn lone_relative_sleep(
+    mem: &[u8],
+    subs: i32,
+    events: i32,
+    nevents: i32,
+) -> Option<(u64, std::time::Duration)> {
+    const EVENTTYPE_CLOCK: u8 = 0;
+    const SUBCLOCKFLAGS_ABSTIME: u16 = 1;
+    let (subs, events, nevents) = (subs as u32, events as u32, nevents as u32);
+    if subs % 8 != 0 || events % 8 != 0 || nevents % 4 != 0 {
+        return None;
+    }
+    let at = subs as usize;
+    // `subscription`: userdata u64, tag u8 at 8, `subscription_clock` at 16 (id u32,
+    // timeout u64 at 24, precision u64 at 32, flags u16 at 40); 48 bytes.
+    let sub = mem.get(at..at.checked_add(48)?)?;
+    if sub[8] != EVENTTYPE_CLOCK {
+        return None;
+    }
+    let flags = u16::from_le_bytes(sub[40..42].try_into().ok()?);
+    if flags & SUBCLOCKFLAGS_ABSTIME != 0 {
+        return None;
+    }
+    let userdata = u64::from_le_bytes(sub[..8].try_into().ok()?);
+    let timeout = u64::from_le_bytes(sub[24..32].try_into().ok()?);
+    Some((userdata, std::time::Duration::from_nanos(timeout)))
+}
+
 /// Run the original wasmtime-wasi implementation of a preview1 function with the caller's
 /// memory and context, as the generated bindings do.
 macro_rules! forward {
@@ -276,6 +312,40 @@ macro_rules! forward {
         let mut mem = wiggle::GuestMemory::Unshared(mem);
         p1::$func(ctx, &mut mem $(, $arg)*).await
     }};
+}
+
+/// Bytes of hole a write of `n` bytes to `fd` at `at` (default: the fd's position) would leave
+/// before it, so that a sparse file is charged at its logical size: `seek(2**40); write(b'x')`
+/// must not make a terabyte file that the host would then hash and read.
+async fn hole_before_write(
+    caller: &mut Caller<'_, State>,
+    fd: i32,
+    n: u64,
+    at: Option<u64>,
+) -> u64 {
+    if n == 0 {
+        return 0;
+    }
+    let fuel = caller.as_context_mut().hostcall_fuel();
+    let ctx = &mut caller.data_mut().wasi;
+    ctx.set_hostcall_fuel(fuel);
+    // The preview1 calls write their answers into "guest memory": here a host scratch buffer
+    // (offset at 0, `filestat` at 8 with its size at 8 + 32).
+    let mut scratch = [0u8; 72];
+    let (tell, stat) = {
+        let mut mem = wiggle::GuestMemory::Unshared(&mut scratch);
+        let tell = match at {
+            Some(_) => Ok(0),
+            None => p1::fd_tell(ctx, &mut mem, fd, 0),
+        };
+        (tell, p1::fd_filestat_get(ctx, &mut mem, fd, 8).await)
+    };
+    if !matches!((tell, stat), (Ok(0), Ok(0))) {
+        return 0;
+    }
+    let word = |at: usize| u64::from_le_bytes(scratch[at..at + 8].try_into().expect("8 bytes"));
+    let pos = at.unwrap_or_else(|| word(0));
+    pos.saturating_sub(word(40))
 }
 
 fn guest_memory<'a>(caller: &'a mut Caller<'_, State>) -> &'a [u8] {
@@ -299,7 +369,8 @@ pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<State>> {
             Box::new(async move {
                 if fd > 2 {
                     let n = first_iovec_len(guest_memory(&mut caller), iovs, iovs_len);
-                    if !caller.data_mut().disk.charge(n, 0) {
+                    let hole = hole_before_write(&mut caller, fd, n, None).await;
+                    if !caller.data_mut().disk.charge(n.saturating_add(hole), 0) {
                         return Ok(ERRNO_NOSPC);
                     }
                 }
@@ -314,7 +385,9 @@ pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<State>> {
          (fd, iovs, iovs_len, offset, nwritten): (i32, i32, i32, i64, i32)| {
             Box::new(async move {
                 let n = first_iovec_len(guest_memory(&mut caller), iovs, iovs_len);
-                if !caller.data_mut().disk.charge(n, 0) {
+                let at = u64::try_from(offset).unwrap_or(0);
+                let hole = hole_before_write(&mut caller, fd, n, Some(at)).await;
+                if !caller.data_mut().disk.charge(n.saturating_add(hole), 0) {
                     return Ok(ERRNO_NOSPC);
                 }
                 forward!(caller, fd_pwrite(fd, iovs, iovs_len, offset, nwritten))
@@ -350,6 +423,12 @@ pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<State>> {
         )| {
             Box::new(async move {
                 const OFLAGS_CREAT: i32 = 1;
+                // Every open file or folder holds a host file descriptor: a guest that never
+                // closes them would take the whole process's.
+                let handles = caller.data_mut().wasi.ctx().table.iter_mut().count();
+                if handles >= MAX_GUEST_HANDLES {
+                    return Ok(ERRNO_MFILE);
+                }
                 if oflags & OFLAGS_CREAT != 0 && !caller.data_mut().disk.charge(0, 1) {
                     return Ok(ERRNO_NOSPC);
                 }
@@ -384,6 +463,69 @@ pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<State>> {
                     return Ok(ERRNO_NOSPC);
                 }
                 forward!(caller, path_symlink(old, old_len, dirfd, new, new_len))
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        M,
+        "poll_oneoff",
+        |mut caller: Caller<'_, State>, (subs, events, nsubs, nevents): (i32, i32, i32, i32)| {
+            Box::new(async move {
+                // wasmtime-wasi answers a lone relative clock subscription (`select`/`poll`
+                // with a timeout and no fds, asyncio's idle loop) with `std::thread::sleep`
+                // when blocking is allowed, as it is here for file I/O. A blocked thread cannot
+                // be interrupted at the deadline, so sleep on the async clock instead: the call
+                // is then dropped at the deadline like any other wait.
+                let lone = (nsubs == 1)
+                    .then(|| lone_relative_sleep(guest_memory(&mut caller), subs, events, nevents))
+                    .flatten();
+                let Some((userdata, sleep)) = lone else {
+                    return forward!(caller, poll_oneoff(subs, events, nsubs, nevents));
+                };
+                if !sleep.is_zero() {
+                    tokio::time::sleep(sleep).await;
+                }
+                let Some(wasmtime::Extern::Memory(m)) = caller.get_export("memory") else {
+                    return Ok(ERRNO_FAULT);
+                };
+                // `event`: userdata u64, errno u16 (success), eventtype u8 (clock), then
+                // `event_fd_readwrite` at 16 (nbytes 1, as wasmtime-wasi reports it).
+                let mut event = [0u8; 32];
+                event[..8].copy_from_slice(&userdata.to_le_bytes());
+                event[16..24].copy_from_slice(&1u64.to_le_bytes());
+                let written = m
+                    .write(&mut caller, events as u32 as usize, &event)
+                    .and_then(|_| {
+                        m.write(&mut caller, nevents as u32 as usize, &1u32.to_le_bytes())
+                    });
+                Ok(if written.is_ok() { 0 } else { ERRNO_FAULT })
+            })
+        },
+    )?;
+    // stdin, stdout and stderr stay what the host made them for the interpreter's life: closing
+    // one would silence every later call of the session, and renumbering a file onto stdout
+    // would let writes to it skip the disk quota.
+    linker.func_wrap_async(
+        M,
+        "fd_close",
+        |mut caller: Caller<'_, State>, (fd,): (i32,)| {
+            Box::new(async move {
+                if (0..=2).contains(&fd) {
+                    return Ok(ERRNO_PERM);
+                }
+                forward!(caller, fd_close(fd))
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        M,
+        "fd_renumber",
+        |mut caller: Caller<'_, State>, (from, to): (i32, i32)| {
+            Box::new(async move {
+                if (0..=2).contains(&from) || (0..=2).contains(&to) {
+                    return Ok(ERRNO_PERM);
+                }
+                forward!(caller, fd_renumber(from, to))
             })
         },
     )?;
@@ -463,4 +605,107 @@ async fn door_call(
         return -2;
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A guest that calls the door with whatever pointers and lengths it is given. Its
+    /// `host_alloc` answers from a bump pointer, or 0 ("out of memory") when asked to.
+    const PROBE_WAT: &str = r#"
+        (module
+          (import "host" "call" (func $call (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (global $fail (mut i32) (i32.const 0))
+          (func (export "fail_alloc") (global.set $fail (i32.const 1)))
+          (func (export "host_alloc") (param i32) (result i32)
+            (if (result i32) (global.get $fail)
+              (then (i32.const 0))
+              (else (i32.const 4096))))
+          (func (export "probe") (param i32 i32 i32 i32) (result i32)
+            (call $call (local.get 0) (local.get 1) (local.get 2) (local.get 3))))
+    "#;
+
+    fn store(engine: &wasmtime::Engine, open: bool) -> wasmtime::Store<State> {
+        let state = State {
+            wasi: wasmtime_wasi::WasiCtxBuilder::new().build_p1(),
+            limiter: MemoryLimiter {
+                max_bytes: 1 << 30,
+                hit: false,
+            },
+            disk: DiskQuota {
+                roots: vec![],
+                max_bytes: u64::MAX,
+                max_files: u64::MAX,
+                used_bytes: 0,
+                used_files: 0,
+                hit: false,
+            },
+            door: Door {
+                open,
+                ..Door::default()
+            },
+        };
+        let mut store = wasmtime::Store::new(engine, state);
+        store.set_epoch_deadline(u64::MAX / 2);
+        store
+    }
+
+    #[tokio::test]
+    async fn hostile_24_the_door_answers_bad_pointers_and_lengths_with_an_error() {
+        let engine = crate::sandbox::engine::new_engine().unwrap();
+        let module = wasmtime::Module::new(&engine, PROBE_WAT).unwrap();
+        let linker = linker(&engine).unwrap();
+        let page = 65536;
+        for open in [false, true] {
+            let mut store = store(&engine, open);
+            let instance = linker.instantiate_async(&mut store, &module).await.unwrap();
+            let probe = instance
+                .get_typed_func::<(i32, i32, i32, i32), i32>(&mut store, "probe")
+                .unwrap();
+            let mut call = async |args| probe.call_async(&mut store, args).await.unwrap();
+            if !open {
+                // Closed: "no host", whatever the arguments.
+                assert_eq!(call((0, 4, 8, 12)).await, -1);
+                continue;
+            }
+            for args in [
+                (-1, 16, 8, 12),                         // request past the end of memory
+                (page - 4, 16, 8, 12),                   // request straddling the end
+                (0, -1, 8, 12),                          // a 4 GiB request
+                (0, (MAX_DOOR_FRAME + 1) as i32, 8, 12), // over the frame cap
+                (0, 4, -4, 12),                          // answer pointer out of bounds
+                (0, 4, 8, page),                         // answer length pointer out of bounds
+            ] {
+                assert_eq!(call(args).await, -2, "{args:?}");
+            }
+            assert_eq!(call((0, 4, 8, 12)).await, 0);
+            let fail = instance
+                .get_typed_func::<(), ()>(&mut store, "fail_alloc")
+                .unwrap();
+            fail.call_async(&mut store, ()).await.unwrap();
+            assert_eq!(
+                probe.call_async(&mut store, (0, 4, 8, 12)).await.unwrap(),
+                -2
+            );
+            // What arrived is kept as bytes, within the per-call bounds.
+            assert!(store.data().door.frames.iter().all(|f| f.len() == 4));
+        }
+    }
+
+    #[test]
+    fn hostile_23_a_module_importing_anything_not_granted_does_not_link() {
+        let engine = crate::sandbox::engine::new_engine().unwrap();
+        let linker = linker(&engine).unwrap();
+        for import in [
+            r#"(import "env" "evil" (func))"#,
+            r#"(import "wasi_snapshot_preview1" "sock_open" (func (param i32 i32 i32) (result i32)))"#,
+            r#"(import "host" "exec" (func))"#,
+        ] {
+            let module = wasmtime::Module::new(&engine, format!("(module {import})")).unwrap();
+            let err = linker.instantiate_pre(&module).err().expect(import);
+            assert!(format!("{err:#}").contains("unknown import"), "{err:#}");
+        }
+    }
 }

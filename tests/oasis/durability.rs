@@ -145,7 +145,10 @@ async fn kill_9_during_runs_and_an_upload_loses_nothing_acknowledged() {
         .await;
     let t0 = t0["id"].as_str().unwrap().to_string();
     let (_, r0) = s
-        .post(&format!("/v1/threads/{t0}/runs"), json!({"assistant_id": a}))
+        .post(
+            &format!("/v1/threads/{t0}/runs"),
+            json!({"assistant_id": a}),
+        )
         .await;
     let r0 = r0["id"].as_str().unwrap().to_string();
     s.wait_run(&t0, &r0, &["completed"]).await;
@@ -169,7 +172,10 @@ async fn kill_9_during_runs_and_an_upload_loses_nothing_acknowledged() {
         .await;
     let t1 = t1["id"].as_str().unwrap().to_string();
     let (_, r1) = s
-        .post(&format!("/v1/threads/{t1}/runs"), json!({"assistant_id": a}))
+        .post(
+            &format!("/v1/threads/{t1}/runs"),
+            json!({"assistant_id": a}),
+        )
         .await;
     let r1 = r1["id"].as_str().unwrap().to_string();
     s.wait_run(&t1, &r1, &["in_progress"]).await;
@@ -181,10 +187,16 @@ async fn kill_9_during_runs_and_an_upload_loses_nothing_acknowledged() {
         .await;
     let t2 = t2["id"].as_str().unwrap().to_string();
     let (_, r2) = s
-        .post(&format!("/v1/threads/{t2}/runs"), json!({"assistant_id": a}))
+        .post(
+            &format!("/v1/threads/{t2}/runs"),
+            json!({"assistant_id": a}),
+        )
         .await;
     let r2 = r2["id"].as_str().unwrap().to_string();
-    assert_eq!(s.get(&format!("/v1/threads/{t2}/runs/{r2}")).await.1["status"], "queued");
+    assert_eq!(
+        s.get(&format!("/v1/threads/{t2}/runs/{r2}")).await.1["status"],
+        "queued"
+    );
     // An upload whose body never finishes.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     tx.send(Ok(vec![b'z'; 64 * 1024])).await.unwrap();

@@ -77,9 +77,13 @@ impl TestApp {
             cache_dir: Some(self::data_dir()),
             thread_list: None,
             run_expiry_secs: None,
+            isolation: None,
+            sandbox_workers: None,
         };
         let mut settings = oasis::server::Settings::resolve(&data_dir, &args).unwrap();
         settings.api.api_keys = None;
+        // Sandboxes run in this process (sharing one Sandbox) unless a test opts into workers.
+        settings.isolation = oasis::server::Isolation::InProcess;
         tweak(&mut settings);
         let sb = tokio::task::spawn_blocking(sandbox).await.unwrap();
         let s2 = settings.clone();

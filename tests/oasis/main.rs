@@ -3,8 +3,11 @@
 //! rest reuse the cache.
 
 mod api;
+mod bad_input;
 mod cli;
 mod durability;
 mod helpers;
+mod hostile;
 mod runs;
 mod sandbox;
+mod workers;
