@@ -117,9 +117,11 @@ fn data(app: &TestApp, session: &str) -> PathBuf {
     app.data_dir.join("sessions").join(session).join("data")
 }
 
+/// Wait until the guest has written `path` (it exists and is not empty: a file appears at
+/// `open`, before its bytes are flushed).
 async fn wait_file(path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !path.exists() {
+    while std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) == 0 {
         assert!(
             Instant::now() < deadline,
             "{} never appeared",
@@ -246,7 +248,7 @@ async fn hostile_60_killing_a_worker_mid_run_restarts_it_and_only_its_calls_fail
             reqwest::Client::new()
                 .post(format!("{base}/v1/code_interpreter/execute"))
                 .json(&json!({"session_id": a, "code":
-                    "open('/mnt/data/started', 'w').close()\nimport time\ntime.sleep(30)"}))
+                    "open('/mnt/data/started', 'w').write('1')\nimport time\ntime.sleep(30)"}))
                 .send()
                 .await
                 .unwrap()
@@ -261,7 +263,7 @@ async fn hostile_60_killing_a_worker_mid_run_restarts_it_and_only_its_calls_fail
             reqwest::Client::new()
                 .post(format!("{base}/v1/code_interpreter/execute"))
                 .json(&json!({"session_id": b, "code":
-                    "import os, time\nopen('/mnt/data/started', 'w').close()\nt = time.time()\n\
+                    "import os, time\nopen('/mnt/data/started', 'w').write('1')\nt = time.time()\n\
                      while not os.path.exists('/mnt/data/go') and time.time() - t < 30:\n    time.sleep(0.02)\n\
                      y += 1\nprint(y, os.path.exists('/mnt/data/go'))"}))
                 .send()
