@@ -50,7 +50,8 @@ pub fn router() -> Router<AppState> {
             get(retrieve_step),
         )
         .route("/v1/models", get(list_models))
-        .route("/v1/models/{model}", get(retrieve_model))
+        // Upstream model ids may contain `/` (`Qwen/Qwen2.5-7B-Instruct`).
+        .route("/v1/models/{*model}", get(retrieve_model))
 }
 
 impl From<RunError> for ApiError {

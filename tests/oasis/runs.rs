@@ -578,6 +578,14 @@ async fn run_requests_are_checked_and_models_are_listed() {
             .iter()
             .any(|x| x["id"] == "oasis-local")
     );
+    let (s, m) = app.get("/v1/models/oasis-local").await;
+    assert_eq!((s, m["id"].as_str()), (200, Some("oasis-local")));
+    let (s, e) = app.get("/v1/models/Qwen/Qwen2.5-7B-Instruct").await;
+    assert_eq!(s, 404);
+    assert_eq!(
+        err_parts(&e).0,
+        "The model 'Qwen/Qwen2.5-7B-Instruct' does not exist"
+    );
     // Deleting the thread takes its runs and steps along.
     let (s, _) = app.delete(&format!("/v1/threads/{t}")).await;
     assert_eq!(s, 200);
