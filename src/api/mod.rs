@@ -2,6 +2,7 @@
 
 mod assistants;
 mod code_interpreter;
+mod drain;
 mod error;
 mod extract;
 mod files;
@@ -123,6 +124,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(openai_shaped_errors))
+        .layer(middleware::from_fn(drain::settle_request_body))
         .with_state(state)
 }
 

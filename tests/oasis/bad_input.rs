@@ -1,6 +1,7 @@
 //! Bad API input: every refusal is OpenAI's error body with the right status, never a 5xx or
 //! axum's plain text.
 
+use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -1064,5 +1065,81 @@ for name in ["bell\x07.txt", 'say "hi"\\now.txt', "caf\u00e9.txt", "cr\r\nX-Inje
         }
         assert_eq!(decoded, name.as_bytes(), "{disposition}");
     }
+    app.stop().await;
+}
+
+/// A refused body is read away, so the 413 arrives whole and the client's pooled connection
+/// keeps working (before, a quarter of such refusals broke the connection under the client).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_body_leaves_the_connection_usable() {
+    let app = TestApp::spawn_with(None, |s| s.api.max_upload_bytes = 1000).await;
+    // One pooled connection: every request below reuses the one the refusal went over.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    let huge = format!(
+        "{{\"model\": \"m\", \"name\": \"{}\"}}",
+        "n".repeat(3 << 20)
+    );
+    let big_file = multipart(&[
+        ("purpose", None, b"assistants"),
+        ("file", Some(b"big.bin"), &vec![b'x'; 4 << 20]),
+    ]);
+    for round in 0..8 {
+        let r = client
+            .post(app.url("/v1/assistants"))
+            .header("content-type", "application/json")
+            .body(huge.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the 413 was lost: {e:?}"));
+        assert_eq!(r.status().as_u16(), 413, "round {round}");
+        assert!(r.headers().get("connection").is_none(), "round {round}");
+        let v: Value = r.json().await.unwrap();
+        assert!(err_parts(&v).0.contains("length limit exceeded"), "{v}");
+        let r = client
+            .post(app.url("/v1/files"))
+            .header("content-type", big_file.0.clone())
+            .body(big_file.1.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the upload's 413 was lost: {e:?}"));
+        assert_eq!(r.status().as_u16(), 413, "round {round}");
+        let r = client
+            .get(app.url("/v1/files"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the next request failed: {e:?}"));
+        assert_eq!(r.status().as_u16(), 200, "round {round}");
+    }
+    app.stop().await;
+}
+
+/// A refused body that never ends is not waited for forever: the answer comes after the
+/// drain time with `Connection: close`, so no client reuses the connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_body_that_never_ends_gets_its_answer_and_a_closed_connection() {
+    let app = TestApp::spawn().await;
+    let first = format!("{{\"model\": \"m\", \"name\": \"{}", "n".repeat(3 << 20));
+    let chunks = futures::stream::once(async move { Ok::<_, std::io::Error>(first) })
+        .chain(futures::stream::pending());
+    let started = std::time::Instant::now();
+    let r = app
+        .client
+        .post(app.url("/v1/assistants"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    assert_eq!(
+        r.headers().get("connection").and_then(|v| v.to_str().ok()),
+        Some("close")
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let (s, _) = app.get("/v1/files").await;
+    assert_eq!(s, 200);
     app.stop().await;
 }
