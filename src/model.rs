@@ -461,3 +461,29 @@ impl Object for RunStep {
         Some(&self.thread_id)
     }
 }
+
+/// The link target for a file under `/mnt/data`: `sandbox:/mnt/data/<path>` with the
+/// characters that would end or break a markdown link (spaces, brackets, quotes, `%`)
+/// percent-encoded, so the run's link scanner finds it and decodes it back to `relative`.
+pub fn sandbox_link(relative: &str) -> String {
+    const ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+        .add(b' ')
+        .add(b'(')
+        .add(b')')
+        .add(b'[')
+        .add(b']')
+        .add(b'<')
+        .add(b'>')
+        .add(b'"')
+        .add(b'\'')
+        .add(b'`')
+        .add(b'%')
+        .add(b'#')
+        .add(b'?');
+    let path: String = relative
+        .split('/')
+        .map(|c| percent_encoding::utf8_percent_encode(c, ESCAPE).to_string())
+        .collect::<Vec<_>>()
+        .join("/");
+    format!("sandbox:/mnt/data/{path}")
+}

@@ -209,8 +209,10 @@ impl Local {
             let links: Vec<String> = files
                 .iter()
                 .map(|p| {
-                    let name = p.rsplit('/').next().unwrap_or(p);
-                    format!("[{name}](sandbox:{p})")
+                    let rel = p.strip_prefix("/mnt/data/").unwrap_or(p);
+                    let name = rel.rsplit('/').next().unwrap_or(rel);
+                    let label = name.replace('[', "\\[").replace(']', "\\]");
+                    format!("[{label}]({})", crate::model::sandbox_link(rel))
                 })
                 .collect();
             parts.push(links.join("\n"));

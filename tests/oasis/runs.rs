@@ -369,6 +369,67 @@ async fn a_run_waiting_for_outputs_expires() {
     app.stop().await;
 }
 
+/// Files whose names hold spaces, brackets or non-ASCII letters are linked (percent-encoded)
+/// and annotated, and the annotation's File is named and filled like the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn files_with_spaces_and_brackets_in_their_names_are_linked_and_annotated() {
+    let app = TestApp::spawn().await;
+    let a = assistant(&app, json!([{"type": "code_interpreter"}])).await;
+    let t = thread_with(
+        &app,
+        "```python\nimport os\nos.makedirs('/mnt/data/out dir', exist_ok=True)\nfor n in ['my chart (1).txt', 'résumé [v2].txt', 'out dir/100% done.txt']:\n    open('/mnt/data/' + n, 'w').write('content of ' + n)\n```",
+    )
+    .await;
+    let run = start_run(&app, &t, json!({"assistant_id": a})).await;
+    let rid = run["id"].as_str().unwrap();
+    let done = wait_for(&app, &t, rid, &["completed", "failed"]).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let msgs = messages(&app, &t).await;
+    let reply = &msgs[1];
+    let text = text_of(reply);
+    assert!(
+        text.contains("[my chart (1).txt](sandbox:/mnt/data/my%20chart%20%281%29.txt)"),
+        "{text}"
+    );
+    let anns = reply["content"][0]["text"]["annotations"]
+        .as_array()
+        .unwrap();
+    assert_eq!(anns.len(), 3, "{text} {anns:?}");
+    let chars: Vec<char> = text.chars().collect();
+    let mut seen = vec![];
+    for ann in anns {
+        assert_eq!(ann["type"], "file_path");
+        let (s0, e0) = (
+            ann["start_index"].as_u64().unwrap() as usize,
+            ann["end_index"].as_u64().unwrap() as usize,
+        );
+        assert_eq!(chars[s0..e0].iter().collect::<String>(), ann["text"]);
+        let fid = ann["file_path"]["file_id"].as_str().unwrap();
+        let (_, f) = app.get(&format!("/v1/files/{fid}")).await;
+        let name = f["filename"].as_str().unwrap().to_string();
+        let body = app
+            .client
+            .get(app.url(&format!("/v1/files/{fid}/content")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            body.starts_with("content of ") && body.ends_with(&name),
+            "{body} {name}"
+        );
+        seen.push(name);
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["100% done.txt", "my chart (1).txt", "résumé [v2].txt"]
+    );
+    app.stop().await;
+}
+
 /// Read an SSE response into (event, data) pairs.
 async fn sse_events(resp: reqwest::Response) -> Vec<(String, String)> {
     let text = resp.text().await.unwrap();
