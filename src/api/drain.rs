@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::{Frame, SizeHint};
@@ -26,6 +26,10 @@ use http_body::{Frame, SizeHint};
 pub const DRAIN_BYTES: usize = 16 << 20;
 /// The longest a refused body is waited for.
 pub const DRAIN_TIME: Duration = Duration::from_secs(5);
+/// The same bounds for a caller without a valid API key: enough for any JSON request to get
+/// its 401, not enough to make the server a sink for strangers' uploads.
+pub const DRAIN_BYTES_UNAUTHENTICATED: usize = 1 << 20;
+pub const DRAIN_TIME_UNAUTHENTICATED: Duration = Duration::from_secs(1);
 
 /// The request body, shared between the handler (through [`Tracked`]) and the layer.
 struct Shared {
@@ -92,7 +96,12 @@ pub async fn settle_request_body(req: Request, next: Next) -> Response {
     let Some(rest) = shared.lock().take() else {
         return res;
     };
-    if !drain(rest).await {
+    let (bytes, time) = if res.status() == StatusCode::UNAUTHORIZED {
+        (DRAIN_BYTES_UNAUTHENTICATED, DRAIN_TIME_UNAUTHENTICATED)
+    } else {
+        (DRAIN_BYTES, DRAIN_TIME)
+    };
+    if !drain(rest, bytes, time).await {
         res.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -100,7 +109,7 @@ pub async fn settle_request_body(req: Request, next: Next) -> Response {
 }
 
 /// Read and drop what is left of `body`; whether it ended within the bounds.
-async fn drain(mut body: Body) -> bool {
+async fn drain(mut body: Body, max_bytes: usize, max_time: Duration) -> bool {
     let read_all = async {
         let mut seen = 0usize;
         loop {
@@ -109,14 +118,14 @@ async fn drain(mut body: Body) -> bool {
                 Some(Err(_)) => return false,
                 Some(Ok(frame)) => {
                     seen += frame.data_ref().map_or(0, Bytes::len);
-                    if seen > DRAIN_BYTES {
+                    if seen > max_bytes {
                         return false;
                     }
                 }
             }
         }
     };
-    tokio::time::timeout(DRAIN_TIME, read_all)
+    tokio::time::timeout(max_time, read_all)
         .await
         .unwrap_or(false)
 }

@@ -1143,3 +1143,62 @@ async fn a_refused_body_that_never_ends_gets_its_answer_and_a_closed_connection(
     assert_eq!(s, 200);
     app.stop().await;
 }
+
+/// Without a valid key the server reads away less: a JSON request still gets its 401 on a
+/// connection that stays usable, but an endless body is cut off after a second, not five.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_without_a_key_gets_its_401_but_the_server_reads_less_for_it() {
+    let app = TestApp::spawn_with(None, |s| {
+        s.api.api_keys = Some(std::sync::Arc::new(vec!["sk-drain-test-key".into()]));
+    })
+    .await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    let body = format!(
+        "{{\"model\": \"m\", \"name\": \"{}\"}}",
+        "n".repeat(300 << 10)
+    );
+    for round in 0..6 {
+        let r = client
+            .post(app.url("/v1/assistants"))
+            .header("authorization", "Bearer sk-wrong")
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the 401 was lost: {e:?}"));
+        assert_eq!(r.status().as_u16(), 401, "round {round}");
+        let r = client
+            .get(app.url("/health"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the next request failed: {e:?}"));
+        assert_eq!(r.status().as_u16(), 200, "round {round}");
+    }
+    let first = "x".repeat(64 << 10);
+    let chunks = futures::stream::once(async move { Ok::<_, std::io::Error>(first) })
+        .chain(futures::stream::pending());
+    let started = std::time::Instant::now();
+    let r = app
+        .client
+        .post(app.url("/v1/files"))
+        .header("content-type", "multipart/form-data; boundary=b")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(
+        r.headers().get("connection").and_then(|v| v.to_str().ok()),
+        Some("close")
+    );
+    // The unauthenticated bound is one second; the authenticated one is five.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    app.stop().await;
+}
