@@ -148,24 +148,37 @@ impl SessionManager {
         code: String,
         opts: ExecOptions,
     ) -> Result<ExecResult, SandboxError> {
-        let slot = self.slot(id, image).await?;
-        let mut session = slot.clone().lock_owned().await;
-        if let Some(wanted) = image
-            && wanted != session.image_name()
-        {
-            return Err(SandboxError::ImageMismatch {
-                id: id.to_string(),
-                has: session.image_name().to_string(),
-                wanted: wanted.to_string(),
-            });
-        }
-        let permit = self
-            .inner
-            .pool
-            .clone()
-            .acquire_owned()
-            .await
-            .context("the sandbox pool is closed")?;
+        // Waiting for the session (a call before this one) or for a place in the pool can take
+        // as long as the calls ahead; a cancel meanwhile ends this call before it starts.
+        let wait = async {
+            let slot = self.slot(id, image).await?;
+            let session = slot.clone().lock_owned().await;
+            if let Some(wanted) = image
+                && wanted != session.image_name()
+            {
+                return Err(SandboxError::ImageMismatch {
+                    id: id.to_string(),
+                    has: session.image_name().to_string(),
+                    wanted: wanted.to_string(),
+                });
+            }
+            let permit = self
+                .inner
+                .pool
+                .clone()
+                .acquire_owned()
+                .await
+                .context("the sandbox pool is closed")?;
+            Ok((session, permit))
+        };
+        let (mut session, permit) = match opts.cancel.clone() {
+            Some(flag) => tokio::select! {
+                biased;
+                _ = raised(&flag) => return Ok(ExecResult::cancelled_before_start()),
+                r = wait => r?,
+            },
+            None => wait.await?,
+        };
         self.touch(id);
         if !session.is_live() {
             self.make_room(id);
@@ -548,6 +561,13 @@ pub fn read_inside(dir: &Path, rel: &str, max: u64) -> std::io::Result<Vec<u8>> 
     let mut buf = vec![];
     f.take(max).read_to_end(&mut buf)?;
     Ok(buf)
+}
+
+/// Resolves once `flag` is set (checked every 10 ms, as `Session::exec` checks it).
+async fn raised(flag: &std::sync::atomic::AtomicBool) {
+    while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[cfg(test)]

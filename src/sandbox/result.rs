@@ -91,6 +91,26 @@ pub struct ExecResult {
 }
 
 impl ExecResult {
+    /// A call cancelled while it waited its turn: no code ran, the interpreter is untouched.
+    pub fn cancelled_before_start() -> ExecResult {
+        ExecResult {
+            outcome: Outcome::Cancelled,
+            exit_code: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            result: None,
+            error: None,
+            detail: Some("execution was cancelled before it started".into()),
+            files: vec![],
+            images: vec![],
+            duration: Duration::ZERO,
+            interpreter_reset: false,
+            worker_lost: false,
+        }
+    }
+
     pub fn truncated(&self) -> bool {
         self.stdout_truncated || self.stderr_truncated
     }

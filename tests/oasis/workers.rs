@@ -503,6 +503,72 @@ async fn cancelling_a_run_cancels_its_cell_inside_the_worker() {
     app.stop().await;
 }
 
+/// A cell waiting for a place in the sandbox pool (one worker, one call at a time, taken by a
+/// long cell of another thread) is cancelled where it waits: its run ends `cancelled` at once,
+/// its code never runs, and the long cell is not disturbed.
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_a_run_whose_cell_waits_for_the_pool_ends_it_without_waiting() {
+    let app = TestApp::spawn_with(None, |s| {
+        s.isolation = oasis::server::Isolation::Process;
+        s.sandbox_workers = 1;
+        s.sessions.max_parallel = 1;
+        s.worker_exe = Some(PathBuf::from(env!("CARGO_BIN_EXE_oasis")));
+    })
+    .await;
+    let asst = assistant(&app).await;
+    let (ta, run_a) = run_cell(
+        &app,
+        &asst,
+        None,
+        "open('/mnt/data/a.txt', 'w').write('a')\nimport time\ntime.sleep(60)",
+    )
+    .await;
+    wait_file(&data(&app, &ta).join("a.txt")).await;
+    let (tb, run_b) = run_cell(
+        &app,
+        &asst,
+        None,
+        "open('/mnt/data/b.txt', 'w').write('ran')",
+    )
+    .await;
+    // B's cell has its step and waits for the pool.
+    let steps = format!("/v1/threads/{tb}/runs/{run_b}/steps");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, l) = app.get(&steps).await;
+        if l["data"].as_array().is_some_and(|d| !d.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never got to its cell: {l}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (s, r) = app
+        .post(&format!("/v1/threads/{tb}/runs/{run_b}/cancel"), json!({}))
+        .await;
+    assert_eq!(s, 200, "{r}");
+    // Long before A's 60 s sleep frees the pool.
+    let r = wait_run(&app, &tb, &run_b, Duration::from_secs(20)).await;
+    assert_eq!(r["status"], "cancelled", "{r}");
+    let (_, l) = app.get(&steps).await;
+    assert_eq!(l["data"][0]["status"], "cancelled", "{l}");
+    assert!(!data(&app, &tb).join("b.txt").exists());
+    let (_, a) = app.get(&format!("/v1/threads/{ta}/runs/{run_a}")).await;
+    assert_eq!(a["status"], "in_progress", "{a}");
+    let (s, _) = app
+        .post(&format!("/v1/threads/{ta}/runs/{run_a}/cancel"), json!({}))
+        .await;
+    assert_eq!(s, 200);
+    let r = wait_run(&app, &ta, &run_a, Duration::from_secs(20)).await;
+    assert_eq!(r["status"], "cancelled", "{r}");
+    // B's thread works on.
+    let (_, run_b2) = run_cell(&app, &asst, Some(&tb), "print('after')").await;
+    let r = wait_run(&app, &tb, &run_b2, Duration::from_secs(60)).await;
+    assert_eq!(r["status"], "completed", "{r}");
+    assert!(assistant_text(&app, &tb).await.contains("after"));
+    app.stop().await;
+}
+
 /// Environment variables a worker may have (the supervisor passes only these).
 const WORKER_ENV: &[&str] = &[
     "PATH",
