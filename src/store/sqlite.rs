@@ -189,9 +189,11 @@ impl Store for SqliteStore {
         let conn = self.conn();
         let cursor = |param: &'static str, id: &Option<String>| -> Result<Option<i64>> {
             let Some(id) = id else { return Ok(None) };
+            // A cursor must be an object of this very listing (same kind, same thread).
             conn.query_row(
-                "SELECT seq FROM objects WHERE id = ?1 AND kind = ?2",
-                params![id, kind.as_str()],
+                "SELECT seq FROM objects WHERE id = ?1 AND kind = ?2 \
+                 AND (?3 IS NULL OR scope = ?3)",
+                params![id, kind.as_str(), scope],
                 |r| r.get(0),
             )
             .optional()
@@ -204,14 +206,17 @@ impl Store for SqliteStore {
         };
         let after = cursor("after", &page.after)?;
         let before = cursor("before", &page.before)?;
-        // `after` continues in the listing's own order; `before` goes back against it.
+        // `after` continues in the listing's own order; `before` goes back against it: the
+        // page is the `limit` objects just before the cursor (read backwards from it, then
+        // turned round), and `has_more` says whether there are more before those.
         let (gt, lt) = match page.order {
             Order::Asc => (after, before),
             Order::Desc => (before, after),
         };
-        let dir = match page.order {
-            Order::Asc => "ASC",
-            Order::Desc => "DESC",
+        let backwards = before.is_some() && after.is_none();
+        let dir = match (page.order, backwards) {
+            (Order::Asc, false) | (Order::Desc, true) => "ASC",
+            (Order::Desc, false) | (Order::Asc, true) => "DESC",
         };
         let sql = format!(
             "SELECT id, kind, scope, created_at, body FROM objects \
@@ -236,6 +241,9 @@ impl Store for SqliteStore {
         }
         let more = out.len() > page.limit;
         out.truncate(page.limit);
+        if backwards {
+            out.reverse();
+        }
         Ok((out, more))
     }
 }
@@ -319,6 +327,46 @@ mod tests {
             )
             .unwrap();
         assert_eq!(ids(a), vec!["m4".to_string(), "m3".into()]);
+        // `before` is the page just before the cursor, in the listing's order.
+        let (a, more) = s
+            .list(
+                Kind::Message,
+                Some("t"),
+                None,
+                &page(Order::Desc, None, Some("m1"), 2),
+            )
+            .unwrap();
+        assert_eq!((ids(a), more), (vec!["m3".to_string(), "m2".into()], true));
+        let (a, more) = s
+            .list(
+                Kind::Message,
+                Some("t"),
+                None,
+                &page(Order::Asc, None, Some("m3"), 1),
+            )
+            .unwrap();
+        assert_eq!((ids(a), more), (vec!["m2".to_string()], true));
+        let (a, more) = s
+            .list(
+                Kind::Message,
+                Some("t"),
+                None,
+                &page(Order::Asc, None, Some("m2"), 5),
+            )
+            .unwrap();
+        assert_eq!((ids(a), more), (vec!["m0".to_string(), "m1".into()], false));
+        // A cursor from another thread is no cursor here.
+        s.insert_all(&[rec("x0", Some("other"))]).unwrap();
+        let e = s.list(
+            Kind::Message,
+            Some("t"),
+            None,
+            &page(Order::Asc, Some("x0"), None, 2),
+        );
+        assert!(matches!(
+            e,
+            Err(StoreError::BadCursor { param: "after", .. })
+        ));
         let e = s.list(
             Kind::Message,
             Some("t"),

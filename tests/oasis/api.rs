@@ -637,3 +637,64 @@ async fn the_official_python_sdk_suite_passes() {
     println!("{text}");
     assert!(out.status.success(), "the Python SDK suite failed:\n{text}");
 }
+
+/// Paging back with `before` gives the page just before the cursor (what a "previous" button
+/// needs), and a cursor from another thread is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_page_forward_with_after_and_back_with_before() {
+    let app = TestApp::spawn().await;
+    let messages: Vec<_> = (0..5)
+        .map(|i| json!({"role": "user", "content": format!("m{i}")}))
+        .collect();
+    let (_, t) = app.post("/v1/threads", json!({"messages": messages})).await;
+    let tid = t["id"].as_str().unwrap();
+    let texts = |l: &serde_json::Value| -> Vec<String> {
+        l["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                m["content"][0]["text"]["value"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let list = format!("/v1/threads/{tid}/messages");
+    let (_, p1) = app.get(&format!("{list}?limit=2")).await;
+    assert_eq!(texts(&p1), ["m4", "m3"]);
+    assert_eq!(p1["has_more"], true);
+    let last = p1["last_id"].as_str().unwrap();
+    let (_, p2) = app.get(&format!("{list}?limit=2&after={last}")).await;
+    assert_eq!(texts(&p2), ["m2", "m1"]);
+    let first = p2["first_id"].as_str().unwrap();
+    let (_, back) = app.get(&format!("{list}?limit=2&before={first}")).await;
+    assert_eq!(texts(&back), ["m4", "m3"]);
+    assert_eq!(back["has_more"], false);
+    let (_, back1) = app.get(&format!("{list}?limit=1&before={first}")).await;
+    assert_eq!(texts(&back1), ["m3"]);
+    assert_eq!(back1["has_more"], true);
+    let (_, asc) = app
+        .get(&format!("{list}?limit=2&order=asc&before={last}"))
+        .await;
+    assert_eq!(texts(&asc), ["m1", "m2"]);
+
+    let (_, other) = app
+        .post(
+            "/v1/threads",
+            json!({"messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    let (_, ol) = app
+        .get(&format!(
+            "/v1/threads/{}/messages",
+            other["id"].as_str().unwrap()
+        ))
+        .await;
+    let foreign = ol["data"][0]["id"].as_str().unwrap();
+    let (s, e) = app.get(&format!("{list}?after={foreign}")).await;
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(err_parts(&e).2.as_deref(), Some("after"));
+    app.stop().await;
+}
