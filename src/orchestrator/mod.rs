@@ -783,7 +783,7 @@ impl Orchestrator {
         });
         let _lock = self.inner.runs_lock.lock().await;
         let rid = run_id.to_string();
-        let (run, closed) = self
+        let (run, closed, cut_short) = self
             .db(move |s| {
                 let mut r = s.fetch::<Run>(&rid)?;
                 let to = match transition(r.status, event) {
@@ -818,6 +818,7 @@ impl Orchestrator {
                 };
                 let mut records = vec![Record::of(&r)?];
                 let mut closed = vec![];
+                let mut cut_short = vec![];
                 for mut step in steps_in(s, &r.thread_id, &r.id)? {
                     if step.status != "in_progress" {
                         continue;
@@ -841,14 +842,22 @@ impl Orchestrator {
                         m.incomplete_at = Some(t);
                         m.incomplete_details = Some(json!({ "reason": reason }));
                         records.push(Record::of(&m)?);
+                        cut_short.push(m);
                     }
                     records.push(Record::of(&step)?);
                     closed.push(step);
                 }
                 s.save_all(&records)?;
-                Ok(Ok((r, closed)))
+                Ok(Ok((r, closed, cut_short)))
             })
             .await??;
+        for m in &cut_short {
+            self.emit(
+                run_id,
+                "thread.message.incomplete",
+                serde_json::to_value(m).unwrap_or_default(),
+            );
+        }
         for step in &closed {
             self.emit(
                 run_id,

@@ -504,6 +504,16 @@ impl Orchestrator {
         while let Ok(chunk) = rx.try_recv() {
             self.write_text(ctx, &mut writer, &chunk).await?;
         }
+        // Stopped part-way (cancelled, out of time, the model failed): keep the text streamed
+        // so far, so the message the run's end marks `incomplete` holds what clients saw.
+        if !matches!(res, Some(Ok(_)))
+            && let Some(w) = writer.as_mut()
+            && let Some(Content::Text { text }) = w.message.content.get_mut(w.text_index)
+        {
+            text.value = w.text.clone();
+            let m = w.message.clone();
+            self.db(move |s| s.save(&m)).await?;
+        }
         Ok(res.map(|r| r.map(|resp| (resp, writer))))
     }
 
@@ -817,8 +827,12 @@ impl Orchestrator {
                 "step_details": {"type": "tool_calls", "tool_calls": [call]}
             }})
         };
-        for (i, c) in tool_calls.iter().enumerate() {
-            let call = match c {
+        // Call by call, as OpenAI streamed them: a call's input, then (for code) its outputs,
+        // then the next call. The SDK's handlers take a delta for a new index as the end of
+        // the previous call, so a call's outputs must come before the next call's input.
+        let mut results = vec![];
+        for i in 0..tool_calls.len() {
+            let call = match &tool_calls[i] {
                 StepToolCall::CodeInterpreter {
                     id,
                     code_interpreter,
@@ -829,9 +843,6 @@ impl Orchestrator {
                     "arguments": function.arguments, "output": null}}),
             };
             self.emit(&rid, "thread.run.step.delta", step_delta(call));
-        }
-        let mut results = vec![];
-        for i in 0..tool_calls.len() {
             let StepToolCall::CodeInterpreter {
                 id,
                 code_interpreter,

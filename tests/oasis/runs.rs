@@ -744,3 +744,119 @@ async fn deleting_a_thread_with_a_running_cell_stops_the_run_at_once() {
     assert_eq!(s, 404);
     app.stop().await;
 }
+
+/// A model server that streams one piece of text and then stalls (until the test ends).
+async fn stalling_upstream(text: &'static str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                // Read the request head and its JSON body (Content-Length).
+                let mut buf = vec![];
+                let mut chunk = [0u8; 8192];
+                loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let s = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(end) = s.find("\r\n\r\n") {
+                        let len = s[..end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                let delta = json!({"id": "c1", "object": "chat.completion.chunk", "created": 0,
+                    "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant",
+                    "content": text}, "finish_reason": null}]});
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                            cache-control: no-cache\r\nconnection: close\r\n\r\n";
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock
+                    .write_all(format!("data: {delta}\n\n").as_bytes())
+                    .await;
+                let _ = sock.flush().await;
+                tokio::time::sleep(Duration::from_secs(300)).await;
+            });
+        }
+    });
+    port
+}
+
+/// Cancelling a run while the model is still writing keeps the text written so far: the
+/// message ends `incomplete` (reason `run_cancelled`) holding it, and the stream says so with
+/// `thread.message.incomplete` before the step and the run end.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_cancelled_mid_answer_keeps_the_partial_text_as_an_incomplete_message() {
+    let port = stalling_upstream("The answer is forty").await;
+    let app = TestApp::spawn_with(None, |s| {
+        s.upstream = Some(oasis::backend::upstream::UpstreamConfig::new(format!(
+            "http://127.0.0.1:{port}/v1"
+        )));
+    })
+    .await;
+    let a = assistant(&app, json!([])).await;
+    let t = thread_with(&app, "What is six times seven?").await;
+    let resp = app
+        .client
+        .post(app.url(&format!("/v1/threads/{t}/runs")))
+        .json(&json!({"assistant_id": a, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let events = tokio::spawn(sse_events(resp));
+    // The message exists once the first text arrived.
+    let (_, runs) = app.get(&format!("/v1/threads/{t}/runs")).await;
+    let rid = runs["data"][0]["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while steps(&app, &t, &rid).await.is_empty() {
+        assert!(Instant::now() < deadline, "no message was started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (s, r) = app
+        .post(&format!("/v1/threads/{t}/runs/{rid}/cancel"), json!({}))
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let done = wait_for(&app, &t, &rid, &["cancelled"]).await;
+    assert!(done["cancelled_at"].is_i64());
+    let msgs = messages(&app, &t).await;
+    let reply = msgs.last().unwrap();
+    assert_eq!(reply["role"], "assistant");
+    assert_eq!(reply["status"], "incomplete", "{reply}");
+    assert_eq!(reply["incomplete_details"]["reason"], "run_cancelled");
+    assert_eq!(text_of(reply), "The answer is forty");
+
+    let events = tokio::time::timeout(Duration::from_secs(30), events)
+        .await
+        .expect("the stream ended")
+        .unwrap();
+    let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    let at = |name: &str| {
+        names
+            .iter()
+            .position(|n| *n == name)
+            .unwrap_or_else(|| panic!("no {name} in {names:?}"))
+    };
+    assert!(at("thread.message.delta") < at("thread.message.incomplete"));
+    assert!(at("thread.message.incomplete") < at("thread.run.step.cancelled"));
+    assert!(at("thread.run.step.cancelled") < at("thread.run.cancelled"));
+    let m: Value = serde_json::from_str(&events[at("thread.message.incomplete")].1).unwrap();
+    assert_eq!(m["id"], reply["id"]);
+    assert_eq!(text_of(&m), "The answer is forty");
+    app.stop().await;
+}

@@ -245,6 +245,7 @@ class Recorder(AssistantEventHandler):
         self.texts = []
         self.calls = []  # per tool call: {"type", "id", "input": [...], "logs": [...], "images": [...]}
         self.delta_message = None  # the message as accumulated from its deltas alone
+        self.done = []  # (id, logs) per on_tool_call_done
 
     def on_event(self, event):
         self.events.append(event.event)
@@ -262,6 +263,13 @@ class Recorder(AssistantEventHandler):
 
     def on_tool_call_delta(self, delta, snapshot):
         self._absorb(delta)
+
+    def on_tool_call_done(self, tool_call):
+        # What the SDK hands over as the finished call: its id, and its outputs' logs.
+        logs = []
+        if tool_call.type == "code_interpreter":
+            logs = [o.logs for o in tool_call.code_interpreter.outputs or [] if o.type == "logs"]
+        self.done.append((tool_call.id, logs))
 
     def _absorb(self, tc):
         rec = self.calls[-1]
@@ -658,6 +666,28 @@ def test_streaming_fibonacci(backend):
     assert "55" in stream.text()
     assert [m.id for m in stream.get_final_messages()] == [reply.id]
     assert {s.id for s in stream.get_final_run_steps()} == {s.id for s in steps}
+
+
+def test_streaming_two_cells_reports_each_call_once_with_its_own_output(backend):
+    # The SDK ends a tool call when a delta for the next index arrives: each call's outputs
+    # must be streamed before the next call starts, or it reports calls twice, or done early.
+    client, model = backend
+    assistant = client.beta.assistants.create(name="Math Tutor", instructions=MATH_TUTOR, model=model, tools=[CODE_INTERPRETER])
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Two cells.\n\n"
+                                                   + fenced("print('first', 6 * 7)") + "\n\n" + fenced("print('second', 2 ** 10)")}])
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id, event_handler=Recorder()) as stream:
+        stream.until_done()
+    run = stream.get_final_run()
+    assert_completed(run)
+    calls = code_calls(steps_of(client, wait_for(client, thread.id, run.id)))
+    assert len(calls) == 2
+    assert [c["id"] for c in stream.calls] == [c.id for c in calls]
+    assert ["".join(c["logs"]) for c in stream.calls] == ["first 42\n", "second 1024\n"]
+    assert ["".join(c["input"]) for c in stream.calls] == [c.code_interpreter.input for c in calls]
+    # The SDK fires on_tool_call_done again for its last call at each later step and run end;
+    # what matters is each call's first "done", in order, with its own outputs.
+    firsts = [d for i, d in enumerate(stream.done) if i == 0 or stream.done[i - 1][0] != d[0]]
+    assert firsts == [(calls[0].id, ["first 42\n"]), (calls[1].id, ["second 1024\n"])], stream.done
 
 
 def test_streaming_chart(backend):
