@@ -173,6 +173,10 @@ pub struct CodeInterpreterResources {
 pub struct FileSearchResources {
     #[serde(default)]
     pub vector_store_ids: Vec<String>,
+    /// OpenAI's helper that creates a vector store from files: read only to be refused
+    /// (Oasis has no vector stores), never stored or served.
+    #[serde(default, skip_serializing)]
+    pub vector_stores: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -809,9 +809,20 @@ fn schemas() -> Value {
                 })),
                 "file_search": nullable(json!({
                     "type": "object",
-                    "properties": {"vector_store_ids": {
-                        "type": "array", "maxItems": 1, "items": string()
-                    }}
+                    "description": "Oasis has no vector stores (file_search is not supported): \
+                                    vector store ids, or files for the vector_stores helper, \
+                                    are refused.",
+                    "properties": {
+                        "vector_store_ids": {
+                            "type": "array", "maxItems": 0, "items": string()
+                        },
+                        "vector_stores": {
+                            "type": "array",
+                            "items": {"type": "object", "properties": {
+                                "file_ids": {"type": "array", "maxItems": 0, "items": string()}
+                            }}
+                        }
+                    }
                 }))
             }
         }),

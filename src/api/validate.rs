@@ -157,13 +157,41 @@ pub async fn tool_resources(
         )
         .await?;
     }
-    if let Some(fs) = &r.file_search
-        && fs.vector_store_ids.len() > 1
-    {
-        return Err(ApiError::invalid(
-            "tool_resources.file_search.vector_store_ids",
-            "Invalid 'tool_resources.file_search.vector_store_ids': at most 1 vector store.",
-        ));
+    if let Some(fs) = &r.file_search {
+        if fs.vector_store_ids.len() > 1 {
+            return Err(ApiError::invalid(
+                "tool_resources.file_search.vector_store_ids",
+                "Invalid 'tool_resources.file_search.vector_store_ids': at most 1 vector store.",
+            ));
+        }
+        // Oasis has no vector stores (file_search is not implemented): say so rather than
+        // accept ids or files that would silently never be searched.
+        if let Some(id) = fs.vector_store_ids.first() {
+            return Err(ApiError::invalid(
+                "tool_resources.file_search.vector_store_ids",
+                format!(
+                    "No vector store found with id '{id}'. This server has no vector stores: \
+                     file_search is not supported."
+                ),
+            ));
+        }
+        let has_files = |v: &serde_json::Value| {
+            v.get("file_ids")
+                .and_then(|f| f.as_array())
+                .is_some_and(|f| !f.is_empty())
+        };
+        if fs
+            .vector_stores
+            .as_ref()
+            .and_then(|v| v.as_array())
+            .is_some_and(|stores| stores.iter().any(has_files))
+        {
+            return Err(ApiError::invalid(
+                "tool_resources.file_search.vector_stores",
+                "This server has no vector stores (file_search is not supported), so it cannot \
+                 make one of these files.",
+            ));
+        }
     }
     Ok(r.clone())
 }

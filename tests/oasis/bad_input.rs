@@ -201,7 +201,38 @@ async fn malformed_json_wrong_types_and_unknown_fields_are_openai_400s() {
         )
         .await,
     );
-    // Arrays in fields Oasis ignores are still ignored (OpenAI's vector-store helper).
+    // file_search has nothing to search here (no vector stores): ids and files for it are
+    // refused, not silently never searched.
+    let (m, param) = refused(
+        400,
+        app.post(
+            "/v1/assistants",
+            json!({"model": "m", "tools": [{"type": "file_search"}],
+                   "tool_resources": {"file_search": {"vector_store_ids": ["vs_abc"]}}}),
+        )
+        .await,
+    );
+    assert!(
+        m.contains("vs_abc") && m.contains("file_search is not supported"),
+        "{m}"
+    );
+    assert_eq!(
+        param.as_deref(),
+        Some("tool_resources.file_search.vector_store_ids")
+    );
+    let (_, param) = refused(
+        400,
+        app.post(
+            &format!("/v1/threads/{tid}"),
+            json!({"tool_resources": {"file_search": {"vector_stores": [{"file_ids": ["file-x"]}]}}}),
+        )
+        .await,
+    );
+    assert_eq!(
+        param.as_deref(),
+        Some("tool_resources.file_search.vector_stores")
+    );
+    // An empty helper (no files) asks for nothing that could be missed.
     let (s, a) = app
         .post(
             "/v1/assistants",
