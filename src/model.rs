@@ -176,7 +176,14 @@ pub struct FileSearchResources {
     /// OpenAI's helper that creates a vector store from files: read only to be refused
     /// (Oasis has no vector stores), never stored or served.
     #[serde(default, skip_serializing)]
-    pub vector_stores: Option<serde_json::Value>,
+    pub vector_stores: Option<Vec<VectorStoreHelper>>,
+}
+
+/// One entry of OpenAI's `vector_stores` helper (its other fields are not read).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct VectorStoreHelper {
+    #[serde(default)]
+    pub file_ids: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

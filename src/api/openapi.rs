@@ -816,12 +816,12 @@ fn schemas() -> Value {
                         "vector_store_ids": {
                             "type": "array", "maxItems": 0, "items": string()
                         },
-                        "vector_stores": {
+                        "vector_stores": nullable(json!({
                             "type": "array",
                             "items": {"type": "object", "properties": {
                                 "file_ids": {"type": "array", "maxItems": 0, "items": string()}
                             }}
-                        }
+                        }))
                     }
                 }))
             }

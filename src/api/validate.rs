@@ -175,16 +175,11 @@ pub async fn tool_resources(
                 ),
             ));
         }
-        let has_files = |v: &serde_json::Value| {
-            v.get("file_ids")
-                .and_then(|f| f.as_array())
-                .is_some_and(|f| !f.is_empty())
-        };
         if fs
             .vector_stores
-            .as_ref()
-            .and_then(|v| v.as_array())
-            .is_some_and(|stores| stores.iter().any(has_files))
+            .iter()
+            .flatten()
+            .any(|v| !v.file_ids.is_empty())
         {
             return Err(ApiError::invalid(
                 "tool_resources.file_search.vector_stores",
