@@ -36,6 +36,17 @@ pub struct ChatMessage {
     /// For `Role::Tool`: which call this answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// Images a user message shows the model (after its text), for vision models.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImagePart>,
+}
+
+/// An image for the model: an `http(s)` URL or a `data:` URL holding the bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagePart {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl ChatMessage {
@@ -45,6 +56,7 @@ impl ChatMessage {
             content: content.into(),
             tool_calls: vec![],
             tool_call_id: None,
+            images: vec![],
         }
     }
 
@@ -54,6 +66,7 @@ impl ChatMessage {
             content: content.into(),
             tool_calls: vec![],
             tool_call_id: Some(call_id.to_string()),
+            images: vec![],
         }
     }
 }

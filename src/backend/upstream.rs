@@ -465,7 +465,22 @@ fn request_body(req: &ChatRequest) -> Value {
 fn wire_message(m: &ChatMessage) -> Value {
     match m.role {
         Role::System => json!({"role": "system", "content": m.content}),
-        Role::User => json!({"role": "user", "content": m.content}),
+        Role::User if m.images.is_empty() => json!({"role": "user", "content": m.content}),
+        // Text first, then the images, as content parts (vision models read these).
+        Role::User => {
+            let mut parts = vec![];
+            if !m.content.is_empty() {
+                parts.push(json!({"type": "text", "text": m.content}));
+            }
+            for image in &m.images {
+                let mut url = json!({"url": image.url});
+                if let Some(d) = &image.detail {
+                    url["detail"] = json!(d);
+                }
+                parts.push(json!({"type": "image_url", "image_url": url}));
+            }
+            json!({"role": "user", "content": parts})
+        }
         Role::Assistant if m.tool_calls.is_empty() => {
             json!({"role": "assistant", "content": m.content})
         }
@@ -1450,10 +1465,23 @@ mod tests {
                         arguments: code_args.into(),
                     }],
                     tool_call_id: None,
+                    images: vec![],
                 },
                 ChatMessage::tool_result("call_1", r#"{"status":"completed","logs":"2"}"#),
                 ChatMessage::new(Role::Assistant, "It is 2."),
-                ChatMessage::new(Role::User, "And the weather?"),
+                ChatMessage {
+                    images: vec![
+                        crate::backend::ImagePart {
+                            url: "https://example.test/sky.png".into(),
+                            detail: Some("low".into()),
+                        },
+                        crate::backend::ImagePart {
+                            url: "data:image/png;base64,iVBORw0KGgo=".into(),
+                            detail: None,
+                        },
+                    ],
+                    ..ChatMessage::new(Role::User, "And the weather?")
+                },
             ],
             tools: vec![
                 FunctionSpec {
@@ -1502,7 +1530,11 @@ mod tests {
                 {"role": "tool", "tool_call_id": "call_1",
                  "content": r#"{"status":"completed","logs":"2"}"#},
                 {"role": "assistant", "content": "It is 2."},
-                {"role": "user", "content": "And the weather?"},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "And the weather?"},
+                    {"type": "image_url", "image_url": {"url": "https://example.test/sky.png", "detail": "low"}},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                ]},
             ],
             "tools": [
                 {"type": "function", "function": {"name": "python",

@@ -2,7 +2,11 @@
 //! files in `/mnt/data`) as the system message, the thread's messages (truncated as the run
 //! asks) and what the run itself said and did so far.
 
-use crate::backend::{ChatMessage, ChatRequest, FunctionSpec, Role, ToolChoice, estimate_tokens};
+use std::collections::HashMap;
+
+use crate::backend::{
+    ChatMessage, ChatRequest, FunctionSpec, ImagePart, Role, ToolChoice, estimate_tokens,
+};
 use crate::model::{Attachment, AttachmentTool, Content, Message, Run, Tool};
 
 /// The name `code_interpreter` is offered under: its own name unless a function of the run
@@ -112,20 +116,35 @@ pub fn system_message(run: &Run, code_tool: Option<&str>, files: &[(String, Stri
     s
 }
 
-/// A stored message as the model sees it.
-pub fn chat_message(m: &Message, files: &[(String, String)]) -> ChatMessage {
+/// A stored message as the model sees it. A user message's images go to the model as images
+/// (`image_url` as given; `image_file` as the `data:` URL found in `images`, by File id);
+/// anything else shown is described in text.
+pub fn chat_message(
+    m: &Message,
+    files: &[(String, String)],
+    images: &HashMap<String, String>,
+) -> ChatMessage {
     let role = if m.role == "assistant" {
         Role::Assistant
     } else {
         Role::User
     };
     let mut parts = vec![];
+    let mut shown = vec![];
     for c in &m.content {
         match c {
             Content::Text { text } => parts.push(text.value.clone()),
-            Content::ImageFile { image_file } => {
-                parts.push(format!("[image file {}]", image_file.file_id))
-            }
+            Content::ImageFile { image_file } => match images.get(&image_file.file_id) {
+                Some(url) if role == Role::User => shown.push(ImagePart {
+                    url: url.clone(),
+                    detail: image_file.detail.clone(),
+                }),
+                _ => parts.push(format!("[image file {}]", image_file.file_id)),
+            },
+            Content::ImageUrl { image_url } if role == Role::User => shown.push(ImagePart {
+                url: image_url.url.clone(),
+                detail: image_url.detail.clone(),
+            }),
             Content::ImageUrl { image_url } => parts.push(format!("[image {}]", image_url.url)),
             Content::Refusal { refusal } => parts.push(refusal.clone()),
         }
@@ -140,7 +159,10 @@ pub fn chat_message(m: &Message, files: &[(String, String)]) -> ChatMessage {
     if !attached.is_empty() {
         parts.push(format!("(Attached: {})", attached.join(", ")));
     }
-    ChatMessage::new(role, parts.join("\n"))
+    ChatMessage {
+        images: shown,
+        ..ChatMessage::new(role, parts.join("\n"))
+    }
 }
 
 pub fn uses_code(a: &Attachment) -> bool {
@@ -165,9 +187,13 @@ pub fn build(
     history: &[Message],
     transcript: &[ChatMessage],
     completion_used: u64,
+    images: &HashMap<String, String>,
 ) -> Result<ChatRequest, PromptLimit> {
     let system = ChatMessage::new(Role::System, system_message(run, code_tool, files));
-    let mut thread: Vec<ChatMessage> = history.iter().map(|m| chat_message(m, files)).collect();
+    let mut thread: Vec<ChatMessage> = history
+        .iter()
+        .map(|m| chat_message(m, files, images))
+        .collect();
     if run.truncation_strategy.kind == "last_messages"
         && let Some(n) = run.truncation_strategy.last_messages
     {
@@ -176,8 +202,10 @@ pub fn build(
             thread.drain(..thread.len() - n);
         }
     }
+    // An image counts as a 1024x1024 one at high detail does with OpenAI (765 tokens).
     let size = |m: &ChatMessage| {
         estimate_tokens(&m.content)
+            + 765 * m.images.len() as u64
             + m.tool_calls
                 .iter()
                 .map(|c| estimate_tokens(&c.arguments))
@@ -265,6 +293,55 @@ mod tests {
     }
 
     #[test]
+    fn a_users_images_go_to_the_model_as_images_and_others_as_text() {
+        use crate::model::{ImageFile, ImageUrl};
+        let mut m = msg(1);
+        m.content.push(Content::ImageUrl {
+            image_url: ImageUrl {
+                url: "https://example.test/a.png".into(),
+                detail: Some("high".into()),
+            },
+        });
+        m.content.push(Content::ImageFile {
+            image_file: ImageFile {
+                file_id: "file-png".into(),
+                detail: None,
+            },
+        });
+        m.content.push(Content::ImageFile {
+            image_file: ImageFile {
+                file_id: "file-gone".into(),
+                detail: None,
+            },
+        });
+        let images = HashMap::from([("file-png".to_string(), "data:image/png;base64,AA==".into())]);
+        let c = chat_message(&m, &[], &images);
+        assert_eq!(
+            c.images,
+            [
+                ImagePart {
+                    url: "https://example.test/a.png".into(),
+                    detail: Some("high".into())
+                },
+                ImagePart {
+                    url: "data:image/png;base64,AA==".into(),
+                    detail: None
+                },
+            ]
+        );
+        assert_eq!(
+            c.content,
+            "message number 1 with some words in it\n[image file file-gone]"
+        );
+        // An assistant's images stay text: Chat Completions takes images from users only.
+        m.role = "assistant".into();
+        let c = chat_message(&m, &[], &images);
+        assert!(c.images.is_empty());
+        assert!(c.content.contains("[image https://example.test/a.png]"));
+        assert!(c.content.contains("[image file file-png]"));
+    }
+
+    #[test]
     fn truncation_keeps_the_newest_messages_and_limits_end_runs() {
         let history: Vec<Message> = (0..10).map(msg).collect();
         let texts = |r: &ChatRequest| {
@@ -277,14 +354,32 @@ mod tests {
             kind: "auto".into(),
             last_messages: None,
         };
-        let r = build(&run(auto.clone(), None, None), None, &[], &history, &[], 0).unwrap();
+        let r = build(
+            &run(auto.clone(), None, None),
+            None,
+            &[],
+            &history,
+            &[],
+            0,
+            &HashMap::new(),
+        )
+        .unwrap();
         assert_eq!(r.messages.len(), 11);
         assert_eq!(r.messages[0].content, "Be kind.");
         let last3 = Truncation {
             kind: "last_messages".into(),
             last_messages: Some(3),
         };
-        let r = build(&run(last3, None, None), None, &[], &history, &[], 0).unwrap();
+        let r = build(
+            &run(last3, None, None),
+            None,
+            &[],
+            &history,
+            &[],
+            0,
+            &HashMap::new(),
+        )
+        .unwrap();
         assert_eq!(texts(&r).len(), 3);
         assert!(texts(&r)[0].contains("number 7"));
         // Each message is ~10 tokens: a 35-token budget keeps the newest few.
@@ -295,6 +390,7 @@ mod tests {
             &history,
             &[],
             0,
+            &HashMap::new(),
         )
         .unwrap();
         let kept = texts(&r);
@@ -307,7 +403,8 @@ mod tests {
                 &[],
                 &history,
                 &[],
-                0
+                0,
+                &HashMap::new()
             )
             .unwrap_err(),
             PromptLimit::MaxPromptTokens
@@ -319,11 +416,21 @@ mod tests {
             &history,
             &[],
             40,
+            &HashMap::new(),
         )
         .unwrap();
         assert_eq!(r.max_tokens, Some(60));
         assert_eq!(
-            build(&run(auto, None, Some(100)), None, &[], &history, &[], 100).unwrap_err(),
+            build(
+                &run(auto, None, Some(100)),
+                None,
+                &[],
+                &history,
+                &[],
+                100,
+                &HashMap::new()
+            )
+            .unwrap_err(),
             PromptLimit::MaxCompletionTokens
         );
     }

@@ -35,6 +35,8 @@ struct Ctx {
     history: Vec<Message>,
     /// Image Files of this run's code calls not yet shown in one of its messages.
     pending_images: Vec<String>,
+    /// The images users' messages show (`image_file` parts), as `data:` URLs by File id.
+    images: std::collections::HashMap<String, String>,
 }
 
 /// A message being written.
@@ -44,6 +46,21 @@ struct Writer {
     text_index: usize,
     text: String,
     sent_text: bool,
+}
+
+/// The media type of an image a vision model takes, from its first bytes.
+fn image_type(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("image/png")
+    } else if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+        Some("image/jpeg")
+    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        Some("image/gif")
+    } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        Some("image/webp")
+    } else {
+        None
+    }
 }
 
 /// Wait until `flag` is set.
@@ -206,6 +223,7 @@ impl Orchestrator {
                 &ctx.history,
                 &transcript.messages,
                 transcript.usage.completion_tokens,
+                &ctx.images,
             ) {
                 Ok(r) => r,
                 Err(limit) => {
@@ -349,6 +367,7 @@ impl Orchestrator {
             .await?;
         let code_tool = prompt::code_tool_name(&run.tools);
         let backend = self.backend_for(&run.model);
+        let images = self.image_urls(&history).await?;
         let mut ctx = Ctx {
             run,
             backend,
@@ -356,6 +375,7 @@ impl Orchestrator {
             files: vec![],
             history,
             pending_images: vec![],
+            images,
         };
         // Images this run made that none of its messages shows yet (after a pause).
         let shown: Vec<String> = own_messages
@@ -388,6 +408,57 @@ impl Orchestrator {
             ctx.files = self.stage_files(&ctx, &thread, assistant.as_ref()).await?;
         }
         Ok(ctx)
+    }
+
+    /// `data:` URLs for the image Files users' messages show, by File id. A File that is gone,
+    /// too big (over 20 MiB, OpenAI's limit) or not a PNG, JPEG, GIF or WebP image is left
+    /// out (the model is then told its id in text).
+    async fn image_urls(
+        &self,
+        history: &[Message],
+    ) -> Result<std::collections::HashMap<String, String>> {
+        const MAX_IMAGE_BYTES: u64 = 20 << 20;
+        let ids: Vec<String> = history
+            .iter()
+            .filter(|m| m.role == "user")
+            .flat_map(|m| m.content.iter())
+            .filter_map(|c| match c {
+                Content::ImageFile { image_file } => Some(image_file.file_id.clone()),
+                _ => None,
+            })
+            .collect();
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let (store, dir) = (self.inner.store.clone(), self.inner.files_dir.clone());
+        let urls = tokio::task::spawn_blocking(move || {
+            use base64::Engine as _;
+            let mut out = std::collections::HashMap::new();
+            for id in ids {
+                if out.contains_key(&id) || !matches!(store.find::<FileObject>(&id), Ok(Some(_))) {
+                    continue;
+                }
+                let path = blobs::blob_path(&dir, &id);
+                let Ok(meta) = std::fs::metadata(&path) else {
+                    continue;
+                };
+                if meta.len() > MAX_IMAGE_BYTES {
+                    continue;
+                }
+                let Ok(bytes) = std::fs::read(&path) else {
+                    continue;
+                };
+                let Some(mime) = image_type(&bytes) else {
+                    continue;
+                };
+                let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+                out.insert(id, format!("data:{mime};base64,{b64}"));
+            }
+            out
+        })
+        .await
+        .map_err(|e| RunError::Internal(anyhow::anyhow!("reading images: {e}")))?;
+        Ok(urls)
     }
 
     /// Copy the run's input files into `/mnt/data` under their own names; returns the mapping.

@@ -745,56 +745,79 @@ async fn deleting_a_thread_with_a_running_cell_stops_the_run_at_once() {
     app.stop().await;
 }
 
-/// A model server that streams one piece of text and then stalls (until the test ends).
-async fn stalling_upstream(text: &'static str) -> u16 {
+/// A model server that streams `text` as one piece, then either ends the answer or (with
+/// `stall`) hangs until the test ends. It keeps each request's JSON body.
+async fn fake_upstream(
+    text: &'static str,
+    stall: bool,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+    let bodies = seen.clone();
     tokio::spawn(async move {
         loop {
             let Ok((mut sock, _)) = l.accept().await else {
                 return;
             };
+            let bodies = bodies.clone();
             tokio::spawn(async move {
                 // Read the request head and its JSON body (Content-Length).
                 let mut buf = vec![];
-                let mut chunk = [0u8; 8192];
-                loop {
+                let mut chunk = [0u8; 65536];
+                let body = loop {
                     let n = sock.read(&mut chunk).await.unwrap_or(0);
                     if n == 0 {
                         return;
                     }
                     buf.extend_from_slice(&chunk[..n]);
-                    let s = String::from_utf8_lossy(&buf).to_string();
-                    if let Some(end) = s.find("\r\n\r\n") {
-                        let len = s[..end]
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
-                        if buf.len() >= end + 4 + len {
-                            break;
-                        }
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        break buf[end + 4..end + 4 + len].to_vec();
                     }
-                }
-                let delta = json!({"id": "c1", "object": "chat.completion.chunk", "created": 0,
-                    "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant",
-                    "content": text}, "finish_reason": null}]});
+                };
+                bodies
+                    .lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                let chunk = |delta: Value, finish: Value| {
+                    let c = json!({"id": "c1", "object": "chat.completion.chunk", "created": 0,
+                        "model": "m", "choices": [{"index": 0, "delta": delta,
+                        "finish_reason": finish}]});
+                    format!("data: {c}\n\n")
+                };
                 let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
                             cache-control: no-cache\r\nconnection: close\r\n\r\n";
                 let _ = sock.write_all(head.as_bytes()).await;
-                let _ = sock
-                    .write_all(format!("data: {delta}\n\n").as_bytes())
-                    .await;
+                let first = chunk(json!({"role": "assistant", "content": text}), Value::Null);
+                let _ = sock.write_all(first.as_bytes()).await;
                 let _ = sock.flush().await;
-                tokio::time::sleep(Duration::from_secs(300)).await;
+                if stall {
+                    tokio::time::sleep(Duration::from_secs(300)).await;
+                    return;
+                }
+                let last = chunk(json!({}), json!("stop"));
+                let _ = sock
+                    .write_all(format!("{last}data: [DONE]\n\n").as_bytes())
+                    .await;
+                let _ = sock.shutdown().await;
             });
         }
     });
-    port
+    (port, seen)
+}
+
+fn upstream_at(port: u16) -> oasis::backend::upstream::UpstreamConfig {
+    oasis::backend::upstream::UpstreamConfig::new(format!("http://127.0.0.1:{port}/v1"))
 }
 
 /// Cancelling a run while the model is still writing keeps the text written so far: the
@@ -802,13 +825,8 @@ async fn stalling_upstream(text: &'static str) -> u16 {
 /// `thread.message.incomplete` before the step and the run end.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_cancelled_mid_answer_keeps_the_partial_text_as_an_incomplete_message() {
-    let port = stalling_upstream("The answer is forty").await;
-    let app = TestApp::spawn_with(None, |s| {
-        s.upstream = Some(oasis::backend::upstream::UpstreamConfig::new(format!(
-            "http://127.0.0.1:{port}/v1"
-        )));
-    })
-    .await;
+    let (port, _) = fake_upstream("The answer is forty", true).await;
+    let app = TestApp::spawn_with(None, |s| s.upstream = Some(upstream_at(port))).await;
     let a = assistant(&app, json!([])).await;
     let t = thread_with(&app, "What is six times seven?").await;
     let resp = app
@@ -858,5 +876,77 @@ async fn a_run_cancelled_mid_answer_keeps_the_partial_text_as_an_incomplete_mess
     let m: Value = serde_json::from_str(&events[at("thread.message.incomplete")].1).unwrap();
     assert_eq!(m["id"], reply["id"]);
     assert_eq!(text_of(&m), "The answer is forty");
+    app.stop().await;
+}
+
+/// Images in a user's message reach a vision model: an uploaded image File as a `data:` URL
+/// with its bytes, an `image_url` as given, both after the text.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_users_images_reach_the_upstream_model_as_image_parts() {
+    use base64::Engine as _;
+    let (port, seen) = fake_upstream("A red square.", false).await;
+    let app = TestApp::spawn_with(None, |s| s.upstream = Some(upstream_at(port))).await;
+    let mut png = crate::helpers::PNG_SIGNATURE.to_vec();
+    png.extend_from_slice(b"\0\0\0\rIHDR not really a whole image");
+    let form = reqwest::multipart::Form::new()
+        .text("purpose", "vision")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(png.clone()).file_name("square.png"),
+        );
+    let f: Value = app
+        .client
+        .post(app.url("/v1/files"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let fid = f["id"].as_str().unwrap();
+    let a = assistant(&app, json!([])).await;
+    let (s, t) = app
+        .post(
+            "/v1/threads",
+            json!({"messages": [{"role": "user", "content": [
+                {"type": "text", "text": "What do these show?"},
+                {"type": "image_file", "image_file": {"file_id": fid, "detail": "low"}},
+                {"type": "image_url", "image_url": {"url": "https://example.test/b.jpg"}},
+            ]}]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    let t = t["id"].as_str().unwrap().to_string();
+    let run = start_run(&app, &t, json!({"assistant_id": a})).await;
+    let done = wait_for(
+        &app,
+        &t,
+        run["id"].as_str().unwrap(),
+        &["completed", "failed"],
+    )
+    .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        text_of(messages(&app, &t).await.last().unwrap()),
+        "A red square."
+    );
+    let bodies = seen.lock().unwrap().clone();
+    let user = bodies[0]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|m| m["role"] == "user")
+        .unwrap()
+        .clone();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&png);
+    assert_eq!(
+        user["content"],
+        json!([
+            {"type": "text", "text": "What do these show?"},
+            {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{b64}"), "detail": "low"}},
+            {"type": "image_url", "image_url": {"url": "https://example.test/b.jpg"}},
+        ])
+    );
     app.stop().await;
 }
