@@ -378,11 +378,21 @@ async fn create_thread_and_run(
         tool_resources: None,
         metadata: None,
     });
-    let resources = match (&params.tool_resources, &req.tool_resources) {
-        (Some(_), _) => validate::tool_resources(&state, &params.tool_resources).await?,
-        (None, Some(_)) => validate::tool_resources(&state, &req.tool_resources).await?,
-        _ => ToolResources::default(),
-    };
+    // The thread's own resources, plus the run's (top-level) ones: Oasis has no per-run
+    // resources, so the run's files join the new thread's and are in /mnt/data for the run.
+    let mut resources = validate::tool_resources(&state, &params.tool_resources).await?;
+    let for_run = validate::tool_resources(&state, &req.tool_resources).await?;
+    if let Some(ci) = for_run.code_interpreter {
+        let ids = &mut resources
+            .code_interpreter
+            .get_or_insert_with(Default::default)
+            .file_ids;
+        for id in ci.file_ids {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
     let thread = Thread {
         id: new_id("thread_"),
         object: "thread".into(),

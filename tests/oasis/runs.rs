@@ -950,3 +950,58 @@ async fn a_users_images_reach_the_upstream_model_as_image_parts() {
     );
     app.stop().await;
 }
+
+/// Create-thread-and-run with files in both the thread's and the run's `tool_resources`:
+/// the run's code sees both in /mnt/data (before, the run's were dropped).
+#[tokio::test(flavor = "multi_thread")]
+async fn thread_and_run_files_from_both_tool_resources_are_in_mnt_data() {
+    let app = TestApp::spawn().await;
+    let mut ids = vec![];
+    for (name, body) in [("for_thread.txt", "T"), ("for_run.txt", "R")] {
+        let form = reqwest::multipart::Form::new()
+            .text("purpose", "assistants")
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(body.as_bytes().to_vec()).file_name(name),
+            );
+        let f: Value = app
+            .client
+            .post(app.url("/v1/files"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(f["id"].as_str().unwrap().to_string());
+    }
+    let a = assistant(&app, json!([{"type": "code_interpreter"}])).await;
+    let code = "```python\nimport os\nprint(sorted(os.listdir('/mnt/data')))\n```";
+    let (s, run) = app
+        .post(
+            "/v1/threads/runs",
+            json!({
+                "assistant_id": a,
+                "thread": {
+                    "messages": [{"role": "user", "content": code}],
+                    "tool_resources": {"code_interpreter": {"file_ids": [ids[0]]}},
+                },
+                "tool_resources": {"code_interpreter": {"file_ids": [ids[1]]}},
+            }),
+        )
+        .await;
+    assert_eq!(s, 200, "{run}");
+    let t = run["thread_id"].as_str().unwrap().to_string();
+    let done = wait_for(
+        &app,
+        &t,
+        run["id"].as_str().unwrap(),
+        &["completed", "failed"],
+    )
+    .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let said = text_of(messages(&app, &t).await.last().unwrap());
+    assert!(said.contains("['for_run.txt', 'for_thread.txt']"), "{said}");
+    app.stop().await;
+}
