@@ -120,6 +120,10 @@ pub(crate) struct Transcript {
     /// Tokens used so far (the run shows them once it ends).
     #[serde(default)]
     pub usage: crate::model::RunUsage,
+    /// The tokens of the turn that made the tool step now waiting for outputs: a step shows
+    /// its usage once it completes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_usage: Option<crate::model::RunUsage>,
 }
 
 impl Transcript {
@@ -498,6 +502,7 @@ impl Orchestrator {
             created_at,
             messages: vec![],
             usage: Default::default(),
+            step_usage: None,
         };
         let mut records = vec![];
         for m in &req.additional_messages {
@@ -716,7 +721,12 @@ impl Orchestrator {
     /// Put submitted outputs into the waiting step and the transcript.
     async fn record_outputs(&self, run: &Run, outputs: &HashMap<String, String>) -> Result<()> {
         let step = self.pending_step(run).await?;
+        let tid = Transcript::id_for(&run.id);
+        let step_usage = self
+            .db(move |s| Ok(s.find::<Transcript>(&tid)?.and_then(|t| t.step_usage)))
+            .await?;
         if let Some(mut step) = step {
+            step.usage = step_usage.or(step.usage);
             if let StepDetails::ToolCalls { tool_calls } = &mut step.step_details {
                 for c in tool_calls.iter_mut() {
                     if let crate::model::StepToolCall::Function { id, function } = c
@@ -740,6 +750,7 @@ impl Orchestrator {
         let outs = outputs.clone();
         self.db(move |s| {
             let mut t = s.fetch::<Transcript>(&tid)?;
+            t.step_usage = None;
             // Answer in the order the calls were made.
             let order: Vec<String> = t
                 .messages
@@ -777,6 +788,18 @@ impl Orchestrator {
         event: RunEvent,
         error: Option<(&str, &str)>,
     ) -> Result<Run> {
+        self.finish_with(run_id, event, error, |_| {}).await
+    }
+
+    /// [`Self::finish`], also setting what only a finished run shows (its `usage`, its
+    /// `incomplete_details`) in the same write, so no poller sees them on a running run.
+    async fn finish_with(
+        &self,
+        run_id: &str,
+        event: RunEvent,
+        error: Option<(&str, &str)>,
+        at_end: impl FnOnce(&mut Run) + Send + 'static,
+    ) -> Result<Run> {
         let err = error.map(|(c, m)| LastError {
             code: c.to_string(),
             message: m.to_string(),
@@ -793,6 +816,7 @@ impl Orchestrator {
                 r.status = to;
                 let t = now();
                 r.required_action = None;
+                at_end(&mut r);
                 match to {
                     RunStatus::Failed => {
                         r.failed_at = Some(t);

@@ -200,6 +200,7 @@ impl Orchestrator {
                     created_at: now(),
                     messages: vec![],
                     usage: RunUsage::default(),
+                    step_usage: None,
                 })?;
             }
             Ok(())
@@ -299,8 +300,10 @@ impl Orchestrator {
                 return Ok(());
             }
             if resp.tool_calls.is_empty() {
-                self.set_usage(run_id, usage).await?;
-                self.finish(run_id, RunEvent::Finish, None).await?;
+                self.finish_with(run_id, RunEvent::Finish, None, move |r| {
+                    r.usage = Some(usage)
+                })
+                .await?;
                 return Ok(());
             }
             let waiting = self
@@ -312,24 +315,13 @@ impl Orchestrator {
         }
     }
 
-    async fn set_usage(&self, run_id: &str, usage: RunUsage) -> Result<()> {
-        self.update_run(run_id, move |r| {
-            r.usage = Some(usage);
-            Ok(())
-        })
-        .await
-        .map(|_| ())
-    }
-
     async fn end_incomplete(&self, run_id: &str, reason: &str, usage: RunUsage) -> Result<()> {
         let reason = reason.to_string();
-        self.update_run(run_id, move |r| {
+        self.finish_with(run_id, RunEvent::HitTokenLimit, None, move |r| {
             r.usage = Some(usage);
             r.incomplete_details = Some(json!({ "reason": reason }));
-            Ok(())
         })
         .await?;
-        self.finish(run_id, RunEvent::HitTokenLimit, None).await?;
         Ok(())
     }
 
@@ -886,7 +878,8 @@ impl Orchestrator {
             failed_at: None,
             completed_at: None,
             metadata: Default::default(),
-            usage: Some(usage),
+            // Shown once the step completes (below, or when its outputs arrive).
+            usage: None,
         };
         let s2 = step.clone();
         self.db(move |s| s.insert(&s2)).await?;
@@ -984,6 +977,7 @@ impl Orchestrator {
         self.db(move |s| {
             let mut t = s.fetch::<Transcript>(&tid)?;
             t.messages.extend(results);
+            t.step_usage = Some(usage);
             s.save(&t)
         })
         .await?;
@@ -1012,6 +1006,7 @@ impl Orchestrator {
         }
         step.status = "completed".into();
         step.completed_at = Some(now());
+        step.usage = Some(usage);
         let s2 = step.clone();
         self.db(move |s| s.save(&s2)).await?;
         self.emit(

@@ -205,6 +205,11 @@ async fn function_calls_wait_for_outputs_and_the_thread_is_locked_meanwhile() {
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[0]["function"]["name"], "get_weather");
     assert_eq!(calls[1]["function"]["arguments"], "{\"city\":\"Rome\"}");
+    // Usage shows on finished things only: not on the waiting run or its open step.
+    assert!(r["usage"].is_null(), "{r}");
+    let st = steps(&app, &t, &rid).await;
+    assert_eq!(st[0]["status"], "in_progress");
+    assert!(st[0]["usage"].is_null(), "{}", st[0]);
     // Locked: no messages, no second run, with OpenAI's words.
     let (s, e) = app
         .post(
@@ -265,6 +270,21 @@ async fn function_calls_wait_for_outputs_and_the_thread_is_locked_meanwhile() {
     assert_eq!(
         st[0]["step_details"]["tool_calls"][1]["function"]["output"],
         "rain"
+    );
+    // Once completed, the calls' step shows the tokens of the turn that made them.
+    assert!(
+        st[0]["usage"]["prompt_tokens"].as_u64().unwrap() > 0,
+        "{}",
+        st[0]
+    );
+    assert!(
+        st[0]["usage"]["completion_tokens"].as_u64().unwrap() > 0,
+        "{}",
+        st[0]
+    );
+    assert!(
+        done["usage"]["total_tokens"].as_u64().unwrap() > 0,
+        "{done}"
     );
     // A finished run takes no outputs.
     let (s, _) = app
