@@ -141,6 +141,24 @@ pub fn json_error(e: &serde_json::Error) -> ApiError {
     {
         return ApiError::invalid(field, format!("Missing required parameter: '{field}'."));
     }
+    // "unknown variant `retrieval`, expected one of `a`, `b`, `c` at line 1 column 9"
+    if let Some(rest) = msg.strip_prefix("unknown variant `")
+        && let Some((value, expected)) = rest.split_once('`')
+    {
+        let expected = expected.split(" at line ").next().unwrap_or_default();
+        let names: Vec<String> = expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(|n| format!("'{n}'"))
+            .collect();
+        let supported = match names.as_slice() {
+            [] => String::new(),
+            [one] => format!(" Supported values are: {one}."),
+            [init @ .., last] => format!(" Supported values are: {}, and {last}.", init.join(", ")),
+        };
+        return ApiError::bad_request(format!("Invalid value: '{value}'.{supported}"));
+    }
     match e.classify() {
         serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
             ApiError::bad_request(format!(

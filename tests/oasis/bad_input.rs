@@ -113,6 +113,23 @@ async fn malformed_json_wrong_types_and_unknown_fields_are_openai_400s() {
         post_raw(&app, "/v1/assistants", "{'model': 'm'}").await,
     );
     assert!(m.contains("could not parse the JSON body"), "{m}");
+    // v1's `retrieval` tool is named and the supported ones listed, as OpenAI words it.
+    let (m, _) = refused(
+        400,
+        app.post(
+            "/v1/assistants",
+            json!({"model": "m", "tools": [{"type": "retrieval"}]}),
+        )
+        .await,
+    );
+    assert!(
+        m.starts_with("Invalid value: 'retrieval'. Supported values are: "),
+        "{m}"
+    );
+    for t in ["'code_interpreter'", "'file_search'", "'function'"] {
+        assert!(m.contains(t), "{m}");
+    }
+    assert!(!m.contains('`') && !m.contains("line 1"), "{m}");
     let (m, _) = refused(
         400,
         post_raw(&app, "/v1/assistants", "{\"model\": \"m\"} x").await,
