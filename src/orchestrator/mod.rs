@@ -496,6 +496,7 @@ impl Orchestrator {
                 .clone()
                 .unwrap_or_else(|| assistant.response_format.clone()),
         };
+        check_tool_choice(&run)?;
         let transcript = Transcript {
             id: Transcript::id_for(&run.id),
             thread_id: thread_id.to_string(),
@@ -905,6 +906,44 @@ impl Orchestrator {
             data: json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}}),
         }
     }
+}
+
+/// A `tool_choice` that forces a tool must name one the run has.
+fn check_tool_choice(run: &Run) -> Result<()> {
+    let choice = &run.tool_choice;
+    match choice.get("type").and_then(|t| t.as_str()) {
+        Some("function") => {
+            let name = choice
+                .pointer("/function/name")
+                .and_then(|n| n.as_str())
+                .unwrap_or_default();
+            let known = run.tools.iter().any(
+                |t| matches!(t, crate::model::Tool::Function { function } if function.name == name),
+            );
+            if !known {
+                return Err(RunError::invalid(
+                    Some("tool_choice"),
+                    format!(
+                        "Invalid 'tool_choice': the run has no function named '{name}' among its \
+                         tools."
+                    ),
+                ));
+            }
+        }
+        Some("code_interpreter")
+            if !run
+                .tools
+                .iter()
+                .any(|t| matches!(t, crate::model::Tool::CodeInterpreter)) =>
+        {
+            return Err(RunError::invalid(
+                Some("tool_choice"),
+                "Invalid 'tool_choice': the run has no code_interpreter tool.",
+            ));
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Every step of a run, oldest first.

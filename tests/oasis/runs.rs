@@ -613,6 +613,14 @@ async fn run_requests_are_checked_and_models_are_listed() {
             json!({"assistant_id": a, "tool_choice": "sometimes"}),
             "tool_choice",
         ),
+        (
+            json!({"assistant_id": a, "tool_choice": {"type": "function", "function": {"name": "nope"}}}),
+            "tool_choice",
+        ),
+        (
+            json!({"assistant_id": a, "tool_choice": {"type": "code_interpreter"}}),
+            "tool_choice",
+        ),
         (json!({"assistant_id": a, "temperature": 3}), "temperature"),
         (
             json!({"assistant_id": a, "truncation_strategy": {"type": "last_messages"}}),
