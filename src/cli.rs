@@ -211,6 +211,7 @@ fn exec(data_dir: &std::path::Path, args: ExecArgs) -> anyhow::Result<ExitCode> 
         limits: Some(limits),
         tap: Some(tap),
         cancel: None,
+        inputs: vec![],
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -21,6 +21,29 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}{tail}")
 }
 
+/// Characters that change how the text around them is shown rather than being shown: controls,
+/// and the bidirectional and invisible formatting marks ("Trojan Source" names such as
+/// `invoice\u{202e}fdp.exe`).
+pub fn is_deceptive(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// A file name as people are shown it (a File's `filename`, a link's label): each deceptive
+/// character written as its escape, e.g. `\u{202e}`, so that it shows instead of acting.
+pub fn shown_file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if is_deceptive(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
     std::time::SystemTime::now()
@@ -29,10 +52,11 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Keep only a plain file name: no folders, no `..`, no control characters.
+/// Keep only a plain file name: no folders, no `..`, no control, bidirectional or invisible
+/// formatting characters.
 pub fn plain_file_name(name: &str) -> Option<String> {
     let base = name.rsplit(['/', '\\']).next().unwrap_or("");
-    let base: String = base.chars().filter(|c| !c.is_control()).collect();
+    let base: String = base.chars().filter(|c| !is_deceptive(*c)).collect();
     let base = base.trim();
     if base.is_empty() || base == "." || base == ".." || base.len() > 255 {
         return None;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
-use crate::api::{self, ApiConfig, AppState, Mode};
+use crate::api::{self, ApiConfig, AppState, ConnLimits, Mode};
 use crate::backend::upstream::{Upstream, UpstreamConfig};
 use crate::orchestrator::{Orchestrator, OrchestratorConfig};
 use crate::sandbox::{
@@ -24,8 +24,10 @@ pub struct ServeArgs {
     #[arg(long, env = "OASIS_ADDR")]
     pub addr: Option<SocketAddr>,
     /// TOML file with any of: addr, mode, api_keys, max_upload_bytes, cache_dir,
-    /// idle_ttl_secs, max_live_sessions, max_parallel, warm_pool, thread_list, run_expiry_secs,
-    /// run_workers, isolation, sandbox_workers. The upstream model server comes from `OASIS_UPSTREAM_BASE_URL`,
+    /// idle_ttl_secs, max_live_sessions, max_parallel, warm_pool, max_live_memory_mib,
+    /// max_session_export_mib, thread_list, run_expiry_secs,
+    /// run_workers, isolation, sandbox_workers, header_timeout_secs, idle_timeout_secs,
+    /// max_connections. The upstream model server comes from `OASIS_UPSTREAM_BASE_URL`,
     /// `OASIS_UPSTREAM_API_KEY` and `OASIS_UPSTREAM_MODELS`.
     #[arg(long, env = "OASIS_CONFIG")]
     pub config: Option<PathBuf>,
@@ -48,6 +50,18 @@ pub struct ServeArgs {
     /// Number of sandbox worker processes with `--isolation process` [default: 2].
     #[arg(long, env = "OASIS_SANDBOX_WORKERS")]
     pub sandbox_workers: Option<usize>,
+    /// Seconds a client has to send a request head, from the connection's opening or the
+    /// head's first byte [default: 10].
+    #[arg(long, env = "OASIS_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<u64>,
+    /// Seconds a kept-alive connection may idle between requests, and the longest wait for
+    /// the next bytes of a request body [default: 30].
+    #[arg(long, env = "OASIS_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Open connections at most; lowered to what the descriptor limit leaves room for
+    /// [default: 1024].
+    #[arg(long, env = "OASIS_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 }
 
 /// Where sandbox interpreters run.
@@ -73,11 +87,16 @@ struct FileConfig {
     max_live_sessions: Option<usize>,
     max_parallel: Option<usize>,
     warm_pool: Option<usize>,
+    max_live_memory_mib: Option<u64>,
+    max_session_export_mib: Option<u64>,
     thread_list: Option<bool>,
     run_expiry_secs: Option<u64>,
     run_workers: Option<usize>,
     isolation: Option<Isolation>,
     sandbox_workers: Option<usize>,
+    header_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
 }
 
 /// Everything a server needs, resolved.
@@ -124,6 +143,35 @@ impl Settings {
             (1..=64).contains(&sandbox_workers),
             "sandbox_workers must be 1 to 64, not {sandbox_workers}"
         );
+        let connections = {
+            let d = ConnLimits::default();
+            let secs = |name: &str, v: Option<u64>, default: Duration| match v {
+                None => Ok(default),
+                Some(s @ 1..=86_400) => Ok(Duration::from_secs(s)),
+                Some(s) => Err(anyhow::anyhow!("{name} must be 1 to 86400, not {s}")),
+            };
+            let max_connections = args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(d.max_connections);
+            anyhow::ensure!(
+                (1..=MAX_CONNECTIONS).contains(&max_connections),
+                "max_connections must be 1 to {MAX_CONNECTIONS}, not {max_connections}"
+            );
+            ConnLimits {
+                header_timeout: secs(
+                    "header_timeout_secs",
+                    args.header_timeout_secs.or(file.header_timeout_secs),
+                    d.header_timeout,
+                )?,
+                idle_timeout: secs(
+                    "idle_timeout_secs",
+                    args.idle_timeout_secs.or(file.idle_timeout_secs),
+                    d.idle_timeout,
+                )?,
+                max_connections,
+            }
+        };
         Ok(Settings {
             addr: args
                 .addr
@@ -140,6 +188,7 @@ impl Settings {
                 max_upload_bytes: file.max_upload_bytes.unwrap_or(512 * 1024 * 1024),
                 mode: args.mode.or(file.mode).unwrap_or(Mode::All),
                 thread_list: args.thread_list.or(file.thread_list).unwrap_or(false),
+                connections,
             },
             sessions: ManagerConfig {
                 idle_ttl: file
@@ -149,6 +198,12 @@ impl Settings {
                 max_live: file.max_live_sessions.unwrap_or(defaults.max_live),
                 max_parallel: file.max_parallel.unwrap_or(defaults.max_parallel),
                 warm_pool: file.warm_pool.unwrap_or(defaults.warm_pool),
+                max_live_memory: file
+                    .max_live_memory_mib
+                    .map_or(defaults.max_live_memory, |m| m.saturating_mul(1 << 20)),
+                max_export_bytes: file
+                    .max_session_export_mib
+                    .map_or(defaults.max_export_bytes, |m| m.saturating_mul(1 << 20)),
             },
             isolation: args
                 .isolation
@@ -256,11 +311,61 @@ pub async fn serve(
     if let Some(runs) = &state.runs {
         runs.start().await.context("starting the run workers")?;
     }
+    let mut limits = state.config.connections;
+    let descriptors = raise_descriptor_limit();
+    limits.max_connections = connection_cap(limits.max_connections, descriptors);
+    if limits.max_connections < state.config.connections.max_connections {
+        tracing::warn!(
+            ?descriptors,
+            max_connections = limits.max_connections,
+            "the descriptor limit (RLIMIT_NOFILE) leaves room for fewer connections than \
+             max_connections; raise it (e.g. LimitNOFILE= or ulimit -n) to serve more"
+        );
+    }
     let app = api::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    api::serve_http(listener, app, limits, shutdown)
         .await
         .context("serving HTTP")
+}
+
+/// The most `max_connections` may be set to.
+const MAX_CONNECTIONS: usize = 1 << 20;
+
+/// Descriptors kept for everything but client connections (SQLite and its WAL, File blobs being
+/// written or read, sandbox worker pipes, upstream connections, the runtime): a quarter of the
+/// limit, and at least this many.
+const RESERVED_DESCRIPTORS: u64 = 128;
+
+/// Raise this process's soft descriptor limit to its hard limit when possible; the soft limit
+/// in force afterwards (`None` where unknown).
+fn raise_descriptor_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+        if soft >= hard {
+            return Some(soft);
+        }
+        // An unlimited hard limit is no valid soft one: the kernel caps descriptors anyway.
+        let target = if hard == RLIM_INFINITY { 1 << 20 } else { hard };
+        match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+            Ok(()) => Some(target),
+            Err(_) => Some(soft),
+        }
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// `configured`, lowered so that the connections and [`RESERVED_DESCRIPTORS`] fit in a
+/// descriptor limit of `descriptors` (never below 16).
+fn connection_cap(configured: usize, descriptors: Option<u64>) -> usize {
+    let Some(limit) = descriptors else {
+        return configured;
+    };
+    let room = limit.saturating_sub((limit / 4).max(RESERVED_DESCRIPTORS));
+    let room = usize::try_from(room).unwrap_or(usize::MAX).max(16);
+    configured.min(room)
 }
 
 /// SIGINT or SIGTERM.
@@ -310,4 +415,60 @@ pub fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
         eprintln!("oasis: listening on http://{}", listener.local_addr()?);
         serve(listener, state, shutdown_signal()).await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_leave_room_for_other_descriptors() {
+        assert_eq!(connection_cap(1024, None), 1024);
+        assert_eq!(connection_cap(1024, Some(1 << 20)), 1024);
+        // The 300-descriptor probe: a quarter or 128 kept for the rest.
+        assert_eq!(connection_cap(1024, Some(300)), 172);
+        assert_eq!(connection_cap(1024, Some(1024)), 768);
+        assert_eq!(connection_cap(100, Some(1024)), 100);
+        assert_eq!(connection_cap(1024, Some(64)), 16);
+    }
+
+    #[test]
+    fn connection_limits_come_from_flags_then_toml_then_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("oasis.toml");
+        std::fs::write(
+            &config,
+            "header_timeout_secs = 3\nidle_timeout_secs = 4\nmax_connections = 5\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            addr: None,
+            config: None,
+            mode: None,
+            cache_dir: None,
+            thread_list: None,
+            run_expiry_secs: None,
+            isolation: None,
+            sandbox_workers: None,
+            header_timeout_secs: None,
+            idle_timeout_secs: None,
+            max_connections: None,
+        };
+        let s = Settings::resolve(dir.path(), &args).unwrap();
+        assert_eq!(s.api.connections, ConnLimits::default());
+        args.config = Some(config.clone());
+        let s = Settings::resolve(dir.path(), &args).unwrap();
+        let c = s.api.connections;
+        assert_eq!(c.header_timeout, Duration::from_secs(3));
+        assert_eq!(c.idle_timeout, Duration::from_secs(4));
+        assert_eq!(c.max_connections, 5);
+        args.idle_timeout_secs = Some(7);
+        let s = Settings::resolve(dir.path(), &args).unwrap();
+        assert_eq!(s.api.connections.idle_timeout, Duration::from_secs(7));
+        args.max_connections = Some(0);
+        assert!(Settings::resolve(dir.path(), &args).is_err());
+        args.max_connections = None;
+        args.header_timeout_secs = Some(0);
+        assert!(Settings::resolve(dir.path(), &args).is_err());
+    }
 }

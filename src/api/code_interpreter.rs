@@ -14,6 +14,7 @@ use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -22,7 +23,9 @@ use super::extract::ApiJson;
 use super::files::{blob_path, clean_filename, create_from_bytes};
 use super::{AppState, blocking};
 use crate::model::{FileObject, Thread, new_id};
-use crate::sandbox::{ExecOptions, ExecResult, Outcome, OutputTap, Sessions, StreamKind};
+use crate::sandbox::{
+    ExecOptions, ExecResult, InputFile, Outcome, OutputTap, Sessions, StreamKind,
+};
 use crate::store::StoreExt;
 
 pub fn router() -> Router<AppState> {
@@ -104,8 +107,6 @@ async fn execute(
         }
         None => new_id("cisess_"),
     };
-    let data_dir = manager.data_dir(&session_id)?;
-    copy_inputs(&state, &req.file_ids, &data_dir).await?;
     let mut limits = manager.image_limits(req.image.as_deref())?;
     if let Some(ms) = req.timeout_ms {
         if ms == 0 || ms > MAX_TIMEOUT_MS {
@@ -114,38 +115,41 @@ async fn execute(
                 format!("Invalid 'timeout_ms': expected 1 to {MAX_TIMEOUT_MS}, got {ms}."),
             ));
         }
-        limits.timeout = Duration::from_millis(ms);
+        // A caller may lower the image's deadline, never raise it.
+        limits.timeout = limits.timeout.min(Duration::from_millis(ms));
     }
     let mut opts = ExecOptions {
         limits: Some(limits),
+        inputs: inputs(&state, &req.file_ids).await?,
         ..Default::default()
     };
+    let call = Call {
+        state,
+        manager,
+        session_id,
+    };
     if !req.stream {
-        let r = manager
-            .execute(&session_id, req.image.as_deref(), req.code, opts)
+        let r = call
+            .manager
+            .execute(&call.session_id, req.image.as_deref(), req.code, opts)
             .await?;
-        let body = respond(&state, &manager, &session_id, r).await?;
-        return Ok(Json(body).into_response());
+        return Ok(Json(call.respond(r).await?).into_response());
     }
-    // Streaming: output chunks as the guest writes them, then the result.
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
-    let tap_tx = tx.clone();
-    let tap: OutputTap = Arc::new(move |kind, bytes: &[u8]| {
-        let name = match kind {
-            StreamKind::Stdout => "stdout",
-            StreamKind::Stderr => "stderr",
-        };
-        let data = json!({"text": String::from_utf8_lossy(bytes)}).to_string();
-        let _ = tap_tx.send(Event::default().event(name).data(data));
-    });
+    // Streaming: output as the guest writes it, batched (a slow reader holds at most the
+    // call's output caps here, whatever the guest writes), then the result.
+    let out = Arc::new(Batches::default());
+    let tap_out = out.clone();
+    let tap: OutputTap = Arc::new(move |kind, bytes: &[u8]| tap_out.push(kind, bytes));
     opts.tap = Some(tap);
     let image = req.image.clone();
+    let end = out.clone();
     tokio::spawn(async move {
-        let r = manager
-            .execute(&session_id, image.as_deref(), req.code, opts)
+        let r = call
+            .manager
+            .execute(&call.session_id, image.as_deref(), req.code, opts)
             .await;
         let event = match r {
-            Ok(r) => match respond(&state, &manager, &session_id, r).await {
+            Ok(r) => match call.respond(r).await {
                 Ok(body) => Event::default()
                     .event("result")
                     .data(serde_json::to_string(&body).unwrap_or_default()),
@@ -155,29 +159,113 @@ async fn execute(
                 .event("error")
                 .data(ApiError::from(e).body().to_string()),
         };
-        let _ = tx.send(event);
-        let _ = tx.send(Event::default().event("done").data("[DONE]"));
+        end.finish(vec![event, Event::default().event("done").data("[DONE]")]);
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
-    });
+    let stream = futures::stream::unfold(out, |out| async move {
+        let events = out.next().await?;
+        Some((
+            futures::stream::iter(events.into_iter().map(Ok::<_, Infallible>)),
+            out,
+        ))
+    })
+    .flatten();
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
 }
 
-/// Copy Files into the session's `/mnt/data` under their original names.
-async fn copy_inputs(
-    state: &AppState,
-    file_ids: &[String],
-    data_dir: &std::path::Path,
-) -> ApiResult<()> {
+/// Output chunks of a streamed call waiting for its reader: consecutive chunks of one stream
+/// are merged into one event, so a guest writing a byte at a time costs a byte, not an event.
+#[derive(Default)]
+struct Batches {
+    state: std::sync::Mutex<BatchState>,
+    ready: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct BatchState {
+    chunks: std::collections::VecDeque<(StreamKind, Vec<u8>)>,
+    /// The last events (result, done), once the call is over.
+    end: Option<Vec<Event>>,
+    over: bool,
+}
+
+impl Batches {
+    fn push(&self, kind: StreamKind, bytes: &[u8]) {
+        let mut st = self.state.lock().expect("batches lock");
+        match st.chunks.back_mut() {
+            Some((k, buf)) if *k == kind => buf.extend_from_slice(bytes),
+            _ => st.chunks.push_back((kind, bytes.to_vec())),
+        }
+        drop(st);
+        self.ready.notify_one();
+    }
+
+    fn finish(&self, events: Vec<Event>) {
+        self.state.lock().expect("batches lock").end = Some(events);
+        self.ready.notify_one();
+    }
+
+    /// The next events to send: the output so far, or the last events; `None` after those.
+    async fn next(&self) -> Option<Vec<Event>> {
+        loop {
+            {
+                let mut st = self.state.lock().expect("batches lock");
+                if st.over {
+                    return None;
+                }
+                let mut events = vec![];
+                while let Some((kind, bytes)) = st.chunks.pop_front() {
+                    // A character split between writes is kept whole: hold its first bytes back
+                    // for the next batch (the call's end flushes whatever is left).
+                    let cut = match std::str::from_utf8(&bytes) {
+                        Err(e) if e.error_len().is_none() && st.end.is_none() => e.valid_up_to(),
+                        _ => bytes.len(),
+                    };
+                    if cut < bytes.len() {
+                        let rest = bytes[cut..].to_vec();
+                        if cut > 0 {
+                            events.push(output_event(kind, &bytes[..cut]));
+                        }
+                        st.chunks.push_front((kind, rest));
+                        break;
+                    }
+                    events.push(output_event(kind, &bytes));
+                }
+                if events.is_empty()
+                    && let Some(end) = st.end.take()
+                {
+                    st.over = true;
+                    return Some(end);
+                }
+                if !events.is_empty() {
+                    return Some(events);
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+}
+
+fn output_event(kind: StreamKind, bytes: &[u8]) -> Event {
+    let name = match kind {
+        StreamKind::Stdout => "stdout",
+        StreamKind::Stderr => "stderr",
+    };
+    let data = json!({"text": String::from_utf8_lossy(bytes)}).to_string();
+    Event::default().event(name).data(data)
+}
+
+/// Files to copy into the session's `/mnt/data` under their original names (done by the
+/// sandbox under the session's lock, charged to its storage quota).
+async fn inputs(state: &AppState, file_ids: &[String]) -> ApiResult<Vec<InputFile>> {
     if file_ids.len() > 20 {
         return Err(ApiError::invalid(
             "file_ids",
             "Invalid 'file_ids': at most 20 files.",
         ));
     }
+    let mut out = vec![];
     for id in file_ids {
         let id2 = id.clone();
         let f = blocking(state, move |s| s.find::<FileObject>(&id2))
@@ -185,89 +273,127 @@ async fn copy_inputs(
             .ok_or_else(|| {
                 ApiError::invalid("file_ids", format!("No file found with id '{id}'."))
             })?;
-        let name = clean_filename(&f.filename).unwrap_or_else(|| f.id.clone());
-        let src = blob_path(state, &f.id);
-        let dst = data_dir.join(name);
-        let dir = data_dir.to_path_buf();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            std::fs::create_dir_all(&dir)?;
-            // Replace whatever is there (a link the guest left must not be followed).
-            let _ = std::fs::remove_file(&dst);
-            let tmp = tempfile::NamedTempFile::new_in(&dir)?;
-            std::fs::copy(&src, tmp.path())?;
-            tmp.persist(&dst).map_err(|e| e.error)?;
-            Ok(())
-        })
-        .await?
-        .map_err(|e| ApiError::internal(format!("copying {id} into the session: {e}")))?;
+        out.push(InputFile {
+            name: clean_filename(&f.filename).unwrap_or_else(|| f.id.clone()),
+            src: blob_path(state, &f.id),
+            // Replace whatever is there (a link the guest left is replaced, not followed).
+            replace: true,
+        });
     }
-    Ok(())
+    Ok(out)
 }
 
-/// Turn a sandbox result into the API body, storing changed files and images as Files.
-async fn respond(
-    state: &AppState,
-    manager: &Sessions,
-    session_id: &str,
-    r: ExecResult,
-) -> ApiResult<ExecuteResponse> {
-    let mut outputs = vec![];
-    let mut logs = r.stdout.clone();
-    if let Some(v) = &r.result {
-        logs.push_str(v);
-        logs.push('\n');
-    }
-    if !r.stderr.is_empty() {
-        logs.push_str(&r.stderr);
-    }
-    if !logs.is_empty() {
-        outputs.push(json!({"type": "logs", "logs": logs}));
-    }
-    for (i, png) in r.images.iter().enumerate() {
-        let f = create_from_bytes(
-            state,
-            &format!("image-{}.png", i + 1),
-            "assistants_output",
-            png.clone(),
-        )
-        .await?;
-        outputs.push(json!({"type": "image", "image": {"file_id": f.id}}));
-    }
-    let mut files = vec![];
-    for change in &r.files {
-        let (m, id, rel) = (
-            manager.clone(),
-            session_id.to_string(),
-            change.relative.clone(),
+/// Most changed files one call turns into Files.
+const MAX_FILES_PER_CALL: usize = 64;
+
+/// One call of the endpoint, for turning its result into the answer.
+struct Call {
+    state: AppState,
+    manager: Sessions,
+    session_id: String,
+}
+
+impl Call {
+    /// Store `bytes` as a File if the session's export budget allows; otherwise a note.
+    async fn export(&self, name: &str, bytes: Vec<u8>) -> ApiResult<Result<FileObject, String>> {
+        let (m, id, n) = (
+            self.manager.clone(),
+            self.session_id.clone(),
+            bytes.len() as u64,
         );
-        let max = state.config.max_upload_bytes;
-        let bytes = match tokio::task::spawn_blocking(move || m.read_file(&id, &rel, max)).await? {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(path = %change.path, error = %e, "skipping an output file");
-                continue;
-            }
-        };
-        let name = change
-            .relative
-            .rsplit('/')
-            .next()
-            .unwrap_or(&change.relative);
-        let f = create_from_bytes(state, name, "assistants_output", bytes).await?;
-        files.push(json!({"file_id": f.id, "path": change.path, "bytes": f.bytes}));
+        let fits = tokio::task::spawn_blocking(move || m.charge_export(&id, n))
+            .await?
+            .map_err(|e| ApiError::internal(format!("charging the session's exports: {e}")))?;
+        if !fits {
+            return Ok(Err(format!(
+                "[oasis] {name} ({n} bytes) was not stored as a File: this session has used up \
+                 what it may add to the file store\n"
+            )));
+        }
+        Ok(Ok(create_from_bytes(
+            &self.state,
+            name,
+            "assistants_output",
+            bytes,
+        )
+        .await?))
     }
-    Ok(ExecuteResponse {
-        session_id: session_id.to_string(),
-        status: status_name(r.outcome),
-        truncated: r.truncated(),
-        stdout: r.stdout,
-        stderr: r.stderr,
-        result: r.result,
-        error: r.error,
-        outputs,
-        files,
-        duration_ms: r.duration.as_secs_f64() * 1000.0,
-    })
+
+    /// Turn a sandbox result into the API body, storing changed files and images as Files
+    /// within the session's export budget.
+    async fn respond(&self, r: ExecResult) -> ApiResult<ExecuteResponse> {
+        let mut outputs = vec![];
+        let mut notes = String::new();
+        let mut logs = r.stdout.clone();
+        if let Some(v) = &r.result {
+            logs.push_str(v);
+            logs.push('\n');
+        }
+        if !r.stderr.is_empty() {
+            logs.push_str(&r.stderr);
+        }
+        if !logs.is_empty() {
+            outputs.push(json!({"type": "logs", "logs": logs}));
+        }
+        for (i, png) in r.images.iter().enumerate() {
+            match self
+                .export(&format!("image-{}.png", i + 1), png.clone())
+                .await?
+            {
+                Ok(f) => outputs.push(json!({"type": "image", "image": {"file_id": f.id}})),
+                Err(note) => notes.push_str(&note),
+            }
+        }
+        let mut files = vec![];
+        for (i, change) in r.files.iter().enumerate() {
+            if i >= MAX_FILES_PER_CALL {
+                notes.push_str(&format!(
+                    "[oasis] {} more changed files were not stored as Files (at most \
+                     {MAX_FILES_PER_CALL} a call)\n",
+                    r.files.len() - i
+                ));
+                break;
+            }
+            let (m, id, rel) = (
+                self.manager.clone(),
+                self.session_id.clone(),
+                change.relative.clone(),
+            );
+            // At most what the scan saw: the file may have grown since.
+            let max = change.size.min(self.state.config.max_upload_bytes);
+            let bytes =
+                match tokio::task::spawn_blocking(move || m.read_file(&id, &rel, max)).await? {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!(path = %change.path, error = %e, "skipping an output file");
+                        continue;
+                    }
+                };
+            let name = change
+                .relative
+                .rsplit('/')
+                .next()
+                .unwrap_or(&change.relative);
+            match self.export(name, bytes).await? {
+                Ok(f) => {
+                    files.push(json!({"file_id": f.id, "path": change.path, "bytes": f.bytes}))
+                }
+                Err(note) => notes.push_str(&note),
+            }
+        }
+        Ok(ExecuteResponse {
+            session_id: self.session_id.clone(),
+            status: status_name(r.outcome),
+            truncated: r.truncated(),
+            stdout: r.stdout,
+            stderr: r.stderr + &notes,
+            result: r.result,
+            error: r.error,
+            outputs,
+            files,
+            duration_ms: r.duration.as_secs_f64() * 1000.0,
+        })
+    }
 }
 
 async fn list_files(

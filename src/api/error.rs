@@ -107,6 +107,7 @@ impl From<SandboxError> for ApiError {
             SandboxError::UnknownImage { .. } => ApiError::invalid("image", e.to_string()),
             SandboxError::InvalidSessionId(_) => ApiError::invalid("session_id", e.to_string()),
             SandboxError::InvalidInput(_) => ApiError::invalid("code", e.to_string()),
+            SandboxError::QuotaExceeded(_) => ApiError::invalid("file_ids", e.to_string()),
             SandboxError::ImageMismatch { .. } => ApiError::invalid("image", e.to_string()),
             SandboxError::Internal(e) => ApiError::internal(format!("{e:#}")),
         }

@@ -1,4 +1,5 @@
-//! The HTTP API: the only module that knows axum and OpenAI's wire format.
+//! The HTTP API: the only module that knows axum, hyper and OpenAI's wire format; it also owns
+//! the listener (`listen.rs`: connection timeouts and cap).
 
 mod assistants;
 mod code_interpreter;
@@ -6,6 +7,7 @@ mod drain;
 mod error;
 mod extract;
 mod files;
+mod listen;
 mod openapi;
 mod runs;
 mod threads;
@@ -16,12 +18,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 pub use error::{ApiError, ApiResult};
+pub use listen::{ConnLimits, serve as serve_http};
 
 use crate::sandbox::Sessions;
 use crate::store::{Store, StoreError};
@@ -45,6 +48,8 @@ pub struct ApiConfig {
     pub mode: Mode,
     /// Serve `GET /v1/threads` (an Oasis extension; OpenAI has no thread list).
     pub thread_list: bool,
+    /// Timeouts and the cap on open connections (see `listen.rs`).
+    pub connections: ConnLimits,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -60,6 +65,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("max_upload_bytes", &self.max_upload_bytes)
             .field("mode", &self.mode)
             .field("thread_list", &self.thread_list)
+            .field("connections", &self.connections)
             .finish()
     }
 }
@@ -124,7 +130,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(openai_shaped_errors))
-        .layer(middleware::from_fn(drain::settle_request_body))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            drain::settle_request_body,
+        ))
         .with_state(state)
 }
 
@@ -176,31 +185,41 @@ async fn openai_shaped_errors(req: Request, next: Next) -> Response {
     e.into_response()
 }
 
+/// The key a request presents in `Authorization: Bearer <key>`, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+fn accepted(keys: &[String], key: &str) -> bool {
+    keys.iter()
+        .any(|ok| constant_time_eq(ok.as_bytes(), key.as_bytes()))
+}
+
+/// Whether a request comes with a valid key (every request does when no keys are set).
+fn caller_is_valid(config: &ApiConfig, headers: &HeaderMap) -> bool {
+    match &config.api_keys {
+        None => true,
+        Some(keys) => bearer(headers).is_some_and(|k| accepted(keys, k)),
+    }
+}
+
 /// `Authorization: Bearer <key>` against `OASIS_API_KEYS`, when set.
 async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(keys) = &state.config.api_keys else {
         return next.run(req).await;
     };
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
+    match bearer(req.headers()) {
         None => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "You didn't provide an API key. You need to provide your API key in an Authorization \
              header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
         )
         .into_response(),
-        Some(k)
-            if keys
-                .iter()
-                .any(|ok| constant_time_eq(ok.as_bytes(), k.as_bytes())) =>
-        {
-            next.run(req).await
-        }
+        Some(k) if accepted(keys, k) => next.run(req).await,
         Some(k) => ApiError::new(
             StatusCode::UNAUTHORIZED,
             format!("Incorrect API key provided: {}.", redact(k)),

@@ -211,7 +211,9 @@ impl Local {
                 .map(|p| {
                     let rel = p.strip_prefix("/mnt/data/").unwrap_or(p);
                     let name = rel.rsplit('/').next().unwrap_or(rel);
-                    let label = name.replace('[', "\\[").replace(']', "\\]");
+                    let label = crate::model::shown_file_name(name)
+                        .replace('[', "\\[")
+                        .replace(']', "\\]");
                     format!("[{label}]({})", crate::model::sandbox_link(rel))
                 })
                 .collect();

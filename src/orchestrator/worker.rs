@@ -18,7 +18,7 @@ use crate::model::{
     ImageRef, Message, MessageCreation, Run, RunStep, RunUsage, StepDetails, StepToolCall, Text,
     Thread, new_id, now,
 };
-use crate::sandbox::{ExecOptions, Outcome};
+use crate::sandbox::{ExecOptions, InputFile, Outcome, Sessions};
 use crate::store::{Order, Page, StoreExt, blobs};
 
 /// Most log text handed back to the model per call (the step keeps all of it).
@@ -29,8 +29,11 @@ struct Ctx {
     run: Run,
     backend: Arc<dyn Backend>,
     code_tool: Option<String>,
-    /// Files put in `/mnt/data`: (name there, File id).
+    /// Files in `/mnt/data` for this run: (name there, File id).
     files: Vec<(String, String)>,
+    /// Those files, still to be copied there: with the run's next code call, under the
+    /// session's lock and charged to its storage quota.
+    inputs: Vec<InputFile>,
     /// The thread's messages that are not this run's.
     history: Vec<Message>,
     /// Image Files of this run's code calls not yet shown in one of its messages.
@@ -102,6 +105,22 @@ fn code_of(arguments: &str) -> String {
             .unwrap_or_default(),
         Ok(serde_json::Value::String(s)) => s,
         _ => arguments.to_string(),
+    }
+}
+
+/// Charge `bytes` about to become a File to the thread's session's export budget; whether it
+/// fits (a file past it stays in `/mnt/data`, unlinked).
+fn export_fits(sessions: &Sessions, thread_id: &str, bytes: usize) -> bool {
+    match sessions.charge_export(thread_id, bytes as u64) {
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::info!(thread = %thread_id, "a session's export budget is used up");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not charge a session's exports");
+            false
+        }
     }
 }
 
@@ -365,6 +384,7 @@ impl Orchestrator {
             backend,
             code_tool,
             files: vec![],
+            inputs: vec![],
             history,
             pending_images: vec![],
             images,
@@ -397,7 +417,7 @@ impl Orchestrator {
             }
         }
         if ctx.code_tool.is_some() {
-            ctx.files = self.stage_files(&ctx, &thread, assistant.as_ref()).await?;
+            (ctx.files, ctx.inputs) = self.stage_files(&ctx, &thread, assistant.as_ref()).await?;
         }
         Ok(ctx)
     }
@@ -453,15 +473,15 @@ impl Orchestrator {
         Ok(urls)
     }
 
-    /// Copy the run's input files into `/mnt/data` under their own names; returns the mapping.
-    /// A file already there is kept (the code may have changed it), unless the newest user
-    /// message attached it again.
+    /// The run's input files and their names in `/mnt/data` (the mapping), and the copies to
+    /// make there. A file already there is kept (the code may have changed it), unless the
+    /// newest user message attached it again.
     async fn stage_files(
         &self,
         ctx: &Ctx,
         thread: &Thread,
         assistant: Option<&Assistant>,
-    ) -> Result<Vec<(String, String)>> {
+    ) -> Result<(Vec<(String, String)>, Vec<InputFile>)> {
         let mut ids: Vec<String> = vec![];
         let from_resources = |r: &crate::model::ToolResources| {
             r.code_interpreter
@@ -496,16 +516,13 @@ impl Orchestrator {
                 unique.push(id);
             }
         }
-        let Some(sessions) = self.inner.sessions.clone() else {
-            return Ok(vec![]);
-        };
-        let (store, dir, thread_id) = (
-            self.inner.store.clone(),
-            self.inner.files_dir.clone(),
-            thread.id.clone(),
-        );
+        if self.inner.sessions.is_none() {
+            return Ok((vec![], vec![]));
+        }
+        let (store, dir) = (self.inner.store.clone(), self.inner.files_dir.clone());
         let staged = tokio::task::spawn_blocking(move || {
             let mut out: Vec<(String, String)> = vec![];
+            let mut inputs = vec![];
             for id in unique {
                 let f = match store.find::<FileObject>(&id) {
                     Ok(Some(f)) => f,
@@ -517,13 +534,14 @@ impl Orchestrator {
                 } else {
                     base
                 };
-                let src = blobs::blob_path(&dir, &id);
-                match sessions.put_file(&thread_id, &name, &src, fresh.contains(&id)) {
-                    Ok(_) => out.push((name, id)),
-                    Err(e) => tracing::warn!(file = %id, error = %e, "could not stage a file"),
-                }
+                inputs.push(InputFile {
+                    name: name.clone(),
+                    src: blobs::blob_path(&dir, &id),
+                    replace: fresh.contains(&id),
+                });
+                out.push((name, id));
             }
-            out
+            (out, inputs)
         })
         .await
         .map_err(|e| RunError::Internal(anyhow::anyhow!("staging files: {e}")))?;
@@ -797,6 +815,9 @@ impl Orchestrator {
                         let Ok(bytes) = sessions.read_file(&tid, &l.relative, max) else {
                             continue;
                         };
+                        if !export_fits(&sessions, &tid, bytes.len()) {
+                            continue;
+                        }
                         let name = l.relative.rsplit('/').next().unwrap_or(&l.relative);
                         match blobs::create(store.as_ref(), &dir, name, "assistants_output", &bytes)
                         {
@@ -917,8 +938,10 @@ impl Orchestrator {
             if flag.load(Ordering::SeqCst) {
                 return Ok(false);
             }
+            // The run's input files go in with its first cell.
+            let inputs = std::mem::take(&mut ctx.inputs);
             let (outputs, result) = match self
-                .run_code(ctx, id, code_interpreter.input.clone(), flag)
+                .run_code(ctx, id, code_interpreter.input.clone(), inputs, flag)
                 .await
             {
                 Ok(done) => done,
@@ -1024,6 +1047,7 @@ impl Orchestrator {
         ctx: &Ctx,
         call_id: &str,
         code: String,
+        inputs: Vec<InputFile>,
         flag: &Arc<AtomicBool>,
     ) -> std::result::Result<(Vec<CodeOutput>, CodeToolResult), String> {
         let Some(sessions) = self.inner.sessions.clone() else {
@@ -1039,6 +1063,7 @@ impl Orchestrator {
         };
         let opts = ExecOptions {
             cancel: Some(flag.clone()),
+            inputs,
             ..Default::default()
         };
         let r = match sessions.execute(&ctx.run.thread_id, None, code, opts).await {
@@ -1083,11 +1108,15 @@ impl Orchestrator {
         let (store, dir) = (self.inner.store.clone(), self.inner.files_dir.clone());
         let images = r.images.clone();
         let prefix = call_id.to_string();
+        let tid = ctx.run.thread_id.clone();
         let stored = tokio::task::spawn_blocking(move || {
             images
                 .iter()
                 .enumerate()
                 .filter_map(|(i, png)| {
+                    if !export_fits(&sessions, &tid, png.len()) {
+                        return None;
+                    }
                     let name = format!("{prefix}-image-{}.png", i + 1);
                     blobs::create(store.as_ref(), &dir, &name, "assistants_output", png)
                         .map_err(|e| tracing::warn!(error = %e, "could not store an image"))

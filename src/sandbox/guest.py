@@ -4,9 +4,21 @@
 # through the runtime's door (`_host.call`) with one-letter frames:
 #   R<json>  the final expression's repr        E<json>  the uncaught exception
 #   F        a pyplot figure was opened          I<png>   a rendered figure (from finish())
+# The host takes R, E and F only during the user's turn, and I (whole PNG files, bounded in
+# count and bytes) only during its own figure step.
 import sys
 
 _orig_excepthook = sys.excepthook
+
+# Reports are cut here to spare the door; the host cuts them again to the call's output caps
+# (it trusts these no more than stdout).
+_REPORT_CHARS = 2_000_000
+
+
+def _cut(text):
+    if len(text) <= _REPORT_CHARS:
+        return text
+    return text[:_REPORT_CHARS] + "\n[... %d characters cut]" % (len(text) - _REPORT_CHARS)
 
 
 def _send(frame):
@@ -30,7 +42,7 @@ def _displayhook(value):
     except BaseException as e:  # a broken __repr__ must not lose the turn
         text = "<repr failed: %s: %s>" % (type(e).__name__, e)
     builtins._ = value
-    _send(b"R" + json.dumps(text).encode())
+    _send(b"R" + json.dumps(_cut(text)).encode())
 
 
 def _excepthook(tp, value, tb):
@@ -43,7 +55,8 @@ def _excepthook(tp, value, tb):
             message = str(value)
         except BaseException:
             message = "<str failed>"
-        _send(b"E" + json.dumps({"name": tp.__name__, "message": message, "traceback": text}).encode())
+        report = {"name": _cut(tp.__name__), "message": _cut(message), "traceback": _cut(text)}
+        _send(b"E" + json.dumps(report).encode())
     except BaseException:
         pass
     _orig_excepthook(tp, value, tb)

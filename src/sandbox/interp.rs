@@ -164,6 +164,11 @@ impl Interpreter {
         })
     }
 
+    /// Bytes of linear memory the interpreter holds (it never shrinks).
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory.data_size(&self.store) as u64
+    }
+
     pub fn state(&mut self) -> &mut State {
         self.store.data_mut()
     }

@@ -27,7 +27,30 @@ pub struct ManagerConfig {
     /// Interpreters of the default image kept started (first turn done) for new sessions;
     /// 0 turns the warm pool off.
     pub warm_pool: usize,
+    /// Bytes of linear memory all live interpreters may hold together; past it the least
+    /// recently used idle ones are dropped (files kept). Busy ones are never dropped.
+    pub max_live_memory: u64,
+    /// Bytes of Files (images, changed and linked files) one session may add to the file
+    /// store over its life; what is past it stays in `/mnt/data` only.
+    pub max_export_bytes: u64,
 }
+
+/// Half the machine's memory: the default budget for live interpreters (over all workers).
+pub fn default_live_memory() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(8 << 30, |kib| kib << 10);
+    total / 2
+}
+
+/// What a new interpreter is counted at before its first call reports its size (the
+/// pre-initialized image's memory is about 80 MiB).
+const NEW_INTERPRETER_BYTES: u64 = 128 << 20;
 
 impl Default for ManagerConfig {
     fn default() -> Self {
@@ -38,6 +61,8 @@ impl Default for ManagerConfig {
                 .map(|n| n.get())
                 .unwrap_or(2),
             warm_pool: 2,
+            max_live_memory: default_live_memory(),
+            max_export_bytes: 1 << 30,
         }
     }
 }
@@ -50,6 +75,8 @@ const WARM_DIR: &str = ".warm";
 struct Entry {
     slot: Slot,
     last_used: Instant,
+    /// Linear memory of its interpreter after its last call (0: none live).
+    memory: u64,
 }
 
 /// Sessions keyed by id (a thread id, or one the caller picked), each with its own folder under
@@ -130,6 +157,15 @@ impl SessionManager {
         }
     }
 
+    /// The folder holding every session's folders.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    pub fn config(&self) -> &ManagerConfig {
+        &self.inner.config
+    }
+
     pub fn sandbox(&self) -> &Arc<Sandbox> {
         &self.inner.sandbox
     }
@@ -179,21 +215,24 @@ impl SessionManager {
             },
             None => wait.await?,
         };
-        self.touch(id);
+        self.touch(id, None);
         if !session.is_live() {
-            self.make_room(id);
+            self.make_room(id, NEW_INTERPRETER_BYTES);
             self.adopt_warm(id, &mut session);
         }
         let handle = tokio::runtime::Handle::current();
-        let res = tokio::task::spawn_blocking(move || {
+        let (res, memory) = tokio::task::spawn_blocking(move || {
             let r = handle.block_on(session.exec(&code, &opts));
+            let memory = session.memory_bytes();
             drop(session);
             drop(permit);
-            r
+            (r, memory)
         })
         .await
         .context("the sandbox worker panicked")?;
-        self.touch(id);
+        self.touch(id, Some(memory));
+        // The call may have grown its interpreter: keep the live ones within the budget.
+        self.make_room(id, 0);
         // Top the pool up after the call, so refilling does not compete with it.
         self.refill_warm();
         res
@@ -308,11 +347,13 @@ impl SessionManager {
         let entry = sessions.entry(id.to_string()).or_insert_with(|| Entry {
             slot: Arc::new(tokio::sync::Mutex::new(Session::new(id, loaded, dirs))),
             last_used: Instant::now(),
+            memory: 0,
         });
         Ok(entry.slot.clone())
     }
 
-    fn touch(&self, id: &str) {
+    /// Mark `id` used now, and record its interpreter's memory if known.
+    fn touch(&self, id: &str, memory: Option<u64>) {
         if let Some(e) = self
             .inner
             .sessions
@@ -321,36 +362,54 @@ impl SessionManager {
             .get_mut(id)
         {
             e.last_used = Instant::now();
+            if let Some(m) = memory {
+                e.memory = m;
+            }
         }
     }
 
-    /// Before starting an interpreter for `id`: drop least recently used idle interpreters
-    /// until there is room for one more.
-    fn make_room(&self, id: &str) {
-        let sessions = self.inner.sessions.lock().expect("sessions lock");
-        let mut live: Vec<(Instant, Slot)> = vec![];
+    /// Drop least recently used idle interpreters (other than `id`'s) until there is room for
+    /// `extra` more bytes within the memory budget, and, if `extra` is a new interpreter, for one
+    /// more within `max_live`. Busy sessions are never dropped.
+    fn make_room(&self, id: &str, extra: u64) {
+        let mut sessions = self.inner.sessions.lock().expect("sessions lock");
+        let (mut count, mut memory) = (usize::from(extra > 0), extra);
+        let mut idle: Vec<(Instant, String)> = vec![];
         for (sid, e) in sessions.iter() {
             if sid == id {
+                memory += e.memory;
                 continue;
             }
             match e.slot.try_lock() {
-                Ok(s) if s.is_live() => live.push((e.last_used, e.slot.clone())),
+                Ok(s) if s.is_live() => {
+                    idle.push((e.last_used, sid.clone()));
+                    count += 1;
+                    memory += e.memory;
+                }
                 Ok(_) => {}
                 // Busy sessions are live and cannot be evicted.
-                Err(_) => live.push((Instant::now() + Duration::from_secs(3600), e.slot.clone())),
+                Err(_) => {
+                    count += 1;
+                    memory += e.memory;
+                }
             }
         }
-        drop(sessions);
-        let max = self.inner.config.max_live.max(1);
-        if live.len() < max {
-            return;
-        }
-        live.sort_by_key(|(t, _)| *t);
-        let excess = live.len() + 1 - max;
-        for (_, slot) in live.into_iter().take(excess) {
-            if let Ok(mut s) = slot.try_lock() {
-                tracing::debug!(session = %s.id, "evicting least recently used interpreter");
+        let max_live = self.inner.config.max_live.max(1);
+        let budget = self.inner.config.max_live_memory;
+        idle.sort();
+        for (_, sid) in idle {
+            if count <= max_live && memory <= budget {
+                break;
+            }
+            let Some(e) = sessions.get_mut(&sid) else {
+                continue;
+            };
+            if let Ok(mut s) = e.slot.try_lock() {
+                tracing::debug!(session = %sid, "evicting least recently used interpreter");
                 s.evict();
+                count -= 1;
+                memory = memory.saturating_sub(e.memory);
+                e.memory = 0;
             }
         }
     }
@@ -358,25 +417,35 @@ impl SessionManager {
     /// Drop interpreters idle longer than the TTL. Returns how many were dropped.
     pub fn reap_idle(&self) -> usize {
         let ttl = self.inner.config.idle_ttl;
-        let slots: Vec<Slot> = self
+        let mut n = 0;
+        for e in self
             .inner
             .sessions
             .lock()
             .expect("sessions lock")
-            .values()
+            .values_mut()
             .filter(|e| e.last_used.elapsed() >= ttl)
-            .map(|e| e.slot.clone())
-            .collect();
-        let mut n = 0;
-        for slot in slots {
-            if let Ok(mut s) = slot.try_lock()
+        {
+            if let Ok(mut s) = e.slot.try_lock()
                 && s.is_live()
             {
                 s.evict();
+                e.memory = 0;
                 n += 1;
             }
         }
         n
+    }
+
+    /// Linear memory held by live interpreters, as of their last calls.
+    pub fn live_memory(&self) -> u64 {
+        self.inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .values()
+            .map(|e| e.memory)
+            .sum()
     }
 
     /// Run [`Self::reap_idle`] periodically until the manager is dropped.
@@ -421,38 +490,74 @@ impl SessionManager {
         read_inside(&dir, rel, max)
     }
 
-    /// Put a copy of the host file `src` into the session's `/mnt/data` as `name` (a plain
-    /// file name). An existing entry is kept unless `replace`; a link the guest left there is
-    /// replaced, never followed. Returns whether the file was copied.
-    pub fn put_file(
-        &self,
-        id: &str,
-        name: &str,
-        src: &Path,
-        replace: bool,
-    ) -> std::io::Result<bool> {
-        let dir = self.data_dir(id).map_err(std::io::Error::other)?;
-        put_file_into(&dir, name, src, replace)
-    }
-
-    /// End a session: drop its interpreter and delete its folders. Waits for a running call.
+    /// End a session: drop its interpreter and delete its folders. Waits for a running call;
+    /// calls that arrive meanwhile queue behind the delete (the session's lock is fair) and then
+    /// start over on a new interpreter and empty folders. Calls never overlap, and a session is
+    /// either gone or whole.
     pub async fn remove(&self, id: &str) -> Result<bool, SandboxError> {
         if !valid_session_id(id) {
             return Err(SandboxError::InvalidSessionId(id.to_string()));
         }
-        let entry = self
+        let slot = self
             .inner
             .sessions
             .lock()
             .expect("sessions lock")
-            .remove(id);
-        if let Some(e) = &entry {
-            e.slot.lock().await.evict();
+            .get(id)
+            .map(|e| e.slot.clone());
+        let Some(slot) = slot else {
+            return remove_session_dirs(&self.inner.root, id);
+        };
+        let mut session = slot.lock().await;
+        session.evict();
+        let existed = remove_session_dirs(&self.inner.root, id);
+        let mut sessions = self.inner.sessions.lock().expect("sessions lock");
+        if let Some(e) = sessions.get_mut(id)
+            && Arc::ptr_eq(&e.slot, &slot)
+        {
+            e.memory = 0;
+            // Only the map and this call hold the slot: no call waits for it.
+            if Arc::strong_count(&slot) == 2 {
+                sessions.remove(id);
+            }
         }
-        let existed = remove_session_dirs(&self.inner.root, id)?;
-        Ok(existed || entry.is_some())
+        drop(session);
+        existed.map(|_| true)
     }
 }
+
+/// Charge `bytes` about to become Files to session `id`'s export ledger under `root` (kept
+/// beside the session folders, removed with them); `false` if that would pass `limit`.
+/// Callers in one process are serialized; only the server process exports.
+pub(super) fn charge_export(
+    root: &Path,
+    id: &str,
+    bytes: u64,
+    limit: u64,
+) -> std::io::Result<bool> {
+    static LEDGER: Mutex<()> = Mutex::new(());
+    if !valid_session_id(id) {
+        return Err(std::io::Error::other(format!("invalid session id {id:?}")));
+    }
+    let _held = LEDGER.lock().expect("ledger lock");
+    let dir = root.join(EXPORT_DIR);
+    let path = dir.join(id);
+    let used: u64 = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0);
+    let Some(total) = used.checked_add(bytes).filter(|t| *t <= limit) else {
+        return Ok(false);
+    };
+    std::fs::create_dir_all(&dir)?;
+    let tmp = tempfile::NamedTempFile::new_in(&dir)?;
+    std::fs::write(tmp.path(), total.to_string())?;
+    tmp.persist(&path).map_err(|e| e.error)?;
+    Ok(true)
+}
+
+/// Folder under the root with each session's export ledger (not a valid session id).
+const EXPORT_DIR: &str = ".exported";
 
 /// Host folder behind session `id`'s `/mnt/data` under `root` (it may not exist yet).
 pub(super) fn session_data_dir(root: &Path, id: &str) -> Result<PathBuf, SandboxError> {
@@ -472,10 +577,13 @@ pub(super) fn remove_session_dirs(root: &Path, id: &str) -> Result<bool, Sandbox
     if existed {
         std::fs::remove_dir_all(&dir).with_context(|| format!("deleting {}", dir.display()))?;
     }
+    let _ = std::fs::remove_file(root.join(EXPORT_DIR).join(id));
     Ok(existed)
 }
 
-/// Put a copy of `src` into the folder `dir` as `name` (see [`SessionManager::put_file`]).
+/// Put a copy of `src` into the folder `dir` as `name` (a plain file name). An existing entry
+/// is kept unless `replace`; a link the guest left there is replaced, never followed. Returns
+/// whether the file was copied.
 pub(super) fn put_file_into(
     dir: &Path,
     name: &str,

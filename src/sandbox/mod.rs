@@ -38,7 +38,7 @@ pub use manager::{ManagerConfig, SessionManager};
 pub use progress::Progress;
 pub use result::{ExecResult, FileChange, Outcome, PythonError};
 pub use runtime::{Pin, Runtime};
-pub use session::{ExecOptions, Session};
+pub use session::{ExecOptions, InputFile, Session};
 pub use sessions::Sessions;
 pub use supervisor::{Supervisor, SupervisorConfig, shard_of};
 pub use wasi::{OutputTap, StreamKind};
@@ -52,6 +52,9 @@ pub enum SandboxError {
     InvalidSessionId(String),
     #[error("{0}")]
     InvalidInput(String),
+    /// An input file does not fit the session's storage quota.
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error("session `{id}` runs image `{has}`, not `{wanted}`")]
     ImageMismatch {
         id: String,

@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::limits::Limits;
+use super::wasi::{MAX_IMAGE_BYTES, MAX_IMAGES};
+
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -70,6 +73,8 @@ pub struct ExecResult {
     pub stderr: String,
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
+    /// `result` or `error` was cut to the output caps.
+    pub report_truncated: bool,
     /// `repr` of the final expression's value, as a notebook shows it.
     pub result: Option<String>,
     pub error: Option<PythonError>,
@@ -100,6 +105,7 @@ impl ExecResult {
             stderr: String::new(),
             stdout_truncated: false,
             stderr_truncated: false,
+            report_truncated: false,
             result: None,
             error: None,
             detail: Some("execution was cancelled before it started".into()),
@@ -111,11 +117,123 @@ impl ExecResult {
         }
     }
 
-    pub fn truncated(&self) -> bool {
-        self.stdout_truncated || self.stderr_truncated
+    /// Hold what the guest reported to the call's caps: stdout and the last value to the stdout
+    /// cap, stderr and the exception's message and traceback to the stderr cap (a cut is
+    /// flagged), and images to whole PNG files within [`MAX_IMAGES`] and [`MAX_IMAGE_BYTES`].
+    /// The session applies it to its guest's reports, the supervisor again to a worker's.
+    pub fn enforce_caps(&mut self, limits: &Limits) {
+        self.stdout_truncated |= clip(&mut self.stdout, limits.stdout_bytes);
+        self.stderr_truncated |= clip(&mut self.stderr, limits.stderr_bytes);
+        if let Some(text) = &mut self.result {
+            self.report_truncated |= clip(text, limits.stdout_bytes);
+        }
+        if let Some(e) = &mut self.error {
+            self.report_truncated |= clip(&mut e.name, 256);
+            self.report_truncated |= clip(&mut e.message, limits.stderr_bytes);
+            self.report_truncated |= clip(&mut e.traceback, limits.stderr_bytes);
+        }
+        let mut total = 0usize;
+        self.images.retain(|png| {
+            total = total.saturating_add(png.len());
+            total <= MAX_IMAGE_BYTES && is_png(png)
+        });
+        self.images.truncate(MAX_IMAGES);
     }
+
+    pub fn truncated(&self) -> bool {
+        self.stdout_truncated || self.stderr_truncated || self.report_truncated
+    }
+}
+
+/// Whether `data` is a whole PNG file: the signature, then well-formed chunks (lengths in
+/// bounds, CRCs right) from `IHDR` to `IEND`, and nothing after.
+pub fn is_png(data: &[u8]) -> bool {
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    let Some(mut rest) = data.strip_prefix(SIGNATURE) else {
+        return false;
+    };
+    let mut first = true;
+    loop {
+        if rest.len() < 12 {
+            return false;
+        }
+        let len = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+        let Some(body) = rest.get(4..8 + len) else {
+            return false;
+        };
+        let Some(crc) = rest.get(8 + len..12 + len) else {
+            return false;
+        };
+        if crc32fast::hash(body) != u32::from_be_bytes(crc.try_into().expect("4 bytes")) {
+            return false;
+        }
+        let kind = &body[..4];
+        if first && kind != b"IHDR" {
+            return false;
+        }
+        first = false;
+        rest = &rest[12 + len..];
+        if kind == b"IEND" {
+            return rest.is_empty();
+        }
+    }
+}
+
+/// Cut `text` to at most `max` bytes (at a character boundary); whether anything was cut.
+fn clip(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    let mut at = max;
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    text.truncate(at);
+    true
 }
 
 fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64() * 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(kind: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut c = (data.len() as u32).to_be_bytes().to_vec();
+        c.extend_from_slice(kind);
+        c.extend_from_slice(data);
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        c.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+        c
+    }
+
+    #[test]
+    fn only_whole_png_files_pass() {
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend(chunk(b"IHDR", &[0, 0, 0, 1, 0, 0, 0, 1, 8, 0, 0, 0, 0]));
+        png.extend(chunk(b"IDAT", &[120, 156, 99, 0, 0, 0, 2, 0, 1]));
+        png.extend(chunk(b"IEND", b""));
+        assert!(is_png(&png));
+        let mut trailing = png.clone();
+        trailing.extend_from_slice(b"<html>");
+        let mut bad_crc = png.clone();
+        let n = bad_crc.len();
+        bad_crc[n - 1] ^= 1;
+        let mut no_ihdr = b"\x89PNG\r\n\x1a\n".to_vec();
+        no_ihdr.extend(chunk(b"tEXt", b"<script>"));
+        no_ihdr.extend(chunk(b"IEND", b""));
+        for bad in [
+            &b"<html></html>"[..],
+            &png[..png.len() - 4],
+            &trailing,
+            &bad_crc,
+            &no_ihdr,
+            &b"\x89PNG\r\n\x1a\n\xff\xff\xff\xff"[..],
+        ] {
+            assert!(!is_png(bad));
+        }
+    }
 }

@@ -14,8 +14,6 @@ use super::wasi::{Door, OutputTap};
 use super::{LoadedImage, SandboxError, SessionDirs};
 use crate::sandbox::Limits;
 
-/// Time the post-turn hook (rendering figures) may take beyond the call's own deadline.
-const FINISH_GRACE: Duration = Duration::from_secs(20);
 /// Slack before a call blocked in a host wait (e.g. `time.sleep`) is dropped.
 const BLOCKED_GRACE: Duration = Duration::from_millis(200);
 
@@ -28,6 +26,20 @@ pub struct ExecOptions {
     pub tap: Option<OutputTap>,
     /// Set to cancel the call; the interpreter is then replaced.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Host files copied into `/mnt/data` first, under the session's lock and charged to its
+    /// storage quota.
+    pub inputs: Vec<InputFile>,
+}
+
+/// A host file to put into a session's `/mnt/data` before a call.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InputFile {
+    /// A plain file name (no folders).
+    pub name: String,
+    /// The host file to copy.
+    pub src: std::path::PathBuf,
+    /// Replace an entry already there (otherwise it is kept).
+    pub replace: bool,
 }
 
 /// One interpreter and its folders. Not shared: callers serialize access (see
@@ -71,6 +83,11 @@ impl Session {
     /// Whether an interpreter is live (holding memory).
     pub fn is_live(&self) -> bool {
         self.interp.is_some()
+    }
+
+    /// Bytes of linear memory its interpreter holds (0 if none is live).
+    pub fn memory_bytes(&self) -> u64 {
+        self.interp.as_ref().map_or(0, Interpreter::memory_bytes)
     }
 
     /// Drop the interpreter; files stay.
@@ -126,6 +143,7 @@ impl Session {
         }
         let deadline = started + limits.timeout;
         let cancel = opts.cancel.clone().unwrap_or_default();
+        let data = self.dirs.data.clone();
         let interp = self.ensure_interp(&limits).await?;
         interp.set_clock(Clock {
             deadline,
@@ -140,11 +158,14 @@ impl Session {
             st.disk.hit = false;
             // Start from what the folders hold: a new interpreter (after a timeout, an eviction)
             // must not get a fresh quota on top of what earlier ones wrote.
-            st.disk.rescan();
+            st.rescan_disk();
             st.door = Door {
                 open: true,
                 ..Door::default()
             };
+        }
+        for input in &opts.inputs {
+            copy_input(interp, &data, input)?;
         }
 
         if !interp.installed
@@ -179,6 +200,7 @@ impl Session {
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
             stdout_truncated,
             stderr_truncated,
+            report_truncated: false,
             result: None,
             error: None,
             detail: None,
@@ -188,7 +210,7 @@ impl Session {
             interpreter_reset: false,
             worker_lost: false,
         };
-        read_frames(&mut result, door.frames);
+        read_frames(&mut result, door.frames, &limits);
 
         let mut alive = true;
         match end {
@@ -270,7 +292,7 @@ impl Session {
 
         if alive {
             if run_finish {
-                self.finish(&mut result, deadline + FINISH_GRACE).await;
+                self.finish(&mut result, deadline, &cancel, &limits).await;
             }
         } else {
             self.interp = None;
@@ -298,44 +320,73 @@ impl Session {
         Ok(result)
     }
 
-    /// Oasis's post-turn hook: render the figures left open, then close them.
-    async fn finish(&mut self, result: &mut ExecResult, deadline: Instant) {
+    /// Oasis's post-turn hook: render the figures left open, then close them. It runs guest
+    /// code (matplotlib's, or whatever the user put in its place), so it is part of the call:
+    /// the same deadline and cancel, and only here may the guest hand back images (PNG files,
+    /// bounded in count and bytes by the door).
+    async fn finish(
+        &mut self,
+        result: &mut ExecResult,
+        deadline: Instant,
+        cancel: &Arc<AtomicBool>,
+        limits: &Limits,
+    ) {
         let Some(interp) = self.interp.as_mut() else {
             return;
         };
         interp.set_clock(Clock {
             deadline,
-            cancel: Arc::new(AtomicBool::new(false)),
+            cancel: cancel.clone(),
         });
         interp.stdout.reset(0, None);
-        interp.stderr.reset(16 << 10, None);
-        let never = AtomicBool::new(false);
+        interp.stderr.reset(limits.stderr_bytes.min(16 << 10), None);
+        interp.state().door.figures = true;
         let end = bounded(
             interp.turn("__import__('_oasis').finish()"),
             deadline,
-            &never,
+            cancel,
         )
         .await;
         let door = interp.take_door();
+        interp.state().door.figures = false;
         let _ = interp.stdout.take();
         let (err, _) = interp.stderr.take();
         if !err.is_empty() {
             result.stderr.push_str(&String::from_utf8_lossy(&err));
         }
-        read_frames(result, door.frames);
-        if !matches!(end, TurnEnd::Returned(0)) {
-            tracing::warn!(session = %self.id, ?end, "post-turn hook failed; replacing the interpreter");
-            self.interp = None;
-            result.interpreter_reset = true;
+        result.images = door
+            .frames
+            .into_iter()
+            .filter_map(|f| f.strip_prefix(b"I").map(<[u8]>::to_vec))
+            .collect();
+        match end {
+            TurnEnd::Returned(0) => return,
+            TurnEnd::Deadline => {
+                result.outcome = Outcome::Timeout;
+                result.detail = Some(format!(
+                    "execution exceeded the {:.3} s time limit (while rendering figures)",
+                    limits.timeout.as_secs_f64()
+                ));
+            }
+            TurnEnd::Cancelled => {
+                result.outcome = Outcome::Cancelled;
+                result.detail = Some("execution was cancelled".into());
+            }
+            other => {
+                tracing::warn!(session = %self.id, end = ?other, "post-turn hook failed; replacing the interpreter");
+            }
         }
+        self.interp = None;
+        result.interpreter_reset = true;
     }
 }
 
-/// Apply the `_oasis` helper's reports to `result`.
-fn read_frames(result: &mut ExecResult, frames: Vec<Vec<u8>>) {
+/// Apply the `_oasis` helper's reports of the user's turn to `result`. They come from code the
+/// user controls, so they are worth what stdout is: held to the output caps
+/// ([`ExecResult::enforce_caps`]).
+fn read_frames(result: &mut ExecResult, frames: Vec<Vec<u8>>, limits: &Limits) {
     for frame in frames {
         match frame.split_first() {
-            Some((b'I', png)) => result.images.push(png.to_vec()),
             Some((b'R', json)) => {
                 if let Ok(text) = serde_json::from_slice::<String>(json) {
                     result.result = Some(text);
@@ -349,6 +400,39 @@ fn read_frames(result: &mut ExecResult, frames: Vec<Vec<u8>>) {
             _ => {}
         }
     }
+    result.enforce_caps(limits);
+}
+
+/// Copy `input` into the session's `/mnt/data`, charging it to the storage quota first.
+fn copy_input(
+    interp: &mut Interpreter,
+    data: &Path,
+    input: &InputFile,
+) -> Result<(), SandboxError> {
+    let there = std::fs::symlink_metadata(data.join(&input.name)).ok();
+    if there.is_some() && !input.replace {
+        return Ok(());
+    }
+    let size = std::fs::metadata(&input.src)
+        .map_err(|e| SandboxError::Internal(anyhow::anyhow!("reading {}: {e}", input.name)))?
+        .len();
+    // What it replaces is freed (a recount sees it if a handle still holds it).
+    let freed = there
+        .as_ref()
+        .filter(|m| m.is_file())
+        .map_or(0, |m| m.len());
+    let st = interp.state();
+    if !st.charge_disk(size.saturating_sub(freed), u64::from(there.is_none())) {
+        st.disk.hit = false;
+        return Err(SandboxError::QuotaExceeded(format!(
+            "the file '{}' ({size} bytes) does not fit in the session's storage quota \
+             ({} bytes, {} files in /mnt/data and /tmp; {} bytes used)",
+            input.name, st.disk.max_bytes, st.disk.max_files, st.disk.used_bytes
+        )));
+    }
+    super::manager::put_file_into(data, &input.name, &input.src, input.replace)
+        .map_err(|e| SandboxError::Internal(anyhow::anyhow!("copying {}: {e}", input.name)))?;
+    Ok(())
 }
 
 fn failed_setup(end: TurnEnd, stderr: &[u8], started: Instant) -> ExecResult {
@@ -363,6 +447,7 @@ fn failed_setup(end: TurnEnd, stderr: &[u8], started: Instant) -> ExecResult {
         stderr: String::from_utf8_lossy(stderr).into_owned(),
         stdout_truncated: false,
         stderr_truncated: false,
+        report_truncated: false,
         result: None,
         error: None,
         detail: Some(format!("the interpreter failed to start: {end:?}")),

@@ -1,11 +1,11 @@
 //! [`Sessions`]: what the rest of Oasis uses to reach sandbox sessions, wherever they run: in
 //! this process ([`SessionManager`]) or in supervised worker processes ([`Supervisor`]).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::image::Image;
 use super::limits::Limits;
-use super::manager::SessionManager;
+use super::manager::{SessionManager, charge_export};
 use super::result::ExecResult;
 use super::session::ExecOptions;
 use super::supervisor::Supervisor;
@@ -64,18 +64,14 @@ impl Sessions {
         }
     }
 
-    /// Copy a host file into a session's `/mnt/data` (see [`SessionManager::put_file`]).
-    pub fn put_file(
-        &self,
-        id: &str,
-        name: &str,
-        src: &Path,
-        replace: bool,
-    ) -> std::io::Result<bool> {
-        match self {
-            Sessions::InProcess(m) => m.put_file(id, name, src, replace),
-            Sessions::Workers(s) => s.put_file(id, name, src, replace),
-        }
+    /// Charge `bytes` that are about to become Files to session `id`'s export ledger; `false`
+    /// (nothing charged) if that would pass the server's `max_export_bytes`.
+    pub fn charge_export(&self, id: &str, bytes: u64) -> std::io::Result<bool> {
+        let (root, config) = match self {
+            Sessions::InProcess(m) => (m.root(), m.config()),
+            Sessions::Workers(s) => (s.root(), s.config()),
+        };
+        charge_export(root, id, bytes, config.max_export_bytes)
     }
 
     /// End a session: its interpreter and its folders.

@@ -14,7 +14,7 @@
 //! on its sessions get fresh interpreters over the same folders.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -27,8 +27,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::limits::MAX_CODE_BYTES;
 use super::manager::{
-    ManagerConfig, list_regular_files, put_file_into, read_inside, remove_session_dirs,
-    session_data_dir, valid_session_id,
+    ManagerConfig, list_regular_files, read_inside, remove_session_dirs, session_data_dir,
+    valid_session_id,
 };
 use super::result::{ExecResult, Outcome};
 use super::session::ExecOptions;
@@ -85,7 +85,8 @@ pub struct SupervisorConfig {
     /// Number of worker processes.
     pub workers: usize,
     /// Session knobs for the whole server: each worker gets its share of `max_live` and
-    /// `warm_pool` (rounded up) and the full `max_parallel`, `idle_ttl`.
+    /// `warm_pool` (rounded up) and of `max_live_memory`, and the full `max_parallel`,
+    /// `idle_ttl`.
     pub sessions: ManagerConfig,
 }
 
@@ -213,16 +214,19 @@ impl Supervisor {
             Ok(c) => c,
             Err(why) => return Ok(lost(&why, started)),
         };
-        // A worker streams at most the call's output caps; past that its chunks are dropped
-        // here (the server does not take a worker's word for its limits).
+        // A worker streams and reports at most the call's output caps; past that its chunks are
+        // dropped here and its result cut (the server does not take a worker's word for its
+        // limits).
+        let limits = match &opts.limits {
+            Some(l) => Some(l.clone()),
+            None => Image::load(image.unwrap_or(DEFAULT_IMAGE))
+                .ok()
+                .map(|i| i.limits()),
+        };
         let tap = opts.tap.clone().map(|tap| {
-            let limits = match &opts.limits {
-                Some(l) => Some(l.clone()),
-                None => Image::load(image.unwrap_or(DEFAULT_IMAGE))
-                    .ok()
-                    .map(|i| i.limits()),
-            };
-            let budget = limits.map_or(0, |l| l.stdout_bytes.saturating_add(l.stderr_bytes));
+            let budget = limits
+                .as_ref()
+                .map_or(0, |l| l.stdout_bytes.saturating_add(l.stderr_bytes));
             (tap, budget)
         });
         let (call, mut rx) = match conn.register(tap) {
@@ -237,6 +241,7 @@ impl Supervisor {
                 image: image.map(str::to_string),
                 limits: opts.limits.clone(),
                 tap: opts.tap.is_some(),
+                inputs: opts.inputs.clone(),
             },
             vec![code.into_bytes()],
         );
@@ -264,7 +269,14 @@ impl Supervisor {
             }
         };
         match reply {
-            Reply::Done(r) => Ok(*r),
+            Reply::Done(mut r) => {
+                if let Some(l) = &limits {
+                    r.enforce_caps(l);
+                } else {
+                    r.images.clear();
+                }
+                Ok(*r)
+            }
             Reply::Failed(e) => Err(e),
             Reply::Lost(why) => Ok(lost(&why, started)),
             Reply::Removed(_) => Err(SandboxError::Internal(anyhow::anyhow!(
@@ -302,6 +314,16 @@ impl Supervisor {
         remove_session_dirs(&self.inner.config.root, id)
     }
 
+    /// The folder holding every session's folders.
+    pub fn root(&self) -> &std::path::Path {
+        &self.inner.config.root
+    }
+
+    /// The session knobs for the whole server.
+    pub fn config(&self) -> &ManagerConfig {
+        &self.inner.config.sessions
+    }
+
     /// Host folder behind a session's `/mnt/data`.
     pub fn data_dir(&self, id: &str) -> Result<PathBuf, SandboxError> {
         session_data_dir(&self.inner.config.root, id)
@@ -316,18 +338,6 @@ impl Supervisor {
     pub fn read_file(&self, id: &str, rel: &str, max: u64) -> std::io::Result<Vec<u8>> {
         let dir = self.data_dir(id).map_err(std::io::Error::other)?;
         read_inside(&dir, rel, max)
-    }
-
-    /// Copy a host file into a session's `/mnt/data`.
-    pub fn put_file(
-        &self,
-        id: &str,
-        name: &str,
-        src: &Path,
-        replace: bool,
-    ) -> std::io::Result<bool> {
-        let dir = self.data_dir(id).map_err(std::io::Error::other)?;
-        put_file_into(&dir, name, src, replace)
     }
 
     fn shard(&self, id: &str) -> usize {
@@ -377,6 +387,7 @@ fn lost(why: &str, started: Instant) -> ExecResult {
         stderr: String::new(),
         stdout_truncated: false,
         stderr_truncated: false,
+        report_truncated: false,
         result: None,
         error: None,
         detail: Some(format!(
@@ -600,6 +611,8 @@ impl Worker {
             .arg(share(s.warm_pool).to_string())
             .arg("--idle-ttl-ms")
             .arg(s.idle_ttl.as_millis().to_string())
+            .arg("--max-live-memory")
+            .arg((s.max_live_memory / n as u64).to_string())
             .env_clear()
             .envs(
                 WORKER_ENV

@@ -7,14 +7,18 @@
 //!   happen, and refused with `ENOSPC` past it;
 //! - hard links are refused (`EPERM`): a link from a read-only mount into a writable one would
 //!   make a shared file writable;
+//! - the quota counts files the guest deleted while it still holds them open (their bytes stay
+//!   on the host's disk until the handle closes);
 //! - `host.call` (the runtime's door) carries the `_oasis` helper's reports (last value,
-//!   exception, figures), bounded in count and size per call.
+//!   exception, figures), bounded in count and size per call; figures only from the host's
+//!   own figure step, and only as PNG files.
 
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 
+use super::result::is_png;
 use wasmtime::{AsContextMut, Caller, Linker, ResourceLimiter};
 use wasmtime_wasi::WasiView;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -30,8 +34,13 @@ const ERRNO_PERM: i32 = 63;
 
 /// Largest frame the guest may pass through the door (a PNG of a large figure fits easily).
 pub const MAX_DOOR_FRAME: usize = 32 << 20;
-/// Most door frames per call (figures per turn + the report).
-pub const MAX_DOOR_FRAMES: usize = 256;
+/// Most report frames (last value, exception) per turn, and their bytes together. Reports are
+/// cut to the call's output caps afterwards; this bounds what the host holds meanwhile.
+pub const MAX_DOOR_FRAMES: usize = 64;
+pub const MAX_REPORT_BYTES: usize = 32 << 20;
+/// Most figures one call may hand back, and their PNG bytes together.
+pub const MAX_IMAGES: usize = 32;
+pub const MAX_IMAGE_BYTES: usize = 64 << 20;
 /// Most handles (open files and folders, the mounts and stdio included) one interpreter may
 /// hold; `open` past it fails with `EMFILE` in the guest. Each open file is a host descriptor.
 pub const MAX_GUEST_HANDLES: usize = 256;
@@ -81,10 +90,40 @@ impl ResourceLimiter for MemoryLimiter {
 pub struct Door {
     /// Closed (the guest sees "no host") outside Oasis's calls, e.g. while pre-initializing.
     pub open: bool,
+    /// The host's own figure step is running: only `I` frames (PNG files) are taken. Outside
+    /// it, only reports (`R`, `E`) and the `F` notice are: user code cannot hand back images.
+    pub figures: bool,
     pub frames: Vec<Vec<u8>>,
     pub bytes: usize,
     /// A `F` frame arrived: a matplotlib figure was opened.
     pub figure_opened: bool,
+}
+
+impl Door {
+    /// Take `frame` if this phase of the call accepts it and it fits the call's bounds.
+    fn accept(&mut self, frame: Vec<u8>) -> bool {
+        let (count, bytes) = if self.figures {
+            if !frame.starts_with(b"I") || !is_png(&frame[1..]) {
+                return false;
+            }
+            (MAX_IMAGES, MAX_IMAGE_BYTES)
+        } else {
+            match frame.first() {
+                Some(b'F') if frame.len() == 1 => {
+                    self.figure_opened = true;
+                    return true;
+                }
+                Some(b'R' | b'E') => (MAX_DOOR_FRAMES, MAX_REPORT_BYTES),
+                _ => return false,
+            }
+        };
+        if self.frames.len() >= count || self.bytes + frame.len() > bytes {
+            return false;
+        }
+        self.bytes += frame.len();
+        self.frames.push(frame);
+        true
+    }
 }
 
 /// Byte and entry quota over a session's writable mounts.
@@ -103,8 +142,10 @@ pub struct DiskQuota {
 }
 
 impl DiskQuota {
-    pub fn rescan(&mut self) {
-        let (mut bytes, mut files) = (0u64, 0u64);
+    /// Learn the true usage: the folders (links not followed) plus `held`, the files deleted
+    /// while still open (see [`State::rescan_disk`]).
+    pub fn rescan(&mut self, held: (u64, u64)) {
+        let (mut bytes, mut files) = held;
         for root in &self.roots {
             for entry in walkdir::WalkDir::new(root)
                 .follow_links(false)
@@ -124,22 +165,55 @@ impl DiskQuota {
         self.used_files = files;
     }
 
-    fn charge(&mut self, bytes: u64, files: u64) -> bool {
-        let fits = |q: &DiskQuota| {
-            q.used_bytes.saturating_add(bytes) <= q.max_bytes
-                && q.used_files.saturating_add(files) <= q.max_files
-        };
-        if !fits(self) {
-            self.rescan();
-            if !fits(self) {
-                self.hit = true;
+    fn fits(&self, bytes: u64, files: u64) -> bool {
+        self.used_bytes.saturating_add(bytes) <= self.max_bytes
+            && self.used_files.saturating_add(files) <= self.max_files
+    }
+}
+
+impl State {
+    /// Recount what the session occupies on the host's disk: its folders, and the files the
+    /// guest deleted (or replaced by a rename) while a handle still holds them. Their bytes stay
+    /// used until the handle closes, and no walk of the folders can see them.
+    pub fn rescan_disk(&mut self) {
+        let held = unlinked_open_files(&mut self.wasi);
+        self.disk.rescan(held);
+    }
+
+    /// Charge a write or creation before it happens; `false` (and the quota marked hit) if it
+    /// would pass the quota even after a recount.
+    pub fn charge_disk(&mut self, bytes: u64, files: u64) -> bool {
+        if !self.disk.fits(bytes, files) {
+            self.rescan_disk();
+            if !self.disk.fits(bytes, files) {
+                self.disk.hit = true;
                 return false;
             }
         }
-        self.used_bytes += bytes;
-        self.used_files += files;
+        self.disk.used_bytes += bytes;
+        self.disk.used_files += files;
         true
     }
+}
+
+/// Bytes and count of the files the guest holds open that no longer have a name (each inode
+/// once, however many handles share it).
+fn unlinked_open_files(wasi: &mut WasiP1Ctx) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    use wasmtime_wasi::filesystem::Descriptor;
+    let mut seen = std::collections::HashSet::new();
+    let (mut bytes, mut files) = (0u64, 0u64);
+    for entry in wasi.ctx().table.iter_mut() {
+        let Some(Descriptor::File(f)) = entry.downcast_ref::<Descriptor>() else {
+            continue;
+        };
+        let Ok(md) = f.file.metadata() else { continue };
+        if md.nlink() == 0 && seen.insert((md.dev(), md.ino())) {
+            bytes += md.len();
+            files += 1;
+        }
+    }
+    (bytes, files)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -370,7 +444,7 @@ pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<State>> {
                 if fd > 2 {
                     let n = first_iovec_len(guest_memory(&mut caller), iovs, iovs_len);
                     let hole = hole_before_write(&mut caller, fd, n, None).await;
-                    if !caller.data_mut().disk.charge(n.saturating_add(hole), 0) {
+                    if !caller.data_mut().charge_disk(n.saturating_add(hole), 0) {
                         return Ok(ERRNO_NOSPC);
                     }
                 }
@@ -387,7 +461,7 @@ pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<State>> {
                 let n = first_iovec_len(guest_memory(&mut caller), iovs, iovs_len);
                 let at = u64::try_from(offset).unwrap_or(0);
                 let hole = hole_before_write(&mut caller, fd, n, Some(at)).await;
-                if !caller.data_mut().disk.charge(n.saturating_add(hole), 0) {
+                if !caller.data_mut().charge_disk(n.saturating_add(hole), 0) {
                     return Ok(ERRNO_NOSPC);
                 }
                 forward!(caller, fd_pwrite(fd, iovs, iovs_len, offset, nwritten))
@@ -399,7 +473,7 @@ pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<State>> {
         "fd_filestat_set_size",
         |mut caller: Caller<'_, State>, (fd, size): (i32, i64)| {
             Box::new(async move {
-                if !caller.data_mut().disk.charge(size as u64, 0) {
+                if !caller.data_mut().charge_disk(size as u64, 0) {
                     return Ok(ERRNO_NOSPC);
                 }
                 forward!(caller, fd_filestat_set_size(fd, size))
@@ -429,7 +503,7 @@ pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<State>> {
                 if handles >= MAX_GUEST_HANDLES {
                     return Ok(ERRNO_MFILE);
                 }
-                if oflags & OFLAGS_CREAT != 0 && !caller.data_mut().disk.charge(0, 1) {
+                if oflags & OFLAGS_CREAT != 0 && !caller.data_mut().charge_disk(0, 1) {
                     return Ok(ERRNO_NOSPC);
                 }
                 forward!(
@@ -446,7 +520,7 @@ pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<State>> {
         "path_create_directory",
         |mut caller: Caller<'_, State>, (dirfd, path, path_len): (i32, i32, i32)| {
             Box::new(async move {
-                if !caller.data_mut().disk.charge(0, 1) {
+                if !caller.data_mut().charge_disk(0, 1) {
                     return Ok(ERRNO_NOSPC);
                 }
                 forward!(caller, path_create_directory(dirfd, path, path_len))
@@ -459,7 +533,7 @@ pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<State>> {
         |mut caller: Caller<'_, State>,
          (old, old_len, dirfd, new, new_len): (i32, i32, i32, i32, i32)| {
             Box::new(async move {
-                if !caller.data_mut().disk.charge(0, 1) {
+                if !caller.data_mut().charge_disk(0, 1) {
                     return Ok(ERRNO_NOSPC);
                 }
                 forward!(caller, path_symlink(old, old_len, dirfd, new, new_len))
@@ -566,16 +640,8 @@ async fn door_call(
         Some(b) => b.to_vec(),
         None => return -2,
     };
-    {
-        let door = &mut caller.data_mut().door;
-        if frame == b"F" {
-            door.figure_opened = true;
-        } else if door.frames.len() >= MAX_DOOR_FRAMES || door.bytes + len > MAX_DOOR_FRAME * 4 {
-            return -2;
-        } else {
-            door.bytes += len;
-            door.frames.push(frame);
-        }
+    if !caller.data_mut().door.accept(frame) {
+        return -2;
     }
     // Answer with an empty frame: allocate it in the guest and write its address and length.
     let Some(alloc) = caller
@@ -617,6 +683,7 @@ mod tests {
         (module
           (import "host" "call" (func $call (param i32 i32 i32 i32) (result i32)))
           (memory (export "memory") 1)
+          (data (i32.const 0) "Rxyz")
           (global $fail (mut i32) (i32.const 0))
           (func (export "fail_alloc") (global.set $fail (i32.const 1)))
           (func (export "host_alloc") (param i32) (result i32)

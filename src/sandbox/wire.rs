@@ -18,9 +18,10 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use super::SandboxError;
 use super::limits::Limits;
 use super::result::{ExecResult, FileChange, Outcome, PythonError};
+use super::session::InputFile;
 
 /// Bumped whenever a frame changes shape; a worker of another version is refused.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Largest frame either side accepts: a call's result carries at most its stdout and stderr
 /// caps plus the door's 128 MiB of reports.
@@ -42,6 +43,9 @@ pub enum Head {
         image: Option<String>,
         limits: Option<Limits>,
         tap: bool,
+        /// Host files to copy into `/mnt/data` first.
+        #[serde(default)]
+        inputs: Vec<InputFile>,
     },
     /// Cancel call `call` (no reply of its own: the call ends `cancelled`).
     Cancel {
@@ -188,6 +192,7 @@ pub struct WireResult {
     exit_code: Option<i32>,
     stdout_truncated: bool,
     stderr_truncated: bool,
+    report_truncated: bool,
     result: Option<String>,
     error: Option<PythonError>,
     detail: Option<String>,
@@ -207,6 +212,7 @@ pub fn done(call: u64, r: ExecResult) -> Frame {
         exit_code: r.exit_code,
         stdout_truncated: r.stdout_truncated,
         stderr_truncated: r.stderr_truncated,
+        report_truncated: r.report_truncated,
         result: r.result,
         error: r.error,
         detail: r.detail,
@@ -240,6 +246,7 @@ pub fn result_of(w: WireResult, blobs: Vec<Vec<u8>>) -> anyhow::Result<ExecResul
         stderr,
         stdout_truncated: w.stdout_truncated,
         stderr_truncated: w.stderr_truncated,
+        report_truncated: w.report_truncated,
         result: w.result,
         error: w.error,
         detail: w.detail,
@@ -265,6 +272,9 @@ pub enum WireError {
     InvalidInput {
         message: String,
     },
+    QuotaExceeded {
+        message: String,
+    },
     ImageMismatch {
         id: String,
         has: String,
@@ -284,6 +294,7 @@ impl From<&SandboxError> for WireError {
             },
             SandboxError::InvalidSessionId(id) => WireError::InvalidSessionId { id: id.clone() },
             SandboxError::InvalidInput(m) => WireError::InvalidInput { message: m.clone() },
+            SandboxError::QuotaExceeded(m) => WireError::QuotaExceeded { message: m.clone() },
             SandboxError::ImageMismatch { id, has, wanted } => WireError::ImageMismatch {
                 id: id.clone(),
                 has: has.clone(),
@@ -302,6 +313,7 @@ impl From<WireError> for SandboxError {
             WireError::UnknownImage { name, known } => SandboxError::UnknownImage { name, known },
             WireError::InvalidSessionId { id } => SandboxError::InvalidSessionId(id),
             WireError::InvalidInput { message } => SandboxError::InvalidInput(message),
+            WireError::QuotaExceeded { message } => SandboxError::QuotaExceeded(message),
             WireError::ImageMismatch { id, has, wanted } => {
                 SandboxError::ImageMismatch { id, has, wanted }
             }

@@ -57,6 +57,10 @@ pub struct WorkerArgs {
     /// An interpreter unused this long (milliseconds) is dropped.
     #[arg(long, default_value_t = 3_600_000)]
     pub idle_ttl_ms: u64,
+    /// Bytes of linear memory this worker's live interpreters may hold together
+    /// [default: half the machine's memory].
+    #[arg(long)]
+    pub max_live_memory: Option<u64>,
 }
 
 /// Run the worker until the server closes its stdin (or dies).
@@ -155,6 +159,9 @@ async fn serve(args: WorkerArgs, input: OwnedFd, output: OwnedFd) -> anyhow::Res
         max_live: args.max_live.max(1),
         max_parallel: args.max_parallel.unwrap_or(defaults.max_parallel).max(1),
         warm_pool: args.warm_pool,
+        max_live_memory: args.max_live_memory.unwrap_or(defaults.max_live_memory),
+        // Workers export nothing: the server charges and stores Files.
+        max_export_bytes: 0,
     };
     let manager = SessionManager::with_warm_dir(
         Arc::new(sandbox),
@@ -181,6 +188,7 @@ async fn serve(args: WorkerArgs, input: OwnedFd, output: OwnedFd) -> anyhow::Res
                 image,
                 limits,
                 tap,
+                inputs,
             } => {
                 let code = frame.blobs.into_iter().next().unwrap_or_default();
                 let flag = Arc::new(AtomicBool::new(false));
@@ -197,6 +205,7 @@ async fn serve(args: WorkerArgs, input: OwnedFd, output: OwnedFd) -> anyhow::Res
                                 limits,
                                 tap,
                                 cancel: Some(flag),
+                                inputs,
                             };
                             manager
                                 .execute(&session, image.as_deref(), code, opts)

@@ -43,8 +43,10 @@ pub fn create(
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| StoreError::Other(e.into()))?;
     tmp.write_all(bytes)
         .map_err(|e| StoreError::Other(e.into()))?;
+    // Names of files guest code wrote arrive here as they are: control and bidirectional
+    // characters are shown, not obeyed.
     let obj = FileObject::new(
-        filename.to_string(),
+        crate::model::shown_file_name(filename),
         purpose.to_string(),
         bytes.len() as u64,
     );

@@ -1056,7 +1056,8 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
     app.stop().await;
 }
 
-/// Files the code interpreter wrote may have any name but `/`; they still download.
+/// Files the code interpreter wrote may have any name but `/`; they still download, under their
+/// name as shown (control characters escaped).
 #[tokio::test(flavor = "multi_thread")]
 async fn output_files_with_odd_names_download_with_a_valid_header() {
     let app = TestApp::spawn().await;
@@ -1111,7 +1112,12 @@ for name in ["bell\x07.txt", 'say "hi"\\now.txt', "caf\u00e9.txt", "cr\r\nX-Inje
                 decoded.push(b);
             }
         }
-        assert_eq!(decoded, name.as_bytes(), "{disposition}");
+        // The name, with control characters shown as escapes rather than obeyed.
+        assert_eq!(
+            String::from_utf8(decoded).unwrap(),
+            oasis::model::shown_file_name(name),
+            "{disposition}"
+        );
     }
     app.stop().await;
 }

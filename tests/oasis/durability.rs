@@ -7,14 +7,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-struct Server {
-    child: tokio::process::Child,
-    base: String,
-    client: reqwest::Client,
+pub struct Server {
+    pub child: tokio::process::Child,
+    pub base: String,
+    pub client: reqwest::Client,
 }
 
 impl Server {
     async fn start(data: &Path, config: &Path) -> Server {
+        Server::start_with(data, config, &[]).await
+    }
+
+    /// The real binary on `data`, with `config` and these extra environment variables.
+    pub async fn start_with(data: &Path, config: &Path, env: &[(&str, &Path)]) -> Server {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
@@ -31,6 +36,7 @@ impl Server {
             .arg(crate::helpers::data_dir())
             .env_remove("OASIS_API_KEYS")
             .env_remove("OASIS_UPSTREAM_BASE_URL")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -54,7 +60,7 @@ impl Server {
         s
     }
 
-    async fn get(&self, path: &str) -> (u16, Value) {
+    pub async fn get(&self, path: &str) -> (u16, Value) {
         let r = self
             .client
             .get(format!("{}{path}", self.base))
@@ -64,7 +70,7 @@ impl Server {
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         let r = self
             .client
             .post(format!("{}{path}", self.base))
@@ -75,7 +81,7 @@ impl Server {
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
-    async fn upload(&self, name: &str, bytes: Vec<u8>) -> Value {
+    pub async fn upload(&self, name: &str, bytes: Vec<u8>) -> Value {
         let form = reqwest::multipart::Form::new()
             .text("purpose", "assistants")
             .part(

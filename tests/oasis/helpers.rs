@@ -79,6 +79,9 @@ impl TestApp {
             run_expiry_secs: None,
             isolation: None,
             sandbox_workers: None,
+            header_timeout_secs: None,
+            idle_timeout_secs: None,
+            max_connections: None,
         };
         let mut settings = oasis::server::Settings::resolve(&data_dir, &args).unwrap();
         settings.api.api_keys = None;

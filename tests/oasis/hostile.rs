@@ -26,12 +26,12 @@ use crate::helpers::{Sessions, TestApp, data_dir, sessions};
 /// Deadline of a call that is not meant to time out.
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline of a call that is meant to time out.
-const SHORT: Duration = Duration::from_secs(1);
+pub const SHORT: Duration = Duration::from_secs(1);
 /// Generous bound on how long past its deadline a call may take to come back: it proves
 /// "prompt, not hung", it times nothing.
-const SLACK: Duration = Duration::from_secs(3);
+pub const SLACK: Duration = Duration::from_secs(3);
 /// The session that must keep its state whatever its neighbours do.
-const SIBLING: &str = "sibling";
+pub const SIBLING: &str = "sibling";
 
 /// Python shared by the probing cases: `probe(label, f)` prints `denied <label> <error>` when
 /// `f()` raises one of `allowed` (OSError and ValueError by default), else `ALLOWED <label>`.
@@ -48,12 +48,12 @@ def probe(label, f, allowed=(OSError, ValueError)):
 
 /// A session manager (warm pool off: every test starts its own interpreters), with a sibling
 /// session that holds state from before the case ran.
-struct Case {
-    s: Sessions,
+pub struct Case {
+    pub s: Sessions,
 }
 
 impl Case {
-    async fn new() -> Case {
+    pub async fn new() -> Case {
         Case::with(ManagerConfig {
             warm_pool: 0,
             ..ManagerConfig::default()
@@ -61,7 +61,7 @@ impl Case {
         .await
     }
 
-    async fn with(config: ManagerConfig) -> Case {
+    pub async fn with(config: ManagerConfig) -> Case {
         let c = Case {
             s: sessions(config).await,
         };
@@ -76,7 +76,7 @@ impl Case {
     }
 
     /// The image's limits with a short deadline and small output caps.
-    fn limits(&self) -> Limits {
+    pub fn limits(&self) -> Limits {
         let mut l = self
             .s
             .manager
@@ -93,7 +93,7 @@ impl Case {
         l
     }
 
-    async fn try_run(
+    pub async fn try_run(
         &self,
         id: &str,
         code: &str,
@@ -111,16 +111,16 @@ impl Case {
             .await
     }
 
-    async fn run(&self, id: &str, code: &str) -> ExecResult {
+    pub async fn run(&self, id: &str, code: &str) -> ExecResult {
         self.run_with(id, code, |_| {}).await
     }
 
-    async fn run_with(&self, id: &str, code: &str, f: impl FnOnce(&mut Limits)) -> ExecResult {
+    pub async fn run_with(&self, id: &str, code: &str, f: impl FnOnce(&mut Limits)) -> ExecResult {
         self.try_run(id, code, f).await.unwrap()
     }
 
     /// Run probing code (see [`PROBE`]) and check that exactly `n` probes were denied.
-    async fn probes(&self, id: &str, code: &str, n: usize) -> ExecResult {
+    pub async fn probes(&self, id: &str, code: &str, n: usize) -> ExecResult {
         let r = self.run(id, &format!("{PROBE}\n{code}")).await;
         assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
         assert!(!r.stdout.contains("ALLOWED"), "{}", r.stdout);
@@ -137,7 +137,7 @@ impl Case {
     }
 
     /// `id` still runs code and prints; the sibling kept its variables and its files.
-    async fn assert_healthy(&self, id: &str) {
+    pub async fn assert_healthy(&self, id: &str) {
         let r = self.run(id, "print(1)").await;
         assert_eq!(
             (r.outcome, r.stdout.as_str()),
@@ -147,7 +147,7 @@ impl Case {
         self.assert_sibling_intact().await;
     }
 
-    async fn assert_sibling_intact(&self) {
+    pub async fn assert_sibling_intact(&self) {
         let r = self
             .run(SIBLING, "print(kept, open('/mnt/data/kept.txt').read())")
             .await;
@@ -155,7 +155,7 @@ impl Case {
     }
 
     /// Host folder behind `/mnt/data` of `id` (created).
-    fn data(&self, id: &str) -> PathBuf {
+    pub fn data(&self, id: &str) -> PathBuf {
         let d = self.s.manager.data_dir(id).unwrap();
         std::fs::create_dir_all(&d).unwrap();
         d
@@ -163,7 +163,7 @@ impl Case {
 
     /// Put a secret file right next to `id`'s mounts (in its session folder) and in a folder
     /// outside every session; returns the secret and the outside folder.
-    fn plant_canary(&self, id: &str) -> (String, PathBuf) {
+    pub fn plant_canary(&self, id: &str) -> (String, PathBuf) {
         let secret = format!("CANARY-{}", std::process::id());
         let session_dir = self.data(id).parent().unwrap().to_path_buf();
         std::fs::write(session_dir.join("secret.txt"), &secret).unwrap();
@@ -1598,6 +1598,7 @@ async fn hostile_40_a_cancelled_call_ends_promptly_and_the_interpreter_is_replac
             limits: Some(limits),
             tap: Some(started_tap(started.clone())),
             cancel: Some(cancel.clone()),
+            ..Default::default()
         };
         let m = c.s.manager.clone();
         let code = code.to_string();

@@ -8,6 +8,8 @@ mod cli;
 mod durability;
 mod helpers;
 mod hostile;
+mod hostile2;
+mod hostile_net;
 mod runs;
 mod sandbox;
 mod workers;

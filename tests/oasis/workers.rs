@@ -101,7 +101,7 @@ fn kill9(pid: i32) {
     .unwrap();
 }
 
-async fn exec(app: &TestApp, session: &str, code: &str) -> Value {
+pub async fn exec(app: &TestApp, session: &str, code: &str) -> Value {
     let (s, v) = app
         .post(
             "/v1/code_interpreter/execute",
@@ -113,13 +113,13 @@ async fn exec(app: &TestApp, session: &str, code: &str) -> Value {
 }
 
 /// Host folder behind a session's /mnt/data.
-fn data(app: &TestApp, session: &str) -> PathBuf {
+pub fn data(app: &TestApp, session: &str) -> PathBuf {
     app.data_dir.join("sessions").join(session).join("data")
 }
 
 /// Wait until the guest has written `path` (it exists and is not empty: a file appears at
 /// `open`, before its bytes are flushed).
-async fn wait_file(path: &Path) {
+pub async fn wait_file(path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) == 0 {
         assert!(
@@ -339,7 +339,7 @@ async fn hostile_60_killing_a_worker_mid_run_restarts_it_and_only_its_calls_fail
     app.stop().await;
 }
 
-async fn assistant(app: &TestApp) -> String {
+pub async fn assistant(app: &TestApp) -> String {
     let (s, a) = app
         .post(
             "/v1/assistants",
@@ -351,7 +351,7 @@ async fn assistant(app: &TestApp) -> String {
 }
 
 /// A thread holding one user message with a Python cell; (thread, run) of a run started on it.
-async fn run_cell(
+pub async fn run_cell(
     app: &TestApp,
     assistant: &str,
     thread: Option<&str>,
@@ -390,7 +390,7 @@ async fn run_cell(
     (thread, r["id"].as_str().unwrap().to_string())
 }
 
-async fn wait_run(app: &TestApp, thread: &str, run: &str, within: Duration) -> Value {
+pub async fn wait_run(app: &TestApp, thread: &str, run: &str, within: Duration) -> Value {
     let deadline = Instant::now() + within;
     loop {
         let (s, r) = app.get(&format!("/v1/threads/{thread}/runs/{run}")).await;
@@ -405,7 +405,7 @@ async fn wait_run(app: &TestApp, thread: &str, run: &str, within: Duration) -> V
 }
 
 /// The text of the thread's assistant messages.
-async fn assistant_text(app: &TestApp, thread: &str) -> String {
+pub async fn assistant_text(app: &TestApp, thread: &str) -> String {
     let (s, l) = app
         .get(&format!("/v1/threads/{thread}/messages?limit=100"))
         .await;
