@@ -13,8 +13,8 @@
 use futures::future::BoxFuture;
 
 use super::{
-    Backend, BackendError, ChatMessage, ChatRequest, ChatResponse, CodeToolResult, FinishReason,
-    Role, TextSink, ToolCall, ToolChoice, Usage, estimate_tokens,
+    Backend, BackendError, ChatMessage, ChatRequest, ChatResponse, CodeToolResult, DeltaSink,
+    FinishReason, ModelDelta, Role, ToolCall, ToolChoice, Usage, estimate_tokens,
 };
 
 pub const HELP: &str = "I'm oasis-local, Oasis's built-in offline model, not a language model. \
@@ -230,7 +230,7 @@ impl Backend for Local {
     fn complete<'a>(
         &'a self,
         req: ChatRequest,
-        on_text: TextSink<'a>,
+        on_delta: DeltaSink<'a>,
     ) -> BoxFuture<'a, Result<ChatResponse, BackendError>> {
         Box::pin(async move {
             let (text, tool_calls) = self.answer(&req);
@@ -270,9 +270,9 @@ impl Backend for Local {
                 text.truncate(cut);
                 completion = max;
                 finish = FinishReason::Length;
-                return finish_with(on_text, text, vec![], finish, prompt, completion);
+                return finish_with(on_delta, text, vec![], finish, prompt, completion);
             }
-            finish_with(on_text, text, tool_calls, finish, prompt, completion)
+            finish_with(on_delta, text, tool_calls, finish, prompt, completion)
         })
     }
 
@@ -282,16 +282,27 @@ impl Backend for Local {
 }
 
 fn finish_with(
-    on_text: TextSink<'_>,
+    on_delta: DeltaSink<'_>,
     text: String,
     tool_calls: Vec<ToolCall>,
     finish: FinishReason,
     prompt: u64,
     completion: u64,
 ) -> Result<ChatResponse, BackendError> {
-    // Stream the text line by line, as a model would produce it in pieces.
+    // Stream the text line by line, and each call's arguments in a few pieces, as a model
+    // would produce them.
     for piece in text.split_inclusive('\n') {
-        on_text(piece);
+        on_delta(ModelDelta::Text(piece));
+    }
+    for (index, call) in tool_calls.iter().enumerate() {
+        on_delta(ModelDelta::CallStarted {
+            index,
+            id: &call.id,
+            name: &call.name,
+        });
+        for text in pieces_of(&call.arguments) {
+            on_delta(ModelDelta::Arguments { index, text });
+        }
     }
     Ok(ChatResponse {
         text,
@@ -301,6 +312,23 @@ fn finish_with(
             prompt_tokens: prompt,
             completion_tokens: completion,
         },
+    })
+}
+
+/// `s` in pieces of about 16 bytes (at character boundaries), as a model writes tokens.
+fn pieces_of(s: &str) -> impl Iterator<Item = &str> {
+    let mut rest = s;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut cut = rest.len().min(16);
+        while !rest.is_char_boundary(cut) {
+            cut += 1;
+        }
+        let (piece, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(piece)
     })
 }
 

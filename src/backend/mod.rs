@@ -169,16 +169,34 @@ impl BackendError {
     }
 }
 
-/// Receives the answer's text as it is produced.
-pub type TextSink<'a> = &'a (dyn Fn(&str) + Send + Sync);
+/// A piece of a model's answer, as it streams. Joined, the pieces give the [`ChatResponse`]:
+/// the `Text` pieces its `text`; for the call at position `index` of its `tool_calls`, one
+/// `CallStarted` (before any of that call's `Arguments`) and `Arguments` pieces that join into
+/// its `arguments`. A backend sends a call's pieces as the model writes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelDelta<'a> {
+    Text(&'a str),
+    CallStarted {
+        index: usize,
+        id: &'a str,
+        name: &'a str,
+    },
+    Arguments {
+        index: usize,
+        text: &'a str,
+    },
+}
+
+/// Receives the answer's pieces as they are produced.
+pub type DeltaSink<'a> = &'a (dyn Fn(ModelDelta<'_>) + Send + Sync);
 
 pub trait Backend: Send + Sync + 'static {
-    /// Answer `req`, calling `on_text` with each piece of text as it arrives (the pieces
-    /// joined equal the returned `text`).
+    /// Answer `req`, calling `on_delta` with each piece of the answer as it arrives (see
+    /// [`ModelDelta`] for how the pieces add up to the returned answer).
     fn complete<'a>(
         &'a self,
         req: ChatRequest,
-        on_text: TextSink<'a>,
+        on_delta: DeltaSink<'a>,
     ) -> BoxFuture<'a, Result<ChatResponse, BackendError>>;
 
     /// The model ids this backend serves.

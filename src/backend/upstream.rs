@@ -20,9 +20,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    Backend, BackendError, ChatMessage, ChatRequest, ChatResponse, FinishReason, Role, TextSink,
-    ToolCall, ToolChoice, Usage, estimate_tokens,
+    Backend, BackendError, ChatMessage, ChatRequest, ChatResponse, DeltaSink, FinishReason,
+    ModelDelta, Role, ToolCall, ToolChoice, Usage, estimate_tokens,
 };
+
+/// Receives the answer's text as it is produced.
+type TextSink<'a> = &'a (dyn Fn(&str) + Send + Sync);
 
 /// The longest wait between two attempts, whatever `Retry-After` asks for.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
@@ -400,13 +403,40 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// [`Backend::complete`] with a sink for the text only.
+    async fn complete_text(
+        &self,
+        req: ChatRequest,
+        on_text: TextSink<'_>,
+    ) -> Result<ChatResponse, BackendError> {
+        self.chat(req, on_text).await.map_err(|e| self.redact(e))
+    }
+}
+
 impl Backend for Upstream {
     fn complete<'a>(
         &'a self,
         req: ChatRequest,
-        on_text: TextSink<'a>,
+        on_delta: DeltaSink<'a>,
     ) -> BoxFuture<'a, Result<ChatResponse, BackendError>> {
-        Box::pin(async move { self.chat(req, on_text).await.map_err(|e| self.redact(e)) })
+        Box::pin(async move {
+            let on_text = |t: &str| on_delta(ModelDelta::Text(t));
+            let answer = self.complete_text(req, &on_text).await?;
+            // The calls once assembled.
+            for (index, call) in answer.tool_calls.iter().enumerate() {
+                on_delta(ModelDelta::CallStarted {
+                    index,
+                    id: &call.id,
+                    name: &call.name,
+                });
+                on_delta(ModelDelta::Arguments {
+                    index,
+                    text: &call.arguments,
+                });
+            }
+            Ok(answer)
+        })
     }
 
     fn models(&self) -> BoxFuture<'_, Result<Vec<String>, BackendError>> {
@@ -1286,7 +1316,7 @@ mod tests {
     ) -> (Result<ChatResponse, BackendError>, Vec<String>) {
         let seen = Mutex::new(Vec::new());
         let sink = |t: &str| seen.lock().unwrap().push(t.to_string());
-        let result = up.complete(req, &sink).await;
+        let result = up.complete_text(req, &sink).await;
         (result, seen.into_inner().unwrap())
     }
 
@@ -1327,7 +1357,7 @@ mod tests {
             seen.lock().unwrap().push(t.to_string());
             notify.notify_one();
         };
-        let answer = up.complete(hello(), &sink).await.unwrap();
+        let answer = up.complete_text(hello(), &sink).await.unwrap();
         let seen = seen.into_inner().unwrap();
 
         assert!(

@@ -8,6 +8,7 @@
 //!   `annotate`: `sandbox:/mnt/data/…` links → `file_path` annotations.
 
 mod annotate;
+mod calls;
 pub mod events;
 mod prompt;
 pub mod state;

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::calls::{self, StreamedCall, code_of};
 use super::prompt::{self, PromptLimit};
 use super::state::{RunEvent, RunStatus, transition};
 use super::{Orchestrator, Result, RunError, Transcript, annotate, run_data};
 use crate::backend::{
-    Backend, BackendError, ChatMessage, ChatResponse, CodeToolResult, FinishReason, ToolCall,
+    Backend, BackendError, ChatMessage, ChatResponse, CodeToolResult, FinishReason, ModelDelta,
+    ToolCall,
 };
 use crate::model::{
     Assistant, CodeInterpreterCall, CodeOutput, Content, FileObject, FunctionCall, ImageFile,
@@ -82,6 +84,67 @@ fn step_event_data(step: &RunStep) -> serde_json::Value {
     v
 }
 
+/// A `thread.run.step.delta` of `step` with one tool call's delta.
+fn step_delta(step: &RunStep, call: serde_json::Value) -> serde_json::Value {
+    json!({"id": step.id, "object": "thread.run.step.delta", "delta": {
+        "step_details": {"type": "tool_calls", "tool_calls": [call]}
+    }})
+}
+
+/// A piece of a model turn, as the backend handed it over (see [`ModelDelta`]).
+enum Streamed {
+    Text(String),
+    Call {
+        index: usize,
+        id: String,
+        name: String,
+    },
+    Args {
+        index: usize,
+        text: String,
+    },
+}
+
+impl From<ModelDelta<'_>> for Streamed {
+    fn from(d: ModelDelta<'_>) -> Streamed {
+        match d {
+            ModelDelta::Text(t) => Streamed::Text(t.to_string()),
+            ModelDelta::CallStarted { index, id, name } => Streamed::Call {
+                index,
+                id: id.to_string(),
+                name: name.to_string(),
+            },
+            ModelDelta::Arguments { index, text } => Streamed::Args {
+                index,
+                text: text.to_string(),
+            },
+        }
+    }
+}
+
+/// A turn's tool calls as they streamed, and the step they streamed into.
+#[derive(Default)]
+struct ToolStream {
+    step: Option<RunStep>,
+    calls: Vec<StreamedCall>,
+}
+
+/// How a model turn ended.
+enum TurnEnd {
+    Answered(Box<Turn>),
+    /// The backend could not answer.
+    Failed(BackendError),
+    /// Cancelled, or the run's time ran out, while the model was answering.
+    Stopped,
+}
+
+/// What a model turn produced: its answer, the message its text went to, its streamed calls.
+struct Turn {
+    resp: ChatResponse,
+    writer: Option<Writer>,
+    tools: ToolStream,
+}
+
 fn message_event_data(m: &Message) -> serde_json::Value {
     let mut v = serde_json::to_value(m).unwrap_or_default();
     v["content"] = json!([]);
@@ -92,19 +155,6 @@ fn status_name(o: Outcome) -> &'static str {
     match o {
         Outcome::Ok => "completed",
         other => other.as_str(),
-    }
-}
-
-/// The code of a code-tool call: `{"code": …}`, or (from lenient models) a bare string.
-fn code_of(arguments: &str) -> String {
-    match serde_json::from_str::<serde_json::Value>(arguments) {
-        Ok(serde_json::Value::Object(o)) => o
-            .get("code")
-            .and_then(|c| c.as_str())
-            .map(str::to_string)
-            .unwrap_or_default(),
-        Ok(serde_json::Value::String(s)) => s,
-        _ => arguments.to_string(),
     }
 }
 
@@ -256,18 +306,22 @@ impl Orchestrator {
                     return Ok(());
                 }
             };
-            let Some(answer) = self.model_turn(&mut ctx, req, flag).await? else {
-                // Cancelled, or out of time, while the model was answering.
-                if !flag.load(Ordering::SeqCst) {
-                    self.finish(run_id, RunEvent::Expire, None).await?;
-                }
-                return Ok(());
-            };
-            let (resp, writer) = match answer {
-                Ok(a) => a,
-                Err(e) => {
+            let Turn {
+                resp,
+                writer,
+                tools,
+            } = match self.model_turn(&mut ctx, req, flag).await? {
+                TurnEnd::Answered(turn) => *turn,
+                TurnEnd::Failed(e) => {
                     self.finish(run_id, RunEvent::Fail, Some((e.code(), &e.to_string())))
                         .await?;
+                    return Ok(());
+                }
+                TurnEnd::Stopped => {
+                    // Cancelled, or out of time, while the model was answering.
+                    if !flag.load(Ordering::SeqCst) {
+                        self.finish(run_id, RunEvent::Expire, None).await?;
+                    }
                     return Ok(());
                 }
             };
@@ -326,7 +380,7 @@ impl Orchestrator {
                 return Ok(());
             }
             let waiting = self
-                .tool_step(&mut ctx, &resp.tool_calls, turn_usage, flag)
+                .tool_step(&mut ctx, &resp.tool_calls, tools, turn_usage, flag)
                 .await?;
             if flag.load(Ordering::SeqCst) || waiting {
                 return Ok(());
@@ -548,21 +602,21 @@ impl Orchestrator {
         Ok(staged)
     }
 
-    /// Ask the model, streaming its text into a new message. `None` when cancelled or when the
-    /// run's time ran out first.
-    #[allow(clippy::type_complexity)]
+    /// Ask the model, streaming its text into a new message and its tool calls into a tool
+    /// step (see [`calls`]). `None` when cancelled or when the run's time ran out first.
     async fn model_turn(
         &self,
         ctx: &mut Ctx,
         req: crate::backend::ChatRequest,
         flag: &AtomicBool,
-    ) -> Result<Option<std::result::Result<(ChatResponse, Option<Writer>), BackendError>>> {
+    ) -> Result<TurnEnd> {
         let backend = ctx.backend.clone();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-        let sink = move |t: &str| {
-            let _ = tx.send(t.to_string());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Streamed>();
+        let sink = move |d: ModelDelta<'_>| {
+            let _ = tx.send(Streamed::from(d));
         };
         let mut writer: Option<Writer> = None;
+        let mut tools = ToolStream::default();
         let left = ctx
             .run
             .expires_at
@@ -576,14 +630,16 @@ impl Orchestrator {
             loop {
                 tokio::select! {
                     r = &mut fut => break Some(r),
-                    Some(chunk) = rx.recv() => self.write_text(ctx, &mut writer, &chunk).await?,
+                    Some(piece) = rx.recv() => {
+                        self.take_piece(ctx, &mut writer, &mut tools, piece).await?
+                    }
                     _ = flagged(flag) => break None,
                     _ = &mut expiry => break None,
                 }
             }
         };
-        while let Ok(chunk) = rx.try_recv() {
-            self.write_text(ctx, &mut writer, &chunk).await?;
+        while let Ok(piece) = rx.try_recv() {
+            self.take_piece(ctx, &mut writer, &mut tools, piece).await?;
         }
         // Stopped part-way (cancelled, out of time, the model failed): keep the text streamed
         // so far, so the message the run's end marks `incomplete` holds what clients saw.
@@ -595,7 +651,67 @@ impl Orchestrator {
             let m = w.message.clone();
             self.db(move |s| s.save(&m)).await?;
         }
-        Ok(res.map(|r| r.map(|resp| (resp, writer))))
+        Ok(match res {
+            Some(Ok(resp)) => TurnEnd::Answered(Box::new(Turn {
+                resp,
+                writer,
+                tools,
+            })),
+            Some(Err(e)) => TurnEnd::Failed(e),
+            None => TurnEnd::Stopped,
+        })
+    }
+
+    async fn take_piece(
+        &self,
+        ctx: &mut Ctx,
+        writer: &mut Option<Writer>,
+        tools: &mut ToolStream,
+        piece: Streamed,
+    ) -> Result<()> {
+        match piece {
+            Streamed::Text(t) => self.write_text(ctx, writer, &t).await,
+            Streamed::Call { index, id, name } => {
+                let code = Some(&name) == ctx.code_tool.as_ref();
+                // Live while no text came first (its message would still be open) and no code
+                // call of this turn waits for its outputs.
+                let live = writer.is_none() && !tools.calls.iter().any(|c| c.code);
+                if live && tools.step.is_none() {
+                    tools.step = Some(self.open_tool_step(ctx).await?);
+                }
+                if index != tools.calls.len() {
+                    tracing::warn!(index, "a backend started tool calls out of order");
+                }
+                if live && let Some(step) = &tools.step {
+                    let delta = calls::created(index, &id, &name, code);
+                    self.emit(
+                        &ctx.run.id,
+                        "thread.run.step.delta",
+                        step_delta(step, delta),
+                    );
+                }
+                tools.calls.push(StreamedCall::new(&id, code, live));
+                Ok(())
+            }
+            Streamed::Args { index, text } => {
+                let Some(call) = tools.calls.get_mut(index) else {
+                    return Ok(());
+                };
+                let more = call.push(&text);
+                if call.live
+                    && !more.is_empty()
+                    && let Some(step) = &tools.step
+                {
+                    let delta = calls::piece(index, call.code, &more);
+                    self.emit(
+                        &ctx.run.id,
+                        "thread.run.step.delta",
+                        step_delta(step, delta),
+                    );
+                }
+                Ok(())
+            }
+        }
     }
 
     async fn write_text(
@@ -846,6 +962,35 @@ impl Orchestrator {
         made.unwrap_or_default()
     }
 
+    /// Start a `tool_calls` step (its calls come as deltas).
+    async fn open_tool_step(&self, ctx: &Ctx) -> Result<RunStep> {
+        let step = RunStep {
+            id: new_id("step_"),
+            object: "thread.run.step".into(),
+            created_at: now(),
+            assistant_id: ctx.run.assistant_id.clone(),
+            thread_id: ctx.run.thread_id.clone(),
+            run_id: ctx.run.id.clone(),
+            kind: "tool_calls".into(),
+            status: "in_progress".into(),
+            step_details: StepDetails::ToolCalls { tool_calls: vec![] },
+            last_error: None,
+            expired_at: None,
+            cancelled_at: None,
+            failed_at: None,
+            completed_at: None,
+            metadata: Default::default(),
+            // Shown once the step completes (after its code, or when its outputs arrive).
+            usage: None,
+        };
+        let s2 = step.clone();
+        self.db(move |s| s.insert(&s2)).await?;
+        let data = step_event_data(&step);
+        self.emit(&ctx.run.id, "thread.run.step.created", data.clone());
+        self.emit(&ctx.run.id, "thread.run.step.in_progress", data);
+        Ok(step)
+    }
+
     /// Make a `tool_calls` step for the model's calls and run its code_interpreter calls.
     /// Returns whether the drive stops here: the run now waits for function outputs, or it
     /// failed because the sandbox worker running its code died.
@@ -853,6 +998,7 @@ impl Orchestrator {
         &self,
         ctx: &mut Ctx,
         calls: &[ToolCall],
+        streamed: ToolStream,
         usage: RunUsage,
         flag: &Arc<AtomicBool>,
     ) -> Result<bool> {
@@ -881,53 +1027,53 @@ impl Orchestrator {
                 }
             })
             .collect();
-        let mut step = RunStep {
-            id: new_id("step_"),
-            object: "thread.run.step".into(),
-            created_at: now(),
-            assistant_id: ctx.run.assistant_id.clone(),
-            thread_id: ctx.run.thread_id.clone(),
-            run_id: rid.clone(),
-            kind: "tool_calls".into(),
-            status: "in_progress".into(),
-            step_details: StepDetails::ToolCalls {
-                tool_calls: tool_calls.clone(),
-            },
-            last_error: None,
-            expired_at: None,
-            cancelled_at: None,
-            failed_at: None,
-            completed_at: None,
-            metadata: Default::default(),
-            // Shown once the step completes (below, or when its outputs arrive).
-            usage: None,
+        // The step the calls streamed into, or a new one.
+        let mut step = match streamed.step {
+            Some(step) => step,
+            None => self.open_tool_step(ctx).await?,
+        };
+        step.step_details = StepDetails::ToolCalls {
+            tool_calls: tool_calls.clone(),
         };
         let s2 = step.clone();
-        self.db(move |s| s.insert(&s2)).await?;
-        let data = step_event_data(&step);
-        self.emit(&rid, "thread.run.step.created", data.clone());
-        self.emit(&rid, "thread.run.step.in_progress", data);
-        let step_delta = |call: serde_json::Value| {
-            json!({"id": step.id, "object": "thread.run.step.delta", "delta": {
-                "step_details": {"type": "tool_calls", "tool_calls": [call]}
-            }})
-        };
-        // Call by call, as OpenAI streamed them: a call's input, then (for code) its outputs,
-        // then the next call. The SDK's handlers take a delta for a new index as the end of
-        // the previous call, so a call's outputs must come before the next call's input.
+        self.db(move |s| s.save(&s2)).await?;
+        // Call by call, as OpenAI streamed them: a call's creation and input (unless they
+        // streamed live while the model wrote them), then (for code) its outputs, then the next
+        // call. The SDK's handlers take a delta for a new index as the end of the previous
+        // call, so a call's outputs must come before the next call's input.
         let mut results = vec![];
         for i in 0..tool_calls.len() {
-            let call = match &tool_calls[i] {
+            let (id, name, code, full) = match &tool_calls[i] {
                 StepToolCall::CodeInterpreter {
                     id,
                     code_interpreter,
-                } => json!({"index": i, "id": id, "type": "code_interpreter",
-                    "code_interpreter": {"input": code_interpreter.input, "outputs": []}}),
-                StepToolCall::Function { id, function } => json!({"index": i, "id": id,
-                    "type": "function", "function": {"name": function.name,
-                    "arguments": function.arguments, "output": null}}),
+                } => (id, "", true, code_interpreter.input.as_str()),
+                StepToolCall::Function { id, function } => (
+                    id,
+                    function.name.as_str(),
+                    false,
+                    function.arguments.as_str(),
+                ),
             };
-            self.emit(&rid, "thread.run.step.delta", step_delta(call));
+            let live = streamed
+                .calls
+                .get(i)
+                .filter(|c| c.live && c.id == *id && c.code == code);
+            let rest = match live {
+                Some(c) => c.rest(full).unwrap_or_else(|| {
+                    tracing::warn!(call = %id, "a streamed tool call does not add up to the stored one");
+                    String::new()
+                }),
+                None => {
+                    let created = calls::created(i, id, name, code);
+                    self.emit(&rid, "thread.run.step.delta", step_delta(&step, created));
+                    full.to_string()
+                }
+            };
+            if !rest.is_empty() {
+                let piece = calls::piece(i, code, &rest);
+                self.emit(&rid, "thread.run.step.delta", step_delta(&step, piece));
+            }
             let StepToolCall::CodeInterpreter {
                 id,
                 code_interpreter,
@@ -968,8 +1114,11 @@ impl Orchestrator {
                 self.emit(
                     &rid,
                     "thread.run.step.delta",
-                    step_delta(json!({"index": i, "type": "code_interpreter",
-                        "code_interpreter": {"outputs": indexed}})),
+                    step_delta(
+                        &step,
+                        json!({"index": i, "type": "code_interpreter",
+                            "code_interpreter": {"outputs": indexed}}),
+                    ),
                 );
             }
             for o in &outputs {

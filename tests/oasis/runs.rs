@@ -520,15 +520,45 @@ async fn streaming_a_code_run_sends_openais_events_in_order() {
         "thread.run.in_progress",
         "thread.run.step.created",
         "thread.run.step.in_progress",
-        "thread.run.step.delta",
-        "thread.run.step.delta",
+    ];
+    assert_eq!(&names[..expected.len()], &expected, "{names:?}");
+    // Then the tool call as OpenAI streamed it: its creation (input empty), its input in
+    // pieces, its outputs; then the message.
+    let deltas = names[expected.len()..]
+        .iter()
+        .take_while(|n| **n == "thread.run.step.delta")
+        .count();
+    assert!(deltas >= 3, "{names:?}");
+    let after = [
         "thread.run.step.completed",
         "thread.run.step.created",
         "thread.run.step.in_progress",
         "thread.message.created",
         "thread.message.in_progress",
     ];
-    assert_eq!(&names[..expected.len()], &expected, "{names:?}");
+    let at = expected.len() + deltas;
+    assert_eq!(&names[at..at + after.len()], &after, "{names:?}");
+    let calls: Vec<Value> = events[expected.len()..at]
+        .iter()
+        .map(|(_, d)| {
+            serde_json::from_str::<Value>(d).unwrap()["delta"]["step_details"]["tool_calls"][0]
+                .clone()
+        })
+        .collect();
+    assert_eq!(
+        calls[0]["code_interpreter"],
+        json!({"input": "", "outputs": []}),
+        "{calls:?}"
+    );
+    assert!(calls[0]["id"].as_str().unwrap().starts_with("call_"));
+    let streamed_input: String = calls[1..deltas - 1]
+        .iter()
+        .map(|c| c["code_interpreter"]["input"].as_str().unwrap())
+        .collect();
+    assert!(
+        calls[deltas - 1]["code_interpreter"]["outputs"].is_array(),
+        "{calls:?}"
+    );
     let tail = &names[names.len() - 5..];
     assert_eq!(
         tail,
@@ -574,6 +604,15 @@ async fn streaming_a_code_run_sends_openais_events_in_order() {
     )
     .unwrap();
     let t = run["thread_id"].as_str().unwrap();
+    let (_, steps) = app
+        .get(&format!(
+            "/v1/threads/{t}/runs/{}/steps?order=asc",
+            run["id"].as_str().unwrap()
+        ))
+        .await;
+    let stored = &steps["data"][0]["step_details"]["tool_calls"][0];
+    assert_eq!(stored["id"], calls[0]["id"]);
+    assert_eq!(stored["code_interpreter"]["input"], streamed_input.as_str());
     let msgs = messages(&app, t).await;
     let reply = msgs.last().unwrap();
     assert_eq!(text, text_of(reply));

@@ -889,3 +889,91 @@ def test_an_upstream_500_is_retried(upstream_client):
     assert scripted_upstream.FAIL_NEXT == []
     assert len(upstream_requests(mark)) == 2
     assert text_of(reply_of(client, run)).value == f"Scripted reply to: Hello {mark}"
+
+
+# --- the streaming handler as OpenAI's docs write it --------------------------------------------
+
+
+class DocsHandler(AssistantEventHandler):
+    """The handler of OpenAI's Assistants streaming docs, printing into `out` instead of the
+    terminal, plus what an app collecting function arguments does."""
+
+    def __init__(self):
+        super().__init__()
+        self.out = []
+        self.code = []  # per code call: the input pieces printed by on_tool_call_delta
+        self.arguments = {}  # function call id -> the arguments collected from its deltas
+        self.current = None
+        self.required = None
+
+    def on_text_created(self, text):
+        self.out.append("\nassistant > ")
+
+    def on_text_delta(self, delta, snapshot):
+        self.out.append(delta.value)
+
+    def on_tool_call_created(self, tool_call):
+        self.out.append(f"\nassistant > {tool_call.type}\n")
+        self.current = tool_call.id
+        if tool_call.type == "code_interpreter":
+            self.code.append([])
+        elif tool_call.type == "function":
+            self.arguments[tool_call.id] = ""
+
+    def on_tool_call_delta(self, delta, snapshot):
+        if delta.type == "code_interpreter":
+            if delta.code_interpreter.input:
+                self.out.append(delta.code_interpreter.input)
+                self.code[-1].append(delta.code_interpreter.input)
+            if delta.code_interpreter.outputs:
+                self.out.append("\n\noutput >")
+                for output in delta.code_interpreter.outputs:
+                    if output.type == "logs":
+                        self.out.append(f"\n{output.logs}")
+        elif delta.type == "function":
+            self.arguments[self.current] += delta.function.arguments or ""
+
+    def on_event(self, event):
+        if event.event == "thread.run.requires_action":
+            self.required = event.data.required_action.submit_tool_outputs.tool_calls
+
+
+def test_the_docs_handler_prints_the_code_as_it_arrives(backend):
+    client, model = backend
+    assistant = client.beta.assistants.create(name="Math Tutor", instructions=MATH_TUTOR, model=model, tools=[CODE_INTERPRETER])
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Two cells.\n\n"
+                                                   + fenced(FIB_CODE) + "\n\n" + fenced("print('second', 2 ** 10)")}])
+    handler = DocsHandler()
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id, event_handler=handler) as stream:
+        stream.until_done()
+    run = wait_for(client, thread.id, stream.get_final_run().id)
+    assert_completed(run)
+    calls = code_calls(steps_of(client, run))
+    assert len(calls) == 2
+    # Each call's code reaches on_tool_call_delta (none of it hides in the creation delta), and
+    # the pieces add up to the stored input.
+    assert ["".join(pieces) for pieces in handler.code] == [c.code_interpreter.input for c in calls]
+    assert all(pieces for pieces in handler.code)
+    printed = "".join(handler.out)
+    assert "assistant > code_interpreter\n" + calls[0].code_interpreter.input in printed
+    assert "output >\n" in printed and "second 1024" in printed
+
+
+def test_the_docs_handler_collects_function_arguments(backend):
+    client, model = backend
+    assistant = quiz_assistant(client, model)
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Two quizzes, please.\n\n"
+                                                   + fenced(json.dumps(QUIZ), "call display_quiz") + "\n\n"
+                                                   + fenced(json.dumps(QUIZ_2), "call display_quiz")}])
+    handler = DocsHandler()
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id, event_handler=handler) as stream:
+        stream.until_done()
+    run = stream.get_final_run()
+    assert run.status == "requires_action"
+    stored = run.required_action.submit_tool_outputs.tool_calls
+    assert [c.id for c in handler.required] == [c.id for c in stored]
+    # What the handler collected from on_tool_call_delta is each call's arguments, exactly.
+    assert handler.arguments == {c.id: c.function.arguments for c in stored}
+    assert [json.loads(handler.arguments[c.id]) for c in stored] == [QUIZ, QUIZ_2]
+    (step,) = steps_of(client, run)
+    assert [tc.function.arguments for tc in step.step_details.tool_calls] == [c.function.arguments for c in stored]
