@@ -267,7 +267,9 @@ fn sse(rx: EventStream) -> Response {
         match rx.recv().await {
             Some(ev) => {
                 let ends = ev.ends_stream();
-                let event = Event::default().event(ev.event).data(ev.data.to_string());
+                let event = Event::default()
+                    .event(ev.name())
+                    .data(ev.data().to_string());
                 Some((Ok::<_, Infallible>(vec![event]), (rx, ends)))
             }
             None => None,

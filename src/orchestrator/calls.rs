@@ -7,25 +7,69 @@
 //! call of the turn is waiting for its outputs: the first code call streams live, and any call
 //! after it is sent whole (creation, then input) just before its own outputs.
 
-use serde_json::json;
+use super::events::{CallDelta, CodeDelta, FunctionDelta, ToolCallDelta, indexed};
+use crate::model::CodeOutput;
 
-/// The step delta of one tool call (an entry of `step_details.tool_calls`).
-pub fn created(index: usize, id: &str, name: &str, code: bool) -> serde_json::Value {
-    if code {
-        json!({"index": index, "id": id, "type": "code_interpreter",
-            "code_interpreter": {"input": "", "outputs": []}})
+/// A call's first delta: its id and type, its input or arguments still empty.
+pub fn created(index: usize, id: &str, name: &str, code: bool) -> ToolCallDelta {
+    let call = if code {
+        CallDelta::CodeInterpreter {
+            code_interpreter: CodeDelta {
+                input: Some(String::new()),
+                outputs: Some(vec![]),
+            },
+        }
     } else {
-        json!({"index": index, "id": id, "type": "function",
-            "function": {"name": name, "arguments": "", "output": null}})
+        CallDelta::Function {
+            function: FunctionDelta {
+                name: Some(name.to_string()),
+                arguments: Some(String::new()),
+                output: Some(None),
+            },
+        }
+    };
+    ToolCallDelta {
+        index,
+        id: Some(id.to_string()),
+        call,
     }
 }
 
 /// More of a call's input (code) or arguments (function).
-pub fn piece(index: usize, code: bool, text: &str) -> serde_json::Value {
-    if code {
-        json!({"index": index, "type": "code_interpreter", "code_interpreter": {"input": text}})
+pub fn piece(index: usize, code: bool, text: &str) -> ToolCallDelta {
+    let call = if code {
+        CallDelta::CodeInterpreter {
+            code_interpreter: CodeDelta {
+                input: Some(text.to_string()),
+                outputs: None,
+            },
+        }
     } else {
-        json!({"index": index, "type": "function", "function": {"arguments": text}})
+        CallDelta::Function {
+            function: FunctionDelta {
+                arguments: Some(text.to_string()),
+                ..FunctionDelta::default()
+            },
+        }
+    };
+    ToolCallDelta {
+        index,
+        id: None,
+        call,
+    }
+}
+
+/// A code call's outputs.
+pub fn outputs(index: usize, outputs: &[CodeOutput]) -> ToolCallDelta {
+    ToolCallDelta {
+        index,
+        id: None,
+        call: CallDelta::CodeInterpreter {
+            code_interpreter: CodeDelta {
+                input: None,
+                outputs: Some(indexed(outputs.iter().cloned())),
+            },
+        },
     }
 }
 
@@ -175,6 +219,7 @@ fn unicode_escape(s: &str) -> Option<char> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     /// Feed `args` in pieces of `n` bytes; the pieces sent must add up to the stored input.
     fn stream(args: &str, n: usize) -> String {

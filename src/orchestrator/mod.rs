@@ -185,11 +185,6 @@ fn not_found(kind: &'static str, id: &str) -> RunError {
     }
 }
 
-/// A run's object as a stream event's data.
-fn run_data(run: &Run) -> serde_json::Value {
-    serde_json::to_value(run).unwrap_or_default()
-}
-
 impl Orchestrator {
     pub fn new(
         store: Arc<dyn Store>,
@@ -535,20 +530,16 @@ impl Orchestrator {
             }
         }
         if let Some(t) = new_thread {
-            self.emit(
-                &run.id,
-                "thread.created",
-                serde_json::to_value(t).unwrap_or_default(),
-            );
+            self.emit(&run.id, StreamEvent::ThreadCreated(Box::new(t.clone())));
         }
-        self.emit(&run.id, "thread.run.created", run_data(&run));
-        self.emit(&run.id, "thread.run.queued", run_data(&run));
+        self.emit(&run.id, StreamEvent::RunCreated(Box::new(run.clone())));
+        self.emit(&run.id, StreamEvent::run(&run));
         let _ = self.inner.queue_tx.send(run.id.clone());
         Ok((run, rx))
     }
 
-    fn emit(&self, run_id: &str, event: &str, data: serde_json::Value) {
-        self.inner.hub.emit(run_id, event, data);
+    fn emit(&self, run_id: &str, event: StreamEvent) {
+        self.inner.hub.emit(run_id, event);
     }
 
     /// Fetch a run of a thread.
@@ -618,7 +609,7 @@ impl Orchestrator {
                 Ok(())
             })
             .await?;
-        self.emit(run_id, "thread.run.cancelling", run_data(&run));
+        self.emit(run_id, StreamEvent::run(&run));
         let flag = self
             .inner
             .driving
@@ -715,7 +706,7 @@ impl Orchestrator {
             .await
             .inspect_err(|_| self.inner.hub.forget(run_id))?;
         self.record_outputs(&run, &by_id).await?;
-        self.emit(run_id, "thread.run.queued", run_data(&run));
+        self.emit(run_id, StreamEvent::run(&run));
         let _ = self.inner.queue_tx.send(run_id.to_string());
         Ok((run, rx))
     }
@@ -742,11 +733,7 @@ impl Orchestrator {
             step.completed_at = Some(now());
             let s2 = step.clone();
             self.db(move |s| s.save(&s2)).await?;
-            self.emit(
-                &run.id,
-                "thread.run.step.completed",
-                serde_json::to_value(&step).unwrap_or_default(),
-            );
+            self.emit(&run.id, StreamEvent::StepCompleted(Box::new(step.clone())));
         }
         let tid = Transcript::id_for(&run.id);
         let outs = outputs.clone();
@@ -878,34 +865,21 @@ impl Orchestrator {
             })
             .await??;
         for m in &cut_short {
-            self.emit(
-                run_id,
-                "thread.message.incomplete",
-                serde_json::to_value(m).unwrap_or_default(),
-            );
+            self.emit(run_id, StreamEvent::MessageIncomplete(Box::new(m.clone())));
         }
         for step in &closed {
-            self.emit(
-                run_id,
-                &format!("thread.run.step.{}", step.status),
-                serde_json::to_value(step).unwrap_or_default(),
-            );
+            if let Some(ev) = StreamEvent::step_ended(step) {
+                self.emit(run_id, ev);
+            }
         }
-        self.emit(
-            run_id,
-            &format!("thread.run.{}", status_str(run.status)),
-            run_data(&run),
-        );
+        self.emit(run_id, StreamEvent::run(&run));
         Ok(run)
     }
 
     /// Streaming ends with an `error` event when a run's events stop making sense (e.g. its
     /// thread was deleted); this builds one.
     pub fn error_event(message: &str) -> StreamEvent {
-        StreamEvent {
-            event: "error".into(),
-            data: json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}}),
-        }
+        StreamEvent::error(message)
     }
 }
 

@@ -8,9 +8,10 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::calls::{self, StreamedCall, code_of};
+use super::events::{ContentPartDelta, ImageFileDelta, StreamEvent, TextDelta, indexed};
 use super::prompt::{self, PromptLimit};
 use super::state::{RunEvent, RunStatus, transition};
-use super::{Orchestrator, Result, RunError, Transcript, annotate, run_data};
+use super::{Orchestrator, Result, RunError, Transcript, annotate};
 use crate::backend::{
     Backend, BackendError, ChatMessage, ChatResponse, CodeToolResult, FinishReason, ModelDelta,
     ToolCall,
@@ -75,22 +76,6 @@ async fn flagged(flag: &AtomicBool) {
     }
 }
 
-fn step_event_data(step: &RunStep) -> serde_json::Value {
-    let mut v = serde_json::to_value(step).unwrap_or_default();
-    // Streams build the tool calls from deltas, which carry every entry's `index`.
-    if let Some(calls) = v.pointer_mut("/step_details/tool_calls") {
-        *calls = json!([]);
-    }
-    v
-}
-
-/// A `thread.run.step.delta` of `step` with one tool call's delta.
-fn step_delta(step: &RunStep, call: serde_json::Value) -> serde_json::Value {
-    json!({"id": step.id, "object": "thread.run.step.delta", "delta": {
-        "step_details": {"type": "tool_calls", "tool_calls": [call]}
-    }})
-}
-
 /// A piece of a model turn, as the backend handed it over (see [`ModelDelta`]).
 enum Streamed {
     Text(String),
@@ -145,10 +130,12 @@ struct Turn {
     tools: ToolStream,
 }
 
-fn message_event_data(m: &Message) -> serde_json::Value {
-    let mut v = serde_json::to_value(m).unwrap_or_default();
-    v["content"] = json!([]);
-    v
+/// A message delta's text part at `index`.
+fn text_part(index: usize, text: TextDelta) -> super::events::ContentDelta {
+    super::events::Indexed {
+        index,
+        value: ContentPartDelta::Text { text },
+    }
 }
 
 fn status_name(o: Outcome) -> &'static str {
@@ -234,7 +221,7 @@ impl Orchestrator {
             // The run is gone (its thread was deleted): tell its streams.
             None => {
                 let ev = Orchestrator::error_event(&format!("Run {run_id} no longer exists."));
-                self.emit(run_id, &ev.event, ev.data);
+                self.emit(run_id, ev);
             }
             _ => {}
         }
@@ -258,7 +245,7 @@ impl Orchestrator {
             Err(RunError::Invalid { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        self.emit(run_id, "thread.run.in_progress", run_data(&run));
+        self.emit(run_id, StreamEvent::run(&run));
         // A run queued by an older version (or by hand) may have no transcript yet.
         let (tid, thread_id) = (Transcript::id_for(run_id), run.thread_id.clone());
         self.db(move |s| {
@@ -684,11 +671,7 @@ impl Orchestrator {
                 }
                 if live && let Some(step) = &tools.step {
                     let delta = calls::created(index, &id, &name, code);
-                    self.emit(
-                        &ctx.run.id,
-                        "thread.run.step.delta",
-                        step_delta(step, delta),
-                    );
+                    self.emit(&ctx.run.id, StreamEvent::tool_call(&step.id, delta));
                 }
                 tools.calls.push(StreamedCall::new(&id, code, live));
                 Ok(())
@@ -703,11 +686,7 @@ impl Orchestrator {
                     && let Some(step) = &tools.step
                 {
                     let delta = calls::piece(index, call.code, &more);
-                    self.emit(
-                        &ctx.run.id,
-                        "thread.run.step.delta",
-                        step_delta(step, delta),
-                    );
+                    self.emit(&ctx.run.id, StreamEvent::tool_call(&step.id, delta));
                 }
                 Ok(())
             }
@@ -731,12 +710,13 @@ impl Orchestrator {
         };
         w.text.push_str(chunk);
         w.sent_text = true;
+        let text = TextDelta {
+            value: Some(chunk.to_string()),
+            annotations: None,
+        };
         self.emit(
             &ctx.run.id,
-            "thread.message.delta",
-            json!({"id": w.message.id, "object": "thread.message.delta", "delta": {
-                "content": [{"index": w.text_index, "type": "text", "text": {"value": chunk}}]
-            }}),
+            StreamEvent::content(&w.message.id, vec![text_part(w.text_index, text)]),
         );
         Ok(())
     }
@@ -806,23 +786,19 @@ impl Orchestrator {
         ];
         self.db(move |s| s.insert_all(&records)).await?;
         let rid = run.id.clone();
-        let step_json = step_event_data(&step);
-        self.emit(&rid, "thread.run.step.created", step_json.clone());
-        self.emit(&rid, "thread.run.step.in_progress", step_json);
-        let mdata = message_event_data(&message);
-        self.emit(&rid, "thread.message.created", mdata.clone());
-        self.emit(&rid, "thread.message.in_progress", mdata);
+        for ev in StreamEvent::step_started(&step) {
+            self.emit(&rid, ev);
+        }
+        for ev in StreamEvent::message_started(&message) {
+            self.emit(&rid, ev);
+        }
         if !images.is_empty() {
-            let parts: Vec<serde_json::Value> = images
-                .iter()
-                .enumerate()
-                .map(|(i, id)| json!({"index": i, "type": "image_file", "image_file": {"file_id": id}}))
-                .collect();
-            self.emit(
-                &rid,
-                "thread.message.delta",
-                json!({"id": message.id, "object": "thread.message.delta", "delta": {"content": parts}}),
-            );
+            let parts = indexed(images.iter().map(|id| ContentPartDelta::ImageFile {
+                image_file: ImageFileDelta {
+                    file_id: id.clone(),
+                },
+            }));
+            self.emit(&rid, StreamEvent::content(&message.id, parts));
         }
         Ok(Writer {
             step,
@@ -844,25 +820,13 @@ impl Orchestrator {
         let rid = ctx.run.id.clone();
         let annotations = self.annotations(ctx, &w.text).await;
         if !w.sent_text || !annotations.is_empty() {
-            let indexed: Vec<serde_json::Value> = annotations
-                .iter()
-                .enumerate()
-                .map(|(i, a)| {
-                    let mut a = a.clone();
-                    a["index"] = json!(i);
-                    a
-                })
-                .collect();
-            let mut text = json!({"annotations": indexed});
-            if !w.sent_text {
-                text["value"] = json!("");
-            }
+            let text = TextDelta {
+                value: (!w.sent_text).then(String::new),
+                annotations: Some(indexed(annotations.iter().cloned())),
+            };
             self.emit(
                 &rid,
-                "thread.message.delta",
-                json!({"id": w.message.id, "object": "thread.message.delta", "delta": {
-                    "content": [{"index": w.text_index, "type": "text", "text": text}]
-                }}),
+                StreamEvent::content(&w.message.id, vec![text_part(w.text_index, text)]),
             );
         }
         if let Some(Content::Text { text }) = w.message.content.get_mut(w.text_index) {
@@ -887,21 +851,16 @@ impl Orchestrator {
             s.save(&s2)
         })
         .await?;
-        let event = if incomplete {
-            "thread.message.incomplete"
-        } else {
-            "thread.message.completed"
-        };
+        let message = Box::new(w.message.clone());
         self.emit(
             &rid,
-            event,
-            serde_json::to_value(&w.message).unwrap_or_default(),
+            if incomplete {
+                StreamEvent::MessageIncomplete(message)
+            } else {
+                StreamEvent::MessageCompleted(message)
+            },
         );
-        self.emit(
-            &rid,
-            "thread.run.step.completed",
-            serde_json::to_value(&w.step).unwrap_or_default(),
-        );
+        self.emit(&rid, StreamEvent::StepCompleted(Box::new(w.step.clone())));
         Ok(())
     }
 
@@ -985,9 +944,9 @@ impl Orchestrator {
         };
         let s2 = step.clone();
         self.db(move |s| s.insert(&s2)).await?;
-        let data = step_event_data(&step);
-        self.emit(&ctx.run.id, "thread.run.step.created", data.clone());
-        self.emit(&ctx.run.id, "thread.run.step.in_progress", data);
+        for ev in StreamEvent::step_started(&step) {
+            self.emit(&ctx.run.id, ev);
+        }
         Ok(step)
     }
 
@@ -1066,13 +1025,13 @@ impl Orchestrator {
                 }),
                 None => {
                     let created = calls::created(i, id, name, code);
-                    self.emit(&rid, "thread.run.step.delta", step_delta(&step, created));
+                    self.emit(&rid, StreamEvent::tool_call(&step.id, created));
                     full.to_string()
                 }
             };
             if !rest.is_empty() {
                 let piece = calls::piece(i, code, &rest);
-                self.emit(&rid, "thread.run.step.delta", step_delta(&step, piece));
+                self.emit(&rid, StreamEvent::tool_call(&step.id, piece));
             }
             let StepToolCall::CodeInterpreter {
                 id,
@@ -1102,24 +1061,8 @@ impl Orchestrator {
             };
             let call_id = id.clone();
             if !outputs.is_empty() {
-                let indexed: Vec<serde_json::Value> = outputs
-                    .iter()
-                    .enumerate()
-                    .map(|(j, o)| {
-                        let mut v = serde_json::to_value(o).unwrap_or_default();
-                        v["index"] = json!(j);
-                        v
-                    })
-                    .collect();
-                self.emit(
-                    &rid,
-                    "thread.run.step.delta",
-                    step_delta(
-                        &step,
-                        json!({"index": i, "type": "code_interpreter",
-                            "code_interpreter": {"outputs": indexed}}),
-                    ),
-                );
+                let delta = calls::outputs(i, &outputs);
+                self.emit(&rid, StreamEvent::tool_call(&step.id, delta));
             }
             for o in &outputs {
                 if let CodeOutput::Image { image } = o {
@@ -1173,7 +1116,7 @@ impl Orchestrator {
                     Ok(())
                 })
                 .await?;
-            self.emit(&rid, "thread.run.requires_action", run_data(&run));
+            self.emit(&rid, StreamEvent::run(&run));
             return Ok(true);
         }
         step.status = "completed".into();
@@ -1181,11 +1124,7 @@ impl Orchestrator {
         step.usage = Some(usage);
         let s2 = step.clone();
         self.db(move |s| s.save(&s2)).await?;
-        self.emit(
-            &rid,
-            "thread.run.step.completed",
-            serde_json::to_value(&step).unwrap_or_default(),
-        );
+        self.emit(&rid, StreamEvent::StepCompleted(Box::new(step.clone())));
         Ok(false)
     }
 
