@@ -282,7 +282,7 @@ pub enum Content {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Text {
     pub value: String,
-    pub annotations: Vec<serde_json::Value>,
+    pub annotations: Vec<Annotation>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -305,11 +305,11 @@ pub struct Message {
     pub object: String,
     pub created_at: i64,
     pub thread_id: String,
-    pub status: String,
+    pub status: MessageStatus,
     pub incomplete_details: Option<serde_json::Value>,
     pub completed_at: Option<i64>,
     pub incomplete_at: Option<i64>,
-    pub role: String,
+    pub role: MessageRole,
     pub content: Vec<Content>,
     pub assistant_id: Option<String>,
     pub run_id: Option<String>,
@@ -328,6 +328,151 @@ impl Object for Message {
     fn scope(&self) -> Option<&str> {
         Some(&self.thread_id)
     }
+}
+
+/// A run's status; `orchestrator::state::transition` is the only way it changes.
+///
+/// `queued → in_progress → (requires_action ⇄ queued) → completed | incomplete | failed |
+/// cancelling → cancelled | expired`, as OpenAI's runs behave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    InProgress,
+    RequiresAction,
+    Cancelling,
+    Cancelled,
+    Failed,
+    Completed,
+    Incomplete,
+    Expired,
+}
+
+impl RunStatus {
+    /// No further change is possible.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Cancelled
+                | RunStatus::Failed
+                | RunStatus::Completed
+                | RunStatus::Incomplete
+                | RunStatus::Expired
+        )
+    }
+
+    /// The run holds its thread's lock (no messages may be added, no other run started).
+    pub fn locks_thread(self) -> bool {
+        !self.is_terminal()
+    }
+}
+
+/// A message's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    InProgress,
+    Incomplete,
+    Completed,
+}
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageRole {
+    User,
+    Assistant,
+}
+
+/// A run step's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    InProgress,
+    Cancelled,
+    Failed,
+    Completed,
+    Expired,
+}
+
+/// A run step's `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepType {
+    MessageCreation,
+    ToolCalls,
+}
+
+/// What a run waits for in `requires_action`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RequiredAction {
+    SubmitToolOutputs {
+        submit_tool_outputs: SubmitToolOutputs,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitToolOutputs {
+    pub tool_calls: Vec<RequiredToolCall>,
+}
+
+/// A function call a run waits for the output of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequiredToolCall {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: FunctionType,
+    pub function: RequiredFunction,
+}
+
+/// The `type` of a function tool call: always `function`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FunctionType {
+    Function,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequiredFunction {
+    pub name: String,
+    pub arguments: String,
+}
+
+impl RequiredAction {
+    /// The calls a run in `requires_action` waits for.
+    pub fn tool_calls(&self) -> &[RequiredToolCall] {
+        match self {
+            RequiredAction::SubmitToolOutputs {
+                submit_tool_outputs,
+            } => &submit_tool_outputs.tool_calls,
+        }
+    }
+}
+
+/// A text part's annotation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Annotation {
+    /// A link to a file the code interpreter wrote.
+    FilePath {
+        text: String,
+        start_index: usize,
+        end_index: usize,
+        file_path: FileRef,
+    },
+    /// A quote from a file `file_search` found.
+    FileCitation {
+        text: String,
+        start_index: usize,
+        end_index: usize,
+        file_citation: FileRef,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileRef {
+    pub file_id: String,
 }
 
 /// `{code, message}` of a failed run or step.
@@ -367,8 +512,8 @@ pub struct Run {
     pub created_at: i64,
     pub thread_id: String,
     pub assistant_id: String,
-    pub status: crate::orchestrator::state::RunStatus,
-    pub required_action: Option<serde_json::Value>,
+    pub status: RunStatus,
+    pub required_action: Option<RequiredAction>,
     pub last_error: Option<LastError>,
     pub expires_at: Option<i64>,
     pub started_at: Option<i64>,
@@ -471,9 +616,8 @@ pub struct RunStep {
     pub thread_id: String,
     pub run_id: String,
     #[serde(rename = "type")]
-    pub kind: String,
-    /// `in_progress`, `cancelled`, `failed`, `completed` or `expired`.
-    pub status: String,
+    pub kind: StepType,
+    pub status: StepStatus,
     pub step_details: StepDetails,
     pub last_error: Option<LastError>,
     pub expired_at: Option<i64>,

@@ -9,7 +9,9 @@ use serde::Deserialize;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ListBody, ListQuery, deleted};
 use super::{AppState, blocking, insert_returning, save_returning, validate};
-use crate::model::{Attachment, Kind, Message, Metadata, Thread, ToolResources, new_id, now};
+use crate::model::{
+    Attachment, Kind, Message, MessageStatus, Metadata, Thread, ToolResources, new_id, now,
+};
 use crate::store::{Filter, Record, StoreExt};
 
 pub fn router() -> Router<AppState> {
@@ -69,7 +71,7 @@ pub async fn build_message(
     thread_id: &str,
     req: CreateMessage,
 ) -> ApiResult<Message> {
-    validate::role(&req.role)?;
+    let role = validate::role(&req.role)?;
     let content = validate::content(state, req.content).await?;
     let attachments = validate::attachments(state, &req.attachments).await?;
     let metadata = validate::metadata(&req.metadata)?;
@@ -79,11 +81,11 @@ pub async fn build_message(
         object: "thread.message".into(),
         created_at: t,
         thread_id: thread_id.to_string(),
-        status: "completed".into(),
+        status: MessageStatus::Completed,
         incomplete_details: None,
         completed_at: Some(t),
         incomplete_at: None,
-        role: req.role,
+        role,
         content,
         assistant_id: None,
         run_id: None,

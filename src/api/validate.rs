@@ -3,7 +3,8 @@
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use crate::model::{
-    Attachment, Content, FileObject, ImageFile, ImageUrl, Metadata, Text, Tool, ToolResources,
+    Attachment, Content, FileObject, ImageFile, ImageUrl, MessageRole, Metadata, Text, Tool,
+    ToolResources,
 };
 use crate::store::StoreExt;
 
@@ -241,15 +242,16 @@ pub async fn content(state: &AppState, input: ContentInput) -> ApiResult<Vec<Con
     }
 }
 
-pub fn role(role: &str) -> ApiResult<()> {
-    if role != "user" && role != "assistant" {
-        return Err(ApiError::invalid(
+pub fn role(role: &str) -> ApiResult<MessageRole> {
+    match role {
+        "user" => Ok(MessageRole::User),
+        "assistant" => Ok(MessageRole::Assistant),
+        _ => Err(ApiError::invalid(
             "role",
             format!("Invalid value: '{role}'. Supported values are: 'user' and 'assistant'."),
         )
-        .code("invalid_value"));
+        .code("invalid_value")),
     }
-    Ok(())
 }
 
 pub async fn attachments(

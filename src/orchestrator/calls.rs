@@ -3,9 +3,10 @@
 //! then (for code) its outputs.
 //!
 //! The SDKs' handlers take the first delta of a new `index` as the call's creation and a delta
-//! for another index as the end of the current call. So calls stream live only while no code
-//! call of the turn is waiting for its outputs: the first code call streams live, and any call
-//! after it is sent whole (creation, then input) just before its own outputs.
+//! for another index as the end of the current call. So only a turn's first call streams live
+//! (a model may still add to it after starting the next, and a code call's outputs come after
+//! the whole turn); each later call is sent whole (creation, then input or arguments) in turn,
+//! after the previous call's outputs.
 
 use super::events::{CallDelta, CodeDelta, FunctionDelta, ToolCallDelta, indexed};
 use crate::model::CodeOutput;

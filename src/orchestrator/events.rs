@@ -12,7 +12,9 @@ use serde::Serialize;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::state::RunStatus;
-use crate::model::{CodeOutput, Message, Run, RunStep, StepDetails, Thread};
+use crate::model::{
+    Annotation, CodeOutput, Message, Run, RunStep, StepDetails, StepStatus, Thread,
+};
 
 /// One server-sent event of a run stream: its name (`event`) and its data.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -156,12 +158,12 @@ impl StreamEvent {
     /// The event that says a step ended in `step.status` (`None` while it is in progress).
     pub fn step_ended(step: &RunStep) -> Option<StreamEvent> {
         let s = Box::new(step.clone());
-        Some(match step.status.as_str() {
-            "completed" => StreamEvent::StepCompleted(s),
-            "failed" => StreamEvent::StepFailed(s),
-            "cancelled" => StreamEvent::StepCancelled(s),
-            "expired" => StreamEvent::StepExpired(s),
-            _ => return None,
+        Some(match step.status {
+            StepStatus::Completed => StreamEvent::StepCompleted(s),
+            StepStatus::Failed => StreamEvent::StepFailed(s),
+            StepStatus::Cancelled => StreamEvent::StepCancelled(s),
+            StepStatus::Expired => StreamEvent::StepExpired(s),
+            StepStatus::InProgress => return None,
         })
     }
 
@@ -311,7 +313,7 @@ pub struct TextDelta {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<Vec<Indexed<serde_json::Value>>>,
+    pub annotations: Option<Vec<Indexed<Annotation>>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -461,9 +463,14 @@ mod tests {
         }))
         .unwrap();
         out.extend(StreamEvent::step_started(&step));
-        for status in ["completed", "failed", "cancelled", "expired"] {
+        for status in [
+            StepStatus::Completed,
+            StepStatus::Failed,
+            StepStatus::Cancelled,
+            StepStatus::Expired,
+        ] {
             let mut s = step.clone();
-            s.status = status.into();
+            s.status = status;
             out.extend(StreamEvent::step_ended(&s));
         }
         out.push(StreamEvent::tool_call(

@@ -31,8 +31,8 @@ use crate::backend::local::Local;
 use crate::backend::upstream::Upstream;
 use crate::backend::{Backend, ChatMessage, LOCAL_MODEL};
 use crate::model::{
-    Assistant, Kind, LastError, Message, Object, Run, RunStep, StepDetails, Thread, Tool,
-    Truncation, new_id, now,
+    Assistant, Kind, LastError, Message, MessageStatus, Object, Run, RunStep, StepDetails,
+    StepStatus, Thread, Tool, Truncation, new_id, now,
 };
 use crate::sandbox::Sessions;
 use crate::store::{Filter, Order, Page, Record, Store, StoreError, StoreExt};
@@ -661,14 +661,7 @@ impl Orchestrator {
         let pending: Vec<String> = run
             .required_action
             .as_ref()
-            .and_then(|a| a.pointer("/submit_tool_outputs/tool_calls"))
-            .and_then(|c| c.as_array())
-            .map(|calls| {
-                calls
-                    .iter()
-                    .filter_map(|c| c["id"].as_str().map(str::to_string))
-                    .collect()
-            })
+            .map(|a| a.tool_calls().iter().map(|c| c.id.clone()).collect())
             .unwrap_or_default();
         let mut by_id: HashMap<String, String> = HashMap::new();
         for (id, out) in outputs {
@@ -729,7 +722,7 @@ impl Orchestrator {
                     }
                 }
             }
-            step.status = "completed".into();
+            step.status = StepStatus::Completed;
             step.completed_at = Some(now());
             let s2 = step.clone();
             self.db(move |s| s.save(&s2)).await?;
@@ -761,7 +754,10 @@ impl Orchestrator {
     /// The run's step still in progress, if any.
     async fn pending_step(&self, run: &Run) -> Result<Option<RunStep>> {
         let steps = self.steps_of(run).await?;
-        Ok(steps.into_iter().rev().find(|s| s.status == "in_progress"))
+        Ok(steps
+            .into_iter()
+            .rev()
+            .find(|s| s.status == StepStatus::InProgress))
     }
 
     async fn steps_of(&self, run: &Run) -> Result<Vec<RunStep>> {
@@ -824,23 +820,23 @@ impl Orchestrator {
                 }
                 // Close what the run left open.
                 let (step_status, msg_reason) = match to {
-                    RunStatus::Cancelled => ("cancelled", Some("run_cancelled")),
-                    RunStatus::Expired => ("expired", Some("run_expired")),
-                    RunStatus::Failed => ("failed", Some("run_failed")),
-                    _ => ("completed", None),
+                    RunStatus::Cancelled => (StepStatus::Cancelled, Some("run_cancelled")),
+                    RunStatus::Expired => (StepStatus::Expired, Some("run_expired")),
+                    RunStatus::Failed => (StepStatus::Failed, Some("run_failed")),
+                    _ => (StepStatus::Completed, None),
                 };
                 let mut records = vec![Record::of(&r)?];
                 let mut closed = vec![];
                 let mut cut_short = vec![];
                 for mut step in steps_in(s, &r.thread_id, &r.id)? {
-                    if step.status != "in_progress" {
+                    if step.status != StepStatus::InProgress {
                         continue;
                     }
-                    step.status = step_status.into();
+                    step.status = step_status;
                     match step_status {
-                        "cancelled" => step.cancelled_at = Some(t),
-                        "expired" => step.expired_at = Some(t),
-                        "failed" => {
+                        StepStatus::Cancelled => step.cancelled_at = Some(t),
+                        StepStatus::Expired => step.expired_at = Some(t),
+                        StepStatus::Failed => {
                             step.failed_at = Some(t);
                             step.last_error = err.clone();
                         }
@@ -849,9 +845,9 @@ impl Orchestrator {
                     if let (Some(reason), StepDetails::MessageCreation { message_creation }) =
                         (msg_reason, &step.step_details)
                         && let Some(mut m) = s.find::<Message>(&message_creation.message_id)?
-                        && m.status == "in_progress"
+                        && m.status == MessageStatus::InProgress
                     {
-                        m.status = "incomplete".into();
+                        m.status = MessageStatus::Incomplete;
                         m.incomplete_at = Some(t);
                         m.incomplete_details = Some(json!({ "reason": reason }));
                         records.push(Record::of(&m)?);

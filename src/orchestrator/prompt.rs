@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use crate::backend::{
     ChatMessage, ChatRequest, FunctionSpec, ImagePart, Role, ToolChoice, estimate_tokens,
 };
-use crate::model::{Attachment, AttachmentTool, Content, Message, Run, Tool};
+use crate::model::{Attachment, AttachmentTool, Content, Message, MessageRole, Run, Tool};
 
 /// The name `code_interpreter` is offered under: its own name unless a function of the run
 /// already has it.
@@ -124,7 +124,7 @@ pub fn chat_message(
     files: &[(String, String)],
     images: &HashMap<String, String>,
 ) -> ChatMessage {
-    let role = if m.role == "assistant" {
+    let role = if m.role == MessageRole::Assistant {
         Role::Assistant
     } else {
         Role::User
@@ -274,11 +274,11 @@ mod tests {
             object: "thread.message".into(),
             created_at: 0,
             thread_id: "thread_1".into(),
-            status: "completed".into(),
+            status: crate::model::MessageStatus::Completed,
             incomplete_details: None,
             completed_at: None,
             incomplete_at: None,
-            role: "user".into(),
+            role: MessageRole::User,
             content: vec![Content::Text {
                 text: Text {
                     value: format!("message number {i} with some words in it"),
@@ -334,7 +334,7 @@ mod tests {
             "message number 1 with some words in it\n[image file file-gone]"
         );
         // An assistant's images stay text: Chat Completions takes images from users only.
-        m.role = "assistant".into();
+        m.role = MessageRole::Assistant;
         let c = chat_message(&m, &[], &images);
         assert!(c.images.is_empty());
         assert!(c.content.contains("[image https://example.test/a.png]"));

@@ -3,40 +3,7 @@
 //! `queued → in_progress → (requires_action ⇄ queued) → completed | incomplete | failed |
 //! cancelling → cancelled | expired`, as OpenAI's runs behave.
 
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    Queued,
-    InProgress,
-    RequiresAction,
-    Cancelling,
-    Cancelled,
-    Failed,
-    Completed,
-    Incomplete,
-    Expired,
-}
-
-impl RunStatus {
-    /// No further change is possible.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            RunStatus::Cancelled
-                | RunStatus::Failed
-                | RunStatus::Completed
-                | RunStatus::Incomplete
-                | RunStatus::Expired
-        )
-    }
-
-    /// The run holds its thread's lock (no messages may be added, no other run started).
-    pub fn locks_thread(self) -> bool {
-        !self.is_terminal()
-    }
-}
+pub use crate::model::RunStatus;
 
 /// What happened to a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

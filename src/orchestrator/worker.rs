@@ -17,9 +17,10 @@ use crate::backend::{
     ToolCall,
 };
 use crate::model::{
-    Assistant, CodeInterpreterCall, CodeOutput, Content, FileObject, FunctionCall, ImageFile,
-    ImageRef, Message, MessageCreation, Run, RunStep, RunUsage, StepDetails, StepToolCall, Text,
-    Thread, new_id, now,
+    Annotation, Assistant, CodeInterpreterCall, CodeOutput, Content, FileObject, FileRef,
+    FunctionCall, FunctionType, ImageFile, ImageRef, Message, MessageCreation, MessageRole,
+    MessageStatus, RequiredAction, RequiredFunction, RequiredToolCall, Run, RunStep, RunUsage,
+    StepDetails, StepStatus, StepToolCall, StepType, SubmitToolOutputs, Text, Thread, new_id, now,
 };
 use crate::sandbox::{ExecOptions, InputFile, Outcome, Sessions};
 use crate::store::{Order, Page, StoreExt, blobs};
@@ -473,7 +474,7 @@ impl Orchestrator {
         const MAX_IMAGE_BYTES: u64 = 20 << 20;
         let ids: Vec<String> = history
             .iter()
-            .filter(|m| m.role == "user")
+            .filter(|m| m.role == MessageRole::User)
             .flat_map(|m| m.content.iter())
             .filter_map(|c| match c {
                 Content::ImageFile { image_file } => Some(image_file.file_id.clone()),
@@ -534,7 +535,11 @@ impl Orchestrator {
             ids.extend(from_resources(&a.tool_resources));
         }
         ids.extend(from_resources(&thread.tool_resources));
-        let newest_user = ctx.history.iter().rev().find(|m| m.role == "user");
+        let newest_user = ctx
+            .history
+            .iter()
+            .rev()
+            .find(|m| m.role == MessageRole::User);
         let fresh: Vec<String> = newest_user
             .map(|m| {
                 m.attachments
@@ -660,9 +665,11 @@ impl Orchestrator {
             Streamed::Text(t) => self.write_text(ctx, writer, &t).await,
             Streamed::Call { index, id, name } => {
                 let code = Some(&name) == ctx.code_tool.as_ref();
-                // Live while no text came first (its message would still be open) and no code
-                // call of this turn waits for its outputs.
-                let live = writer.is_none() && !tools.calls.iter().any(|c| c.code);
+                // Only a turn's first call streams live, and only if no text came first (its
+                // message would still be open): the SDKs take a delta for another index as the
+                // end of the current call, and a model may still be writing (or, interleaving,
+                // add to) a call when the next one starts.
+                let live = writer.is_none() && tools.calls.is_empty();
                 if live && tools.step.is_none() {
                     tools.step = Some(self.open_tool_step(ctx).await?);
                 }
@@ -747,11 +754,11 @@ impl Orchestrator {
             object: "thread.message".into(),
             created_at: t,
             thread_id: run.thread_id.clone(),
-            status: "in_progress".into(),
+            status: MessageStatus::InProgress,
             incomplete_details: None,
             completed_at: None,
             incomplete_at: None,
-            role: "assistant".into(),
+            role: MessageRole::Assistant,
             content,
             assistant_id: Some(run.assistant_id.clone()),
             run_id: Some(run.id.clone()),
@@ -765,8 +772,8 @@ impl Orchestrator {
             assistant_id: run.assistant_id.clone(),
             thread_id: run.thread_id.clone(),
             run_id: run.id.clone(),
-            kind: "message_creation".into(),
-            status: "in_progress".into(),
+            kind: StepType::MessageCreation,
+            status: StepStatus::InProgress,
             step_details: StepDetails::MessageCreation {
                 message_creation: MessageCreation {
                     message_id: message.id.clone(),
@@ -835,14 +842,14 @@ impl Orchestrator {
         }
         let t = now();
         if incomplete {
-            w.message.status = "incomplete".into();
+            w.message.status = MessageStatus::Incomplete;
             w.message.incomplete_at = Some(t);
             w.message.incomplete_details = Some(json!({"reason": "max_tokens"}));
         } else {
-            w.message.status = "completed".into();
+            w.message.status = MessageStatus::Completed;
             w.message.completed_at = Some(t);
         }
-        w.step.status = "completed".into();
+        w.step.status = StepStatus::Completed;
         w.step.completed_at = Some(t);
         w.step.usage = Some(usage);
         let (m, s2) = (w.message.clone(), w.step.clone());
@@ -866,7 +873,7 @@ impl Orchestrator {
 
     /// `file_path` annotations for the text's `sandbox:/mnt/data/…` links to existing files;
     /// each linked file becomes a File (purpose `assistants_output`).
-    async fn annotations(&self, ctx: &Ctx, text: &str) -> Vec<serde_json::Value> {
+    async fn annotations(&self, ctx: &Ctx, text: &str) -> Vec<Annotation> {
         let Some(sessions) = self.inner.sessions.clone() else {
             return vec![];
         };
@@ -907,13 +914,12 @@ impl Orchestrator {
                         }
                     }
                 };
-                out.push(json!({
-                    "type": "file_path",
-                    "text": l.text,
-                    "start_index": l.start,
-                    "end_index": l.end,
-                    "file_path": {"file_id": id},
-                }));
+                out.push(Annotation::FilePath {
+                    text: l.text,
+                    start_index: l.start,
+                    end_index: l.end,
+                    file_path: FileRef { file_id: id },
+                });
             }
             out
         })
@@ -930,8 +936,8 @@ impl Orchestrator {
             assistant_id: ctx.run.assistant_id.clone(),
             thread_id: ctx.run.thread_id.clone(),
             run_id: ctx.run.id.clone(),
-            kind: "tool_calls".into(),
-            status: "in_progress".into(),
+            kind: StepType::ToolCalls,
+            status: StepStatus::InProgress,
             step_details: StepDetails::ToolCalls { tool_calls: vec![] },
             last_error: None,
             expired_at: None,
@@ -1096,13 +1102,17 @@ impl Orchestrator {
             s.save(&t)
         })
         .await?;
-        let functions: Vec<serde_json::Value> = tool_calls
+        let functions: Vec<RequiredToolCall> = tool_calls
             .iter()
             .filter_map(|c| match c {
-                StepToolCall::Function { id, function } => Some(json!({
-                    "id": id, "type": "function",
-                    "function": {"name": function.name, "arguments": function.arguments},
-                })),
+                StepToolCall::Function { id, function } => Some(RequiredToolCall {
+                    id: id.clone(),
+                    kind: FunctionType::Function,
+                    function: RequiredFunction {
+                        name: function.name.clone(),
+                        arguments: function.arguments.clone(),
+                    },
+                }),
                 _ => None,
             })
             .collect();
@@ -1111,15 +1121,18 @@ impl Orchestrator {
                 .update_run(&rid, move |r| {
                     r.status = transition(r.status, RunEvent::NeedToolOutputs)
                         .map_err(|e| RunError::Internal(e.into()))?;
-                    r.required_action = Some(json!({"type": "submit_tool_outputs",
-                        "submit_tool_outputs": {"tool_calls": functions}}));
+                    r.required_action = Some(RequiredAction::SubmitToolOutputs {
+                        submit_tool_outputs: SubmitToolOutputs {
+                            tool_calls: functions,
+                        },
+                    });
                     Ok(())
                 })
                 .await?;
             self.emit(&rid, StreamEvent::run(&run));
             return Ok(true);
         }
-        step.status = "completed".into();
+        step.status = StepStatus::Completed;
         step.completed_at = Some(now());
         step.usage = Some(usage);
         let s2 = step.clone();

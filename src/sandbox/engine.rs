@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::{Config, Engine, Module};
 
 use super::progress::Progress;
-use super::runtime::{sha256_file, write_atomic};
+use super::files::{sha256_file, write_atomic};
 
 /// Wall-clock length of one epoch tick; deadlines are checked at this granularity.
 pub const TICK: Duration = Duration::from_millis(10);

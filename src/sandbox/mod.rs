@@ -10,6 +10,7 @@
 //!   one, talking over pipes ([`wire`]).
 
 mod engine;
+mod files;
 mod image;
 mod interp;
 mod limits;

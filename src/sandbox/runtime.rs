@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::files::{sha256_file, write_atomic};
 use super::progress::Progress;
 
 const PIN_TOML: &str = include_str!("../../python-wasm/pin.toml");
@@ -329,31 +330,6 @@ fn copy_hashing(
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// SHA-256 of a file, streamed.
-pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    let mut f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
-
-/// Write a file through a temporary sibling and a rename, so readers never see half of it.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let parent = path.parent().context("path has no parent")?;
-    let mut tmp = tempfile::NamedTempFile::new_in(parent)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {
