@@ -317,6 +317,48 @@ pub struct Message {
     pub metadata: Metadata,
 }
 
+impl Message {
+    /// A new message of `thread_id` by `role`, with `status`.
+    pub fn new(
+        thread_id: &str,
+        role: MessageRole,
+        status: MessageStatus,
+        content: Vec<Content>,
+    ) -> Message {
+        let t = now();
+        Message {
+            id: new_id("msg_"),
+            object: "thread.message".into(),
+            created_at: t,
+            thread_id: thread_id.to_string(),
+            status,
+            incomplete_details: None,
+            completed_at: (status == MessageStatus::Completed).then_some(t),
+            incomplete_at: None,
+            role,
+            content,
+            assistant_id: None,
+            run_id: None,
+            attachments: vec![],
+            metadata: Default::default(),
+        }
+    }
+
+    /// A new in-progress assistant message of `run`.
+    pub fn of_run(run: &Run, content: Vec<Content>) -> Message {
+        Message {
+            assistant_id: Some(run.assistant_id.clone()),
+            run_id: Some(run.id.clone()),
+            ..Message::new(
+                &run.thread_id,
+                MessageRole::Assistant,
+                MessageStatus::InProgress,
+                content,
+            )
+        }
+    }
+}
+
 impl Object for Message {
     const KIND: Kind = Kind::Message;
     fn id(&self) -> &str {
@@ -626,6 +668,34 @@ pub struct RunStep {
     pub completed_at: Option<i64>,
     pub metadata: Metadata,
     pub usage: Option<RunUsage>,
+}
+
+impl RunStep {
+    /// A new, in-progress step of `run` (usage shows once it ends).
+    pub fn start(run: &Run, step_details: StepDetails) -> RunStep {
+        let kind = match step_details {
+            StepDetails::MessageCreation { .. } => StepType::MessageCreation,
+            StepDetails::ToolCalls { .. } => StepType::ToolCalls,
+        };
+        RunStep {
+            id: new_id("step_"),
+            object: "thread.run.step".into(),
+            created_at: now(),
+            assistant_id: run.assistant_id.clone(),
+            thread_id: run.thread_id.clone(),
+            run_id: run.id.clone(),
+            kind,
+            status: StepStatus::InProgress,
+            step_details,
+            last_error: None,
+            expired_at: None,
+            cancelled_at: None,
+            failed_at: None,
+            completed_at: None,
+            metadata: Default::default(),
+            usage: None,
+        }
+    }
 }
 
 impl Object for RunStep {

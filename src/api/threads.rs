@@ -75,22 +75,10 @@ pub async fn build_message(
     let content = validate::content(state, req.content).await?;
     let attachments = validate::attachments(state, &req.attachments).await?;
     let metadata = validate::metadata(&req.metadata)?;
-    let t = now();
     Ok(Message {
-        id: new_id("msg_"),
-        object: "thread.message".into(),
-        created_at: t,
-        thread_id: thread_id.to_string(),
-        status: MessageStatus::Completed,
-        incomplete_details: None,
-        completed_at: Some(t),
-        incomplete_at: None,
-        role,
-        content,
-        assistant_id: None,
-        run_id: None,
         attachments,
         metadata,
+        ..Message::new(thread_id, role, MessageStatus::Completed, content)
     })
 }
 

@@ -330,7 +330,6 @@ fn copy_hashing(
     Ok(hex::encode(hasher.finalize()))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

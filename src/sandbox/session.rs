@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::files::sha256_file;
 use super::interp::{Clock, GUEST_DATA, Interpreter, TurnEnd};
 use super::limits::{MAX_CODE_BYTES, MIN_MEMORY_BYTES};
 use super::result::{ExecResult, FileChange, Outcome, PythonError};
-use super::files::sha256_file;
 use super::wasi::{Door, OutputTap};
 use super::{LoadedImage, SandboxError, SessionDirs};
 use crate::sandbox::Limits;

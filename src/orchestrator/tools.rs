@@ -1,0 +1,363 @@
+//! A turn's tool calls: the `tool_calls` step, code cells run in the thread's session (their
+//! outputs, images and files), and the wait for function outputs.
+
+use super::turn::ToolStream;
+use super::worker::Ctx;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::calls::{self, code_of};
+use super::events::StreamEvent;
+use super::state::{RunEvent, transition};
+use super::{Orchestrator, Result, RunError, Transcript};
+use crate::backend::{ChatMessage, CodeToolResult, ToolCall};
+use crate::model::{
+    CodeInterpreterCall, CodeOutput, FunctionCall, FunctionType, ImageRef, RequiredAction,
+    RequiredFunction, RequiredToolCall, RunStep, RunUsage, StepDetails, StepStatus, StepToolCall,
+    SubmitToolOutputs, now,
+};
+use crate::sandbox::{ExecOptions, InputFile, Outcome, Sessions};
+use crate::store::{StoreExt, blobs};
+
+/// Most log text handed back to the model per call (the step keeps all of it).
+pub(super) const MAX_LOGS_FOR_MODEL: usize = 16 * 1024;
+
+pub(super) fn status_name(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Ok => "completed",
+        other => other.as_str(),
+    }
+}
+
+/// Charge `bytes` about to become a File to the thread's session's export budget; whether it
+/// fits (a file past it stays in `/mnt/data`, unlinked).
+pub(super) fn export_fits(sessions: &Sessions, thread_id: &str, bytes: usize) -> bool {
+    match sessions.charge_export(thread_id, bytes as u64) {
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::info!(thread = %thread_id, "a session's export budget is used up");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not charge a session's exports");
+            false
+        }
+    }
+}
+
+pub(super) fn clip_for_model(logs: &str) -> String {
+    if logs.len() <= MAX_LOGS_FOR_MODEL {
+        return logs.to_string();
+    }
+    let half = MAX_LOGS_FOR_MODEL / 2;
+    let mut a = half;
+    while !logs.is_char_boundary(a) {
+        a -= 1;
+    }
+    let mut b = logs.len() - half;
+    while !logs.is_char_boundary(b) {
+        b += 1;
+    }
+    format!("{}\n[… {} bytes cut …]\n{}", &logs[..a], b - a, &logs[b..])
+}
+
+impl Orchestrator {
+    /// Start a `tool_calls` step (its calls come as deltas).
+    pub(super) async fn open_tool_step(&self, ctx: &Ctx) -> Result<RunStep> {
+        // Usage shows once the step completes (after its code, or when its outputs arrive).
+        let step = RunStep::start(&ctx.run, StepDetails::ToolCalls { tool_calls: vec![] });
+        let s2 = step.clone();
+        self.db(move |s| s.insert(&s2)).await?;
+        for ev in StreamEvent::step_started(&step) {
+            self.emit(&ctx.run.id, ev);
+        }
+        Ok(step)
+    }
+
+    /// Make a `tool_calls` step for the model's calls and run its code_interpreter calls.
+    /// Returns whether the drive stops here: the run now waits for function outputs, or it
+    /// failed because the sandbox worker running its code died.
+    pub(super) async fn tool_step(
+        &self,
+        ctx: &mut Ctx,
+        calls: &[ToolCall],
+        streamed: ToolStream,
+        usage: RunUsage,
+        flag: &Arc<AtomicBool>,
+    ) -> Result<bool> {
+        let rid = ctx.run.id.clone();
+        let is_code = |c: &ToolCall| Some(&c.name) == ctx.code_tool.as_ref();
+        let mut tool_calls: Vec<StepToolCall> = calls
+            .iter()
+            .map(|c| {
+                if is_code(c) {
+                    StepToolCall::CodeInterpreter {
+                        id: c.id.clone(),
+                        code_interpreter: CodeInterpreterCall {
+                            input: code_of(&c.arguments),
+                            outputs: vec![],
+                        },
+                    }
+                } else {
+                    StepToolCall::Function {
+                        id: c.id.clone(),
+                        function: FunctionCall {
+                            name: c.name.clone(),
+                            arguments: c.arguments.clone(),
+                            output: None,
+                        },
+                    }
+                }
+            })
+            .collect();
+        // The step the calls streamed into, or a new one.
+        let mut step = match streamed.step {
+            Some(step) => step,
+            None => self.open_tool_step(ctx).await?,
+        };
+        step.step_details = StepDetails::ToolCalls {
+            tool_calls: tool_calls.clone(),
+        };
+        let s2 = step.clone();
+        self.db(move |s| s.save(&s2)).await?;
+        // Call by call, as OpenAI streamed them: a call's creation and input (unless they
+        // streamed live while the model wrote them), then (for code) its outputs, then the next
+        // call. The SDK's handlers take a delta for a new index as the end of the previous
+        // call, so a call's outputs must come before the next call's input.
+        let mut results = vec![];
+        for i in 0..tool_calls.len() {
+            let (id, name, code, full) = match &tool_calls[i] {
+                StepToolCall::CodeInterpreter {
+                    id,
+                    code_interpreter,
+                } => (id, "", true, code_interpreter.input.as_str()),
+                StepToolCall::Function { id, function } => (
+                    id,
+                    function.name.as_str(),
+                    false,
+                    function.arguments.as_str(),
+                ),
+            };
+            let live = streamed
+                .calls
+                .get(i)
+                .filter(|c| c.live && c.id == *id && c.code == code);
+            let rest = match live {
+                Some(c) => c.rest(full).unwrap_or_else(|| {
+                    tracing::warn!(call = %id, "a streamed tool call does not add up to the stored one");
+                    String::new()
+                }),
+                None => {
+                    let created = calls::created(i, id, name, code);
+                    self.emit(&rid, StreamEvent::tool_call(&step.id, created));
+                    full.to_string()
+                }
+            };
+            if !rest.is_empty() {
+                let piece = calls::piece(i, code, &rest);
+                self.emit(&rid, StreamEvent::tool_call(&step.id, piece));
+            }
+            let StepToolCall::CodeInterpreter {
+                id,
+                code_interpreter,
+            } = &tool_calls[i]
+            else {
+                continue;
+            };
+            if flag.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+            // The run's input files go in with its first cell.
+            let inputs = std::mem::take(&mut ctx.inputs);
+            let (outputs, result) = match self
+                .run_code(ctx, id, code_interpreter.input.clone(), inputs, flag)
+                .await
+            {
+                Ok(done) => done,
+                // Not the code's failure but the server's: the run cannot go on.
+                Err(lost) => {
+                    if !flag.load(Ordering::SeqCst) {
+                        self.finish(&rid, RunEvent::Fail, Some(("server_error", &lost)))
+                            .await?;
+                    }
+                    return Ok(true);
+                }
+            };
+            let call_id = id.clone();
+            if !outputs.is_empty() {
+                let delta = calls::outputs(i, &outputs);
+                self.emit(&rid, StreamEvent::tool_call(&step.id, delta));
+            }
+            for o in &outputs {
+                if let CodeOutput::Image { image } = o {
+                    ctx.pending_images.push(image.file_id.clone());
+                }
+            }
+            if let StepToolCall::CodeInterpreter {
+                code_interpreter, ..
+            } = &mut tool_calls[i]
+            {
+                code_interpreter.outputs = outputs;
+            }
+            step.step_details = StepDetails::ToolCalls {
+                tool_calls: tool_calls.clone(),
+            };
+            let s2 = step.clone();
+            self.db(move |s| s.save(&s2)).await?;
+            results.push(ChatMessage::tool_result(
+                &call_id,
+                serde_json::to_string(&result).unwrap_or_default(),
+            ));
+            if flag.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+        }
+        let tid = super::Transcript::id_for(&rid);
+        self.db(move |s| {
+            let mut t = s.fetch::<Transcript>(&tid)?;
+            t.messages.extend(results);
+            t.step_usage = Some(usage);
+            s.save(&t)
+        })
+        .await?;
+        let functions: Vec<RequiredToolCall> = tool_calls
+            .iter()
+            .filter_map(|c| match c {
+                StepToolCall::Function { id, function } => Some(RequiredToolCall {
+                    id: id.clone(),
+                    kind: FunctionType::Function,
+                    function: RequiredFunction {
+                        name: function.name.clone(),
+                        arguments: function.arguments.clone(),
+                    },
+                }),
+                _ => None,
+            })
+            .collect();
+        if !functions.is_empty() {
+            let run = self
+                .update_run(&rid, move |r| {
+                    r.status = transition(r.status, RunEvent::NeedToolOutputs)
+                        .map_err(|e| RunError::Internal(e.into()))?;
+                    r.required_action = Some(RequiredAction::SubmitToolOutputs {
+                        submit_tool_outputs: SubmitToolOutputs {
+                            tool_calls: functions,
+                        },
+                    });
+                    Ok(())
+                })
+                .await?;
+            self.emit(&rid, StreamEvent::run(&run));
+            return Ok(true);
+        }
+        step.status = StepStatus::Completed;
+        step.completed_at = Some(now());
+        step.usage = Some(usage);
+        let s2 = step.clone();
+        self.db(move |s| s.save(&s2)).await?;
+        self.emit(&rid, StreamEvent::StepCompleted(Box::new(step.clone())));
+        Ok(false)
+    }
+
+    /// Run one code cell in the thread's session. `Err` (the message for the run's
+    /// `last_error`) when the sandbox worker process running it died.
+    pub(super) async fn run_code(
+        &self,
+        ctx: &Ctx,
+        call_id: &str,
+        code: String,
+        inputs: Vec<InputFile>,
+        flag: &Arc<AtomicBool>,
+    ) -> std::result::Result<(Vec<CodeOutput>, CodeToolResult), String> {
+        let Some(sessions) = self.inner.sessions.clone() else {
+            let msg = "The code interpreter is not available on this server.";
+            return Ok((
+                vec![CodeOutput::Logs { logs: msg.into() }],
+                CodeToolResult {
+                    status: "error".into(),
+                    logs: msg.into(),
+                    ..Default::default()
+                },
+            ));
+        };
+        let opts = ExecOptions {
+            cancel: Some(flag.clone()),
+            inputs,
+            ..Default::default()
+        };
+        let r = match sessions.execute(&ctx.run.thread_id, None, code, opts).await {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = format!("The code could not run: {e}");
+                return Ok((
+                    vec![CodeOutput::Logs { logs: msg.clone() }],
+                    CodeToolResult {
+                        status: "error".into(),
+                        logs: msg,
+                        ..Default::default()
+                    },
+                ));
+            }
+        };
+        if r.worker_lost {
+            return Err(format!(
+                "The sandbox worker crashed while running this run's code: {}.",
+                r.detail.as_deref().unwrap_or("the worker process died")
+            ));
+        }
+        let mut logs = r.stdout.clone();
+        if let Some(v) = &r.result {
+            logs.push_str(v);
+            logs.push('\n');
+        }
+        logs.push_str(&r.stderr);
+        if let Some(d) = &r.detail
+            && r.outcome != Outcome::Ok
+            && r.outcome != Outcome::Error
+        {
+            if !logs.is_empty() && !logs.ends_with('\n') {
+                logs.push('\n');
+            }
+            logs.push_str(&format!("[{d}]\n"));
+        }
+        let mut outputs = vec![];
+        if !logs.is_empty() {
+            outputs.push(CodeOutput::Logs { logs: logs.clone() });
+        }
+        let (store, dir) = (self.inner.store.clone(), self.inner.files_dir.clone());
+        let images = r.images.clone();
+        let prefix = call_id.to_string();
+        let tid = ctx.run.thread_id.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            images
+                .iter()
+                .enumerate()
+                .filter_map(|(i, png)| {
+                    if !export_fits(&sessions, &tid, png.len()) {
+                        return None;
+                    }
+                    let name = format!("{prefix}-image-{}.png", i + 1);
+                    blobs::create(store.as_ref(), &dir, &name, "assistants_output", png)
+                        .map_err(|e| tracing::warn!(error = %e, "could not store an image"))
+                        .ok()
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for f in &stored {
+            outputs.push(CodeOutput::Image {
+                image: ImageRef {
+                    file_id: f.id.clone(),
+                },
+            });
+        }
+        let result = CodeToolResult {
+            status: status_name(r.outcome).into(),
+            logs: clip_for_model(&logs),
+            files: r.files.iter().map(|f| f.path.clone()).collect(),
+            images: stored.len(),
+        };
+        Ok((outputs, result))
+    }
+}
