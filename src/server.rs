@@ -411,7 +411,10 @@ pub fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(settings.addr)
             .await
             .with_context(|| format!("binding {}", settings.addr))?;
-        tracing::info!(addr = %listener.local_addr()?, "listening");
+        // One line on stderr, `oasis: listening on http://ADDR`, once the socket is bound:
+        // with `--addr 127.0.0.1:0` it names the port the kernel chose, whatever `OASIS_LOG`
+        // filters (scripts and tests read the address from it). Connections made from now on
+        // wait in the backlog until `serve` accepts them.
         eprintln!("oasis: listening on http://{}", listener.local_addr()?);
         serve(listener, state, shutdown_signal()).await
     })

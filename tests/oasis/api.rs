@@ -573,15 +573,16 @@ async fn tools_mode_serves_only_the_code_interpreter_and_files() {
 
 /// The Python suite in `tests/python` (the official `openai` SDK), against two live servers:
 /// one serving runs with the built-in model, one whose upstream is the suite's own scripted
-/// Chat Completions server (started by pytest on the port given here). It installs its pinned
-/// requirements into `target/py-venv` on first run.
+/// Chat Completions server (run by pytest, in its process, so that the tests can script it, on
+/// a socket bound here and handed down). It installs its pinned requirements into
+/// `target/py-venv` on first run.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_official_python_sdk_suite_passes() {
     let app = TestApp::spawn().await;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // The scripted upstream's socket: bound (and listening) here, so its port is known before
+    // the Oasis that calls it starts, and held until pytest serves on it.
+    let upstream_socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = upstream_socket.local_addr().unwrap().port();
     let upstream_app = TestApp::spawn_with(None, |s| {
         let mut cfg =
             oasis::backend::upstream::UpstreamConfig::new(format!("http://127.0.0.1:{port}/v1"));
@@ -619,16 +620,33 @@ async fn the_official_python_sdk_suite_passes() {
         assert!(ok, "pip install -r tests/python/requirements.txt failed");
         std::fs::write(&stamp, wanted).unwrap();
     }
-    let out = tokio::process::Command::new(&python)
+    let mut pytest = tokio::process::Command::new(&python);
+    pytest
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
         .arg(root.join("tests/python"))
         .env("OASIS_BASE_URL", &app.base)
         .env("OASIS_UPSTREAM_OASIS_URL", &upstream_app.base)
-        .env("SCRIPTED_UPSTREAM_PORT", port.to_string())
         .env("PYTHONDONTWRITEBYTECODE", "1")
-        .output()
-        .await
-        .unwrap();
+        .env_remove("SCRIPTED_UPSTREAM_PORT");
+    {
+        use std::os::fd::AsRawFd;
+        let fd = upstream_socket.as_raw_fd();
+        pytest.env("SCRIPTED_UPSTREAM_FD", fd.to_string());
+        // SAFETY: runs in the child between fork and exec, and only calls fcntl(2), which is
+        // async-signal-safe. It lets the child (alone: the flag is per process after the fork)
+        // keep the listening socket across exec, under the same number.
+        unsafe {
+            pytest.pre_exec(move || {
+                use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+                let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+                fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))
+                    .map(drop)
+                    .map_err(std::io::Error::from)
+            });
+        }
+    }
+    let out = pytest.output().await.unwrap();
+    drop(upstream_socket);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

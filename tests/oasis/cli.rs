@@ -4,8 +4,18 @@ use std::process::Command;
 
 use crate::helpers::data_dir;
 
-fn oasis() -> Command {
+/// The binary with only the `OASIS_*` variables in `sets` that the caller then sets (a
+/// developer's exported ones are removed).
+fn bare(sets: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_oasis"));
+    for k in crate::helpers::foreign_oasis_vars(sets) {
+        c.env_remove(k);
+    }
+    c
+}
+
+fn oasis() -> Command {
+    let mut c = bare(&["OASIS_DATA_DIR"]);
     c.env_remove("OASIS_RUNTIME_DIR")
         .env("OASIS_DATA_DIR", data_dir());
     c
@@ -55,7 +65,7 @@ fn exec_prints_what_the_code_printed_and_exits_with_its_status() {
 #[test]
 fn a_missing_python3_or_runtime_dir_is_named_in_the_error() {
     let fresh = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_oasis"))
+    let out = bare(&["OASIS_DATA_DIR"])
         .args(["runtime", "fetch"])
         .env("OASIS_DATA_DIR", fresh.path())
         .env_remove("OASIS_RUNTIME_DIR")
@@ -66,7 +76,7 @@ fn a_missing_python3_or_runtime_dir_is_named_in_the_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("python3 is not installed"), "{err}");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_oasis"))
+    let out = bare(&["OASIS_RUNTIME_DIR"])
         .args(["runtime", "fetch"])
         .env("OASIS_RUNTIME_DIR", fresh.path())
         .output()

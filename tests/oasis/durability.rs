@@ -1,63 +1,107 @@
 //! Durability: the real `oasis` binary is killed with SIGKILL during runs and an upload, then
 //! restarted on the same data dir.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
+
+use crate::workers::wait_file;
 
 pub struct Server {
     pub child: tokio::process::Child,
     pub base: String,
     pub client: reqwest::Client,
+    /// The last lines the server wrote on stderr, for failure messages. Its stderr is read
+    /// all along, so the server never blocks on a full pipe.
+    stderr: Arc<Mutex<VecDeque<String>>>,
 }
+
+/// What `oasis serve` prints on stderr once it listens, before the address.
+const LISTENING: &str = "oasis: listening on http://";
+
+/// How many of the server's last stderr lines a [`Server`] keeps.
+const TAIL: usize = 200;
 
 impl Server {
     async fn start(data: &Path, config: &Path) -> Server {
         Server::start_with(data, config, &[]).await
     }
 
-    /// The real binary on `data`, with `config` and these extra environment variables.
+    /// The real binary on `data`, with `config` and these extra environment variables (the
+    /// only `OASIS_*` ones it gets, besides where the runtime is: see
+    /// [`crate::helpers::foreign_oasis_vars`]). It listens on a port of its choosing and says
+    /// which on stderr.
     pub async fn start_with(data: &Path, config: &Path, env: &[(&str, &Path)]) -> Server {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_oasis"))
-            .arg("--data-dir")
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_oasis"));
+        cmd.arg("--data-dir")
             .arg(data)
             .arg("serve")
             .arg("--addr")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg("127.0.0.1:0")
             .arg("--config")
             .arg(config)
             .arg("--cache-dir")
-            .arg(crate::helpers::data_dir())
-            .env_remove("OASIS_API_KEYS")
-            .env_remove("OASIS_UPSTREAM_BASE_URL")
+            .arg(crate::helpers::data_dir());
+        let sets: Vec<&str> = env.iter().map(|(k, _)| *k).collect();
+        for k in crate::helpers::foreign_oasis_vars(&sets) {
+            cmd.env_remove(k);
+        }
+        let mut child = cmd
             .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("starting oasis");
+        let stderr = Arc::new(Mutex::new(VecDeque::new()));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(read_stderr(
+            child.stderr.take().expect("stderr is piped"),
+            stderr.clone(),
+            tx,
+        ));
+        // A cold cache means provisioning and compiling the runtime first (minutes).
+        let addr = match tokio::time::timeout(Duration::from_secs(600), rx).await {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(_)) => panic!(
+                "oasis ended before listening ({:?}):\n{}",
+                child.wait().await,
+                joined(&stderr)
+            ),
+            Err(_) => panic!("oasis did not listen within 600 s:\n{}", joined(&stderr)),
+        };
         let s = Server {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("http://{addr}"),
             client: reqwest::Client::new(),
+            stderr,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = s.client.get(format!("{}/health", s.base)).send().await
-                && r.status() == 200
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "oasis did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // Bound means accepting: this request waits in the backlog until the server serves.
+        let health = s
+            .client
+            .get(format!("{}/health", s.base))
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .map(|r| r.status());
+        assert!(
+            matches!(health, Ok(st) if st == 200),
+            "oasis at {} does not answer /health: {health:?}\n{}",
+            s.base,
+            s.stderr_tail()
+        );
         s
+    }
+
+    /// The server's last stderr lines.
+    fn stderr_tail(&self) -> String {
+        joined(&self.stderr)
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -107,7 +151,11 @@ impl Server {
             if want.contains(&r["status"].as_str().unwrap_or("")) {
                 return r;
             }
-            assert!(Instant::now() < deadline, "run stuck: {r}");
+            assert!(
+                Instant::now() < deadline,
+                "run stuck: {r}\n{}",
+                self.stderr_tail()
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -169,11 +217,12 @@ async fn kill_9_during_runs_and_an_upload_loses_nothing_acknowledged() {
         assert_eq!(st, 200);
         acked_messages.push(m["id"].as_str().unwrap().to_string());
     }
-    // A run in flight (its cell sleeps) and one queued behind it.
+    // A run in flight (its cell says so in a file, then sleeps) and one queued behind it.
     let (_, t1) = s
         .post(
             "/v1/threads",
-            json!({"messages": [{"role": "user", "content": "```python\nimport time\ntime.sleep(60)\n```"}]}),
+            json!({"messages": [{"role": "user", "content":
+                "```python\nopen('/mnt/data/started', 'w').write('1')\nimport time\ntime.sleep(60)\n```"}]}),
         )
         .await;
     let t1 = t1["id"].as_str().unwrap().to_string();
@@ -185,6 +234,7 @@ async fn kill_9_during_runs_and_an_upload_loses_nothing_acknowledged() {
         .await;
     let r1 = r1["id"].as_str().unwrap().to_string();
     s.wait_run(&t1, &r1, &["in_progress"]).await;
+    wait_file(&data.join("sessions").join(&t1).join("data").join("started")).await;
     let (_, t2) = s
         .post(
             "/v1/threads",
@@ -221,7 +271,19 @@ async fn kill_9_during_runs_and_an_upload_loses_nothing_acknowledged() {
             .multipart(form)
             .send(),
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The server has begun writing it: a temporary file with bytes in the files folder.
+    let files_dir = data.join("files");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_dir(&files_dir).unwrap().flatten().any(|e| {
+        e.file_name().to_string_lossy().starts_with(".tmp")
+            && e.metadata().is_ok_and(|m| m.len() > 0)
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the upload never reached the files folder"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     s.kill().await;
     drop(tx);
@@ -281,4 +343,43 @@ async fn kill_9_during_runs_and_an_upload_loses_nothing_acknowledged() {
         assert!(known.contains(&name), "stray blob {name}");
     }
     s.kill().await;
+}
+
+fn joined(lines: &Mutex<VecDeque<String>>) -> String {
+    let lines = lines.lock().unwrap();
+    lines
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Read the server's stderr to its end: send the address of the listening line on `listening`,
+/// keep the last [`TAIL`] lines in `tail`.
+async fn read_stderr(
+    stderr: tokio::process::ChildStderr,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    listening: tokio::sync::oneshot::Sender<String>,
+) {
+    let mut listening = Some(listening);
+    let mut reader = tokio::io::BufReader::new(stderr);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+        if let Some(addr) = line.strip_prefix(LISTENING)
+            && let Some(tx) = listening.take()
+        {
+            let _ = tx.send(addr.to_string());
+        }
+        let mut tail = tail.lock().unwrap();
+        if tail.len() == TAIL {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
 }

@@ -10,6 +10,25 @@ pub fn data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("oasis-data"))
 }
 
+/// `OASIS_*` variables of this process that the binaries started by tests still get: where
+/// the runtime's files are, which the harness honours for its own shared [`sandbox`] too.
+const HANDED_ON: &[&str] = &["OASIS_RUNTIME_DIR"];
+
+/// The `OASIS_*` variables of this process's environment that a binary started by a test must
+/// not inherit: all but [`HANDED_ON`] and the ones the test sets itself (`sets`). Remove each
+/// from the command (`env_remove`), so that a developer's exported settings (API keys, an
+/// upstream, an address, a log filter …) cannot change what a test sees. Only the child's
+/// environment changes: tests run in parallel threads of one process.
+pub fn foreign_oasis_vars(sets: &[&str]) -> Vec<std::ffi::OsString> {
+    std::env::vars_os()
+        .map(|(k, _)| k)
+        .filter(|k| {
+            let name = k.to_string_lossy();
+            name.starts_with("OASIS_") && !HANDED_ON.contains(&&*name) && !sets.contains(&&*name)
+        })
+        .collect()
+}
+
 /// The sandbox every test shares (one engine, images compiled once).
 pub fn sandbox() -> Arc<Sandbox> {
     static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();
@@ -84,7 +103,11 @@ impl TestApp {
             max_connections: None,
         };
         let mut settings = oasis::server::Settings::resolve(&data_dir, &args).unwrap();
+        // `args` is built here, not parsed (no flag comes from the environment), but `resolve`
+        // also reads `OASIS_API_KEYS` and the `OASIS_UPSTREAM_*` variables: a developer's
+        // exported ones must not reach the tests. A test that wants them sets them in `tweak`.
         settings.api.api_keys = None;
+        settings.upstream = None;
         // Sandboxes run in this process (sharing one Sandbox) unless a test opts into workers.
         settings.isolation = oasis::server::Isolation::InProcess;
         tweak(&mut settings);

@@ -309,13 +309,8 @@ async fn cancel_interrupts_a_running_cell_and_frees_the_thread() {
     let run = start_run(&app, &t, json!({"assistant_id": a})).await;
     let rid = run["id"].as_str().unwrap().to_string();
     wait_for(&app, &t, &rid, &["in_progress"]).await;
-    // Wait until the cell runs (its step exists).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while steps(&app, &t, &rid).await.is_empty() {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Wait until the cell runs: it has written kept.txt.
+    crate::workers::wait_file(&crate::workers::data(&app, &t).join("kept.txt")).await;
     let started = Instant::now();
     let (s, r) = app
         .post(&format!("/v1/threads/{t}/runs/{rid}/cancel"), json!({}))
@@ -795,14 +790,15 @@ async fn after_a_restart_queued_runs_run_and_interrupted_ones_fail_with_a_reason
 async fn deleting_a_thread_with_a_running_cell_stops_the_run_at_once() {
     let app = TestApp::spawn().await;
     let a = assistant(&app, json!([{"type": "code_interpreter"}])).await;
-    let t = thread_with(&app, "```python\nimport time\ntime.sleep(60)\n```").await;
+    let t = thread_with(
+        &app,
+        "```python\nopen('/mnt/data/started', 'w').write('1')\nimport time\ntime.sleep(60)\n```",
+    )
+    .await;
     let run = start_run(&app, &t, json!({"assistant_id": a})).await;
     let rid = run["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while steps(&app, &t, &rid).await.is_empty() {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Wait until the cell runs: it has written `started`.
+    crate::workers::wait_file(&crate::workers::data(&app, &t).join("started")).await;
     let started = Instant::now();
     let (s, d) = app.delete(&format!("/v1/threads/{t}")).await;
     assert_eq!(s, 200, "{d}");
@@ -812,75 +808,26 @@ async fn deleting_a_thread_with_a_running_cell_stops_the_run_at_once() {
     app.stop().await;
 }
 
-/// A model server that streams `text` as one piece, then either ends the answer or (with
-/// `stall`) hangs until the test ends. It keeps each request's JSON body.
+/// A model server (the upstream backend's scripted one, `crate::upstream_fake`) that streams
+/// `text` as one piece, then either ends the answer or (with `stall`) holds the stream open
+/// until the client hangs up. It keeps each request's JSON body.
 async fn fake_upstream(
     text: &'static str,
     stall: bool,
 ) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
-    let bodies = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = l.accept().await else {
-                return;
-            };
-            let bodies = bodies.clone();
-            tokio::spawn(async move {
-                // Read the request head and its JSON body (Content-Length).
-                let mut buf = vec![];
-                let mut chunk = [0u8; 65536];
-                let body = loop {
-                    let n = sock.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                    let len = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                        .unwrap_or(0);
-                    if buf.len() >= end + 4 + len {
-                        break buf[end + 4..end + 4 + len].to_vec();
-                    }
-                };
-                bodies
-                    .lock()
-                    .unwrap()
-                    .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
-                let chunk = |delta: Value, finish: Value| {
-                    let c = json!({"id": "c1", "object": "chat.completion.chunk", "created": 0,
-                        "model": "m", "choices": [{"index": 0, "delta": delta,
-                        "finish_reason": finish}]});
-                    format!("data: {c}\n\n")
-                };
-                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
-                            cache-control: no-cache\r\nconnection: close\r\n\r\n";
-                let _ = sock.write_all(head.as_bytes()).await;
-                let first = chunk(json!({"role": "assistant", "content": text}), Value::Null);
-                let _ = sock.write_all(first.as_bytes()).await;
-                let _ = sock.flush().await;
-                if stall {
-                    tokio::time::sleep(Duration::from_secs(300)).await;
-                    return;
-                }
-                let last = chunk(json!({}), json!("stop"));
-                let _ = sock
-                    .write_all(format!("{last}data: [DONE]\n\n").as_bytes())
-                    .await;
-                let _ = sock.shutdown().await;
-            });
-        }
-    });
-    (port, seen)
+    use crate::upstream_fake::{Piece, Reply, Server, data, finish_event, pieces, sse, text_event};
+    let mut script = vec![Piece::Bytes(data(&text_event(text)).into_bytes())];
+    if stall {
+        script.push(Piece::Hold);
+    } else {
+        script.extend(pieces(sse(&[finish_event("stop")]).as_bytes(), 1024));
+    }
+    let server = Server::start(vec![Reply::Stream {
+        pieces: script,
+        abrupt: false,
+    }])
+    .await;
+    (server.port(), server.bodies())
 }
 
 fn upstream_at(port: u16) -> oasis::backend::upstream::UpstreamConfig {

@@ -531,7 +531,11 @@ async fn cancelling_a_run_whose_cell_waits_for_the_pool_ends_it_without_waiting(
         "open('/mnt/data/b.txt', 'w').write('ran')",
     )
     .await;
-    // B's cell has its step and waits for the pool.
+    // B's cell has its step: its call is on its way to the pool or waits there. (No marker can
+    // say more: B's code must never run.) Wherever the call is by now, the cancel meets it in
+    // the same place: the worker reads the call's frame before the cancel's, and one
+    // cancellable wait covers the session, its lock and the place in the pool
+    // (`SessionManager::execute`).
     let steps = format!("/v1/threads/{tb}/runs/{run_b}/steps");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -542,7 +546,6 @@ async fn cancelling_a_run_whose_cell_waits_for_the_pool_ends_it_without_waiting(
         assert!(Instant::now() < deadline, "B never got to its cell: {l}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let (s, r) = app
         .post(&format!("/v1/threads/{tb}/runs/{run_b}/cancel"), json!({}))
         .await;
@@ -656,7 +659,11 @@ async fn a_sandbox_worker_dies_with_its_parent() {
     // writes the worker's pid, then is killed.
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pid");
-    let mut sh = std::process::Command::new("sh")
+    let mut sh = std::process::Command::new("sh");
+    for k in crate::helpers::foreign_oasis_vars(&[]) {
+        sh.env_remove(k);
+    }
+    let mut sh = sh
         .arg("-c")
         .arg(
             r#"exec 3<&0; "$0" sandbox-worker --root "$1" --cache-dir "$2" --warm-pool 0 --parent $$ <&3 & echo $! > "$3.tmp"; mv "$3.tmp" "$3"; wait"#,

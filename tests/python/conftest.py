@@ -1,4 +1,5 @@
 import os
+import socket
 
 import openai
 import pytest
@@ -19,12 +20,19 @@ def client():
 @pytest.fixture(scope="session", autouse=True)
 def scripted_upstream_server():
     """The scripted Chat Completions server the second Oasis (OASIS_UPSTREAM_OASIS_URL) uses as
-    its upstream, on 127.0.0.1:$SCRIPTED_UPSTREAM_PORT, when that variable is set."""
+    its upstream, in this process (tests script it through the module), on the listening socket
+    inherited as descriptor $SCRIPTED_UPSTREAM_FD (how the Rust test starts this suite: it binds
+    port 0 itself, so the port is known before that Oasis starts), or on
+    127.0.0.1:$SCRIPTED_UPSTREAM_PORT; none when neither is set."""
+    fd = os.environ.get("SCRIPTED_UPSTREAM_FD")
     port = os.environ.get("SCRIPTED_UPSTREAM_PORT")
-    if port is None:
+    if fd is not None:
+        server = scripted_upstream.serve(sock=socket.socket(fileno=int(fd)))
+    elif port is not None:
+        server = scripted_upstream.serve(int(port))
+    else:
         yield None
         return
-    server = scripted_upstream.serve(int(port))
     yield server
     server.shutdown()
     server.server_close()
@@ -39,7 +47,9 @@ def local_client():
 @pytest.fixture(scope="session")
 def upstream_client():
     """Oasis whose upstream is the scripted server: model `scripted-model` goes there."""
-    os.environ["SCRIPTED_UPSTREAM_PORT"]  # both are required: a missing one is an error, not a skip
+    # Both are required: a missing one is an error, not a skip.
+    if "SCRIPTED_UPSTREAM_FD" not in os.environ and "SCRIPTED_UPSTREAM_PORT" not in os.environ:
+        raise KeyError("SCRIPTED_UPSTREAM_FD or SCRIPTED_UPSTREAM_PORT")
     return make_client(os.environ["OASIS_UPSTREAM_OASIS_URL"])
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import threading
 import time
 import uuid
@@ -338,15 +339,30 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-def serve(port: int = 0, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    """Start the server on a daemon thread; `server.server_address[1]` is its port."""
-    server = ThreadingHTTPServer((host, port), Handler)
+def serve(
+    port: int = 0, host: str = "127.0.0.1", sock: socket.socket | None = None
+) -> ThreadingHTTPServer:
+    """Start the server on a daemon thread; `server.server_address[1]` is its port. With `sock`
+    (a bound, listening TCP socket, e.g. inherited from the process that started this one) it
+    serves on that socket instead of binding `host:port`."""
+    if sock is None:
+        server = ThreadingHTTPServer((host, port), Handler)
+    else:
+        server = ThreadingHTTPServer(sock.getsockname()[:2], Handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket = sock
+        server.server_address = sock.getsockname()
+        server.server_name, server.server_port = server.server_address[:2]
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="scripted-upstream", daemon=True).start()
     return server
 
 
 if __name__ == "__main__":
-    srv = serve(int(os.environ.get("SCRIPTED_UPSTREAM_PORT", "0")))
+    inherited = os.environ.get("SCRIPTED_UPSTREAM_FD")
+    if inherited is not None:
+        srv = serve(sock=socket.socket(fileno=int(inherited)))
+    else:
+        srv = serve(int(os.environ.get("SCRIPTED_UPSTREAM_PORT", "0")))
     print(f"scripted upstream on http://127.0.0.1:{srv.server_address[1]}/v1", flush=True)
     threading.Event().wait()
