@@ -305,7 +305,7 @@ impl Orchestrator {
             .get(run_id)
             .cloned();
         match flag {
-            Some(f) => f.store(true, std::sync::atomic::Ordering::SeqCst),
+            Some(f) => f.cancel(),
             // No worker holds it: nothing to interrupt.
             None => {
                 self.finish(run_id, RunEvent::Stopped, None).await?;

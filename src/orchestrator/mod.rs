@@ -27,9 +27,9 @@ mod worker;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use serde::{Deserialize, Serialize};
 
@@ -171,7 +171,7 @@ struct Inner {
     /// Serializes read-modify-write of runs.
     runs_lock: tokio::sync::Mutex<()>,
     /// Cancel flags of the runs workers are driving.
-    driving: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    driving: Mutex<HashMap<String, CancellationToken>>,
     queue_tx: tokio::sync::mpsc::UnboundedSender<String>,
     queue_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
 }

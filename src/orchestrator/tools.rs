@@ -3,8 +3,7 @@
 
 use super::turn::ToolStream;
 use super::worker::Ctx;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use tokio_util::sync::CancellationToken;
 
 use super::calls::{self, code_of};
 use super::events::StreamEvent;
@@ -83,7 +82,7 @@ impl Orchestrator {
         calls: &[ToolCall],
         streamed: ToolStream,
         usage: RunUsage,
-        flag: &Arc<AtomicBool>,
+        flag: &CancellationToken,
     ) -> Result<bool> {
         let rid = ctx.run.id.clone();
         let is_code = |c: &ToolCall| Some(&c.name) == ctx.code_tool.as_ref();
@@ -164,7 +163,7 @@ impl Orchestrator {
             else {
                 continue;
             };
-            if flag.load(Ordering::SeqCst) {
+            if flag.is_cancelled() {
                 return Ok(false);
             }
             // The run's input files go in with its first cell.
@@ -176,7 +175,7 @@ impl Orchestrator {
                 Ok(done) => done,
                 // Not the code's failure but the server's: the run cannot go on.
                 Err(lost) => {
-                    if !flag.load(Ordering::SeqCst) {
+                    if !flag.is_cancelled() {
                         self.finish(&rid, RunEvent::Fail, Some(("server_error", &lost)))
                             .await?;
                     }
@@ -208,7 +207,7 @@ impl Orchestrator {
                 &call_id,
                 serde_json::to_string(&result).unwrap_or_default(),
             ));
-            if flag.load(Ordering::SeqCst) {
+            if flag.is_cancelled() {
                 return Ok(false);
             }
         }
@@ -267,7 +266,7 @@ impl Orchestrator {
         call_id: &str,
         code: String,
         inputs: Vec<InputFile>,
-        flag: &Arc<AtomicBool>,
+        flag: &CancellationToken,
     ) -> std::result::Result<(Vec<CodeOutput>, CodeToolResult), String> {
         let Some(sessions) = self.inner.sessions.clone() else {
             let msg = "The code interpreter is not available on this server.";

@@ -2,9 +2,9 @@
 //! tool step, and finish the message (annotating its `sandbox:` links).
 
 use super::tools::export_fits;
-use super::worker::{Ctx, flagged};
-use std::sync::atomic::AtomicBool;
+use super::worker::Ctx;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use serde_json::json;
 
@@ -96,7 +96,7 @@ impl Orchestrator {
         &self,
         ctx: &mut Ctx,
         req: crate::backend::ChatRequest,
-        flag: &AtomicBool,
+        flag: &CancellationToken,
     ) -> Result<TurnEnd> {
         let backend = ctx.backend.clone();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Streamed>();
@@ -121,7 +121,7 @@ impl Orchestrator {
                     Some(piece) = rx.recv() => {
                         self.take_piece(ctx, &mut writer, &mut tools, piece).await?
                     }
-                    _ = flagged(flag) => break None,
+                    _ = flag.cancelled() => break None,
                     _ = &mut expiry => break None,
                 }
             }

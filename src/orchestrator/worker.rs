@@ -3,8 +3,7 @@
 
 use super::turn::{Turn, TurnEnd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use serde_json::json;
 
@@ -35,17 +34,10 @@ pub(super) struct Ctx {
     pub(super) images: std::collections::HashMap<String, String>,
 }
 
-/// Wait until `flag` is set.
-pub(super) async fn flagged(flag: &AtomicBool) {
-    while !flag.load(Ordering::SeqCst) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 impl Orchestrator {
     /// Drive one run until it ends or waits for tool outputs.
     pub(super) async fn drive(&self, run_id: &str) {
-        let flag = Arc::new(AtomicBool::new(false));
+        let flag = CancellationToken::new();
         self.inner
             .driving
             .lock()
@@ -92,7 +84,7 @@ impl Orchestrator {
         }
     }
 
-    pub(super) async fn drive_inner(&self, run_id: &str, flag: &Arc<AtomicBool>) -> Result<()> {
+    pub(super) async fn drive_inner(&self, run_id: &str, flag: &CancellationToken) -> Result<()> {
         let started = self
             .update_run(run_id, |r| {
                 if r.status != RunStatus::Queued {
@@ -129,7 +121,7 @@ impl Orchestrator {
         .await?;
         let mut ctx = self.context(run).await?;
         loop {
-            if flag.load(Ordering::SeqCst) {
+            if flag.is_cancelled() {
                 return Ok(());
             }
             if ctx.run.expires_at.is_some_and(|e| e <= now()) {
@@ -171,7 +163,7 @@ impl Orchestrator {
                 }
                 TurnEnd::Stopped => {
                     // Cancelled, or out of time, while the model was answering.
-                    if !flag.load(Ordering::SeqCst) {
+                    if !flag.is_cancelled() {
                         self.finish(run_id, RunEvent::Expire, None).await?;
                     }
                     return Ok(());
@@ -234,7 +226,7 @@ impl Orchestrator {
             let waiting = self
                 .tool_step(&mut ctx, &resp.tool_calls, tools, turn_usage, flag)
                 .await?;
-            if flag.load(Ordering::SeqCst) || waiting {
+            if flag.is_cancelled() || waiting {
                 return Ok(());
             }
         }

@@ -2,10 +2,10 @@
 //! runtime's `turn` export.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
+use tokio_util::sync::CancellationToken;
 use wasmtime::{Instance, Memory, Store, TypedFunc, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
@@ -37,7 +37,7 @@ pub enum TurnEnd {
 #[derive(Debug, Clone)]
 pub struct Clock {
     pub deadline: Instant,
-    pub cancel: Arc<AtomicBool>,
+    pub cancel: CancellationToken,
 }
 
 pub struct Interpreter {
@@ -124,12 +124,12 @@ impl Interpreter {
         store.limiter(|s| &mut s.limiter);
         let clock = Arc::new(std::sync::Mutex::new(Clock {
             deadline: Instant::now() + std::time::Duration::from_secs(3600),
-            cancel: Arc::new(AtomicBool::new(false)),
+            cancel: CancellationToken::new(),
         }));
         let cb_clock = clock.clone();
         store.epoch_deadline_callback(move |_| {
             let c = cb_clock.lock().expect("clock lock");
-            if c.cancel.load(Ordering::Relaxed) || Instant::now() >= c.deadline {
+            if c.cancel.is_cancelled() || Instant::now() >= c.deadline {
                 Ok(UpdateDeadline::Interrupt)
             } else {
                 Ok(UpdateDeadline::Continue(1))
@@ -179,7 +179,7 @@ impl Interpreter {
     pub async fn install(&mut self, deadline: Instant) -> Result<(), (TurnEnd, Vec<u8>)> {
         self.set_clock(Clock {
             deadline,
-            cancel: Arc::new(AtomicBool::new(false)),
+            cancel: CancellationToken::new(),
         });
         let open = std::mem::replace(&mut self.state().door.open, false);
         self.stdout.reset(64 << 10, None);
@@ -261,7 +261,7 @@ impl Interpreter {
             && *trap == wasmtime::Trap::Interrupt
         {
             let c = self.clock.lock().expect("clock lock");
-            return if c.cancel.load(Ordering::Relaxed) {
+            return if c.cancel.is_cancelled() {
                 TurnEnd::Cancelled
             } else {
                 TurnEnd::Deadline

@@ -210,7 +210,7 @@ impl SessionManager {
         let (mut session, permit) = match opts.cancel.clone() {
             Some(flag) => tokio::select! {
                 biased;
-                _ = raised(&flag) => return Ok(ExecResult::cancelled_before_start()),
+                _ = flag.cancelled() => return Ok(ExecResult::cancelled_before_start()),
                 r = wait => r?,
             },
             None => wait.await?,
@@ -669,13 +669,6 @@ pub fn read_inside(dir: &Path, rel: &str, max: u64) -> std::io::Result<Vec<u8>> 
     let mut buf = vec![];
     f.take(max).read_to_end(&mut buf)?;
     Ok(buf)
-}
-
-/// Resolves once `flag` is set (checked every 10 ms, as `Session::exec` checks it).
-async fn raised(flag: &std::sync::atomic::AtomicBool) {
-    while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[cfg(test)]

@@ -3,10 +3,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::files::sha256_file;
+use tokio_util::sync::CancellationToken;
+
 use super::interp::{Clock, GUEST_DATA, Interpreter, TurnEnd};
 use super::limits::{MAX_CODE_BYTES, MIN_MEMORY_BYTES};
 use super::result::{ExecResult, FileChange, Outcome, PythonError};
@@ -24,8 +25,8 @@ pub struct ExecOptions {
     pub limits: Option<Limits>,
     /// Sees each chunk of stdout/stderr as it is written.
     pub tap: Option<OutputTap>,
-    /// Set to cancel the call; the interpreter is then replaced.
-    pub cancel: Option<Arc<AtomicBool>>,
+    /// Cancelled to cancel the call; the interpreter is then replaced.
+    pub cancel: Option<CancellationToken>,
     /// Host files copied into `/mnt/data` first, under the session's lock and charged to its
     /// storage quota.
     pub inputs: Vec<InputFile>,
@@ -328,7 +329,7 @@ impl Session {
         &mut self,
         result: &mut ExecResult,
         deadline: Instant,
-        cancel: &Arc<AtomicBool>,
+        cancel: &CancellationToken,
         limits: &Limits,
     ) {
         let Some(interp) = self.interp.as_mut() else {
@@ -466,13 +467,11 @@ fn failed_setup(end: TurnEnd, stderr: &[u8], started: Instant) -> ExecResult {
 async fn bounded(
     fut: impl Future<Output = TurnEnd>,
     deadline: Instant,
-    cancel: &AtomicBool,
+    cancel: &CancellationToken,
 ) -> TurnEnd {
     let at = tokio::time::Instant::from_std(deadline + BLOCKED_GRACE);
     let cancelled = async {
-        while !cancel.load(std::sync::atomic::Ordering::Relaxed) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        cancel.cancelled().await;
         // Give the epoch check a moment to stop running code cleanly.
         tokio::time::sleep(BLOCKED_GRACE).await;
     };

@@ -252,11 +252,7 @@ impl Supervisor {
             let watched = cancel.clone();
             let cancelled = async move {
                 match watched {
-                    Some(flag) => {
-                        while !flag.load(Ordering::Relaxed) {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                    }
+                    Some(token) => token.cancelled().await,
                     None => std::future::pending().await,
                 }
             };

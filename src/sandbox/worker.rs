@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use anyhow::{Context, bail};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::manager::{ManagerConfig, SessionManager};
 use super::session::ExecOptions;
@@ -175,7 +175,7 @@ async fn serve(args: WorkerArgs, input: OwnedFd, output: OwnedFd) -> anyhow::Res
     }));
     Sessions::InProcess(manager.clone()).start_background();
 
-    let running: Arc<Mutex<HashMap<u64, Arc<AtomicBool>>>> = Arc::default();
+    let running: Arc<Mutex<HashMap<u64, CancellationToken>>> = Arc::default();
     loop {
         let Some(buf) = wire::read_frame(&mut frames).await? else {
             return Ok(());
@@ -191,7 +191,7 @@ async fn serve(args: WorkerArgs, input: OwnedFd, output: OwnedFd) -> anyhow::Res
                 inputs,
             } => {
                 let code = frame.blobs.into_iter().next().unwrap_or_default();
-                let flag = Arc::new(AtomicBool::new(false));
+                let flag = CancellationToken::new();
                 running
                     .lock()
                     .expect("calls lock")
@@ -222,7 +222,7 @@ async fn serve(args: WorkerArgs, input: OwnedFd, output: OwnedFd) -> anyhow::Res
             }
             Head::Cancel { call } => {
                 if let Some(flag) = running.lock().expect("calls lock").get(&call) {
-                    flag.store(true, Ordering::Relaxed);
+                    flag.cancel();
                 }
             }
             Head::Remove { call, session } => {

@@ -1592,7 +1592,7 @@ async fn hostile_40_a_cancelled_call_ends_promptly_and_the_interpreter_is_replac
         "import time\nprint('started', flush=True)\ntime.sleep(60)",
     ] {
         let started = Arc::new(AtomicBool::new(false));
-        let cancel = Arc::new(AtomicBool::new(false));
+        let cancel = tokio_util::sync::CancellationToken::new();
         let mut limits = c.limits();
         limits.timeout = Duration::from_secs(20);
         let opts = ExecOptions {
@@ -1610,7 +1610,7 @@ async fn hostile_40_a_cancelled_call_ends_promptly_and_the_interpreter_is_replac
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let t = Instant::now();
-        cancel.store(true, Ordering::SeqCst);
+        cancel.cancel();
         let r = call.await.unwrap().unwrap();
         assert_eq!(r.outcome, Outcome::Cancelled, "{r:?}");
         assert!(r.interpreter_reset);

@@ -5,8 +5,6 @@
 //! floods) and the 50 MB body are in `hostile_net.rs`.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use oasis::sandbox::{ExecOptions, ManagerConfig, Outcome};
@@ -235,7 +233,7 @@ async fn hostile2_03_the_figure_step_keeps_the_calls_deadline() {
 async fn hostile2_04_cancel_interrupts_the_figure_step() {
     let c = Case::new().await;
     let marker = c.data("cancelled").join("in-finish");
-    let cancel = Arc::new(AtomicBool::new(false));
+    let cancel = tokio_util::sync::CancellationToken::new();
     let opts = ExecOptions {
         limits: Some({
             let mut l = c.limits();
@@ -260,7 +258,7 @@ async fn hostile2_04_cancel_interrupts_the_figure_step() {
     });
     wait_file(&marker).await;
     let at = Instant::now();
-    cancel.store(true, Ordering::SeqCst);
+    cancel.cancel();
     let r = call.await.unwrap().unwrap();
     assert_eq!(r.outcome, Outcome::Cancelled, "{r:?}");
     assert!(at.elapsed() < SLACK, "cancel took {:?}", at.elapsed());
