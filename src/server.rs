@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::api::{self, ApiConfig, AppState, ConnLimits, Mode};
 use crate::backend::upstream::{Upstream, UpstreamConfig};
@@ -16,56 +16,185 @@ use crate::sandbox::{
 };
 use crate::store::SqliteStore;
 
-/// Flags of `oasis serve` (each also from the environment); unset ones come from the TOML file
-/// given with `--config`, then from the defaults.
-#[derive(Debug, clap::Args)]
+/// `oasis serve`'s arguments: an optional TOML file, and every knob.
+#[derive(Debug, Default, clap::Args)]
 pub struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long, env = "OASIS_ADDR")]
-    pub addr: Option<SocketAddr>,
-    /// TOML file with any of: addr, mode, api_keys, max_upload_bytes, cache_dir,
-    /// idle_ttl_secs, max_live_sessions, max_parallel, warm_pool, max_live_memory_mib,
-    /// max_session_export_mib, thread_list, run_expiry_secs,
-    /// run_workers, isolation, sandbox_workers, header_timeout_secs, idle_timeout_secs,
-    /// max_connections. The upstream model server comes from `OASIS_UPSTREAM_BASE_URL`,
-    /// `OASIS_UPSTREAM_API_KEY` and `OASIS_UPSTREAM_MODELS`.
+    /// A TOML file with any of the knobs below, by their flag's name with `_` for `-` (e.g.
+    /// `max_live_sessions = 64`).
     #[arg(long, env = "OASIS_CONFIG")]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub knobs: Knobs,
+}
+
+/// Every knob of `oasis serve`, declared once. Each is a flag (`--max-live-sessions`), an
+/// environment variable (`OASIS_MAX_LIVE_SESSIONS`) and a TOML key (`max_live_sessions`);
+/// flags win over the environment, which wins over the file, which wins over the defaults.
+/// The upstream model server is configured by `OASIS_UPSTREAM_*` (see `UpstreamConfig`).
+#[derive(Default, Clone, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct Knobs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<SocketAddr>,
     /// `all` (default) or `tools` (only /health, the code-interpreter endpoints and /v1/files).
-    #[arg(long, env = "OASIS_MODE", value_enum)]
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
+    /// Accepted API keys, comma-separated [default: any key is accepted].
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_keys: Option<Vec<String>>,
+    /// Largest upload, and largest File a run stores, in bytes [default: 512 MiB].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_upload_bytes: Option<u64>,
     /// Where the runtime and compiled modules are cached [default: the data dir].
-    #[arg(long, env = "OASIS_CACHE_DIR")]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_dir: Option<PathBuf>,
-    /// Serve `GET /v1/threads` (an Oasis extension, off by default).
-    #[arg(long, env = "OASIS_THREAD_LIST")]
+    /// An interpreter unused this long is dropped, files kept [default: 3600].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_ttl_secs: Option<u64>,
+    /// Most live interpreters [default: 256].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_live_sessions: Option<usize>,
+    /// Most calls running code at once [default: the core count].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<usize>,
+    /// Started interpreters kept ready for new sessions [default: 2].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm_pool: Option<usize>,
+    /// Linear memory all live interpreters may hold together, in MiB [default: half the
+    /// machine's memory].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_live_memory_mib: Option<u64>,
+    /// What one session may add to the file store over its life, in MiB [default: 1024].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_session_export_mib: Option<u64>,
+    /// Serve `GET /v1/threads` (an Oasis extension) [default: false].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub thread_list: Option<bool>,
     /// Seconds after creation when a run expires [default: 600].
-    #[arg(long, env = "OASIS_RUN_EXPIRY_SECS")]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub run_expiry_secs: Option<u64>,
+    /// Runs driven at once [default: 64].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_workers: Option<usize>,
     /// Where sandboxes run: `process` (default: in supervised worker processes, so a crash
     /// ends only that worker's sessions) or `in-process`.
-    #[arg(long, env = "OASIS_ISOLATION", value_enum)]
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub isolation: Option<Isolation>,
-    /// Number of sandbox worker processes with `--isolation process` [default: 2].
-    #[arg(long, env = "OASIS_SANDBOX_WORKERS")]
+    /// Sandbox worker processes with `--isolation process` [default: 2].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sandbox_workers: Option<usize>,
     /// Seconds a client has to send a request head, from the connection's opening or the
     /// head's first byte [default: 10].
-    #[arg(long, env = "OASIS_HEADER_TIMEOUT_SECS")]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub header_timeout_secs: Option<u64>,
     /// Seconds a kept-alive connection may idle between requests, and the longest wait for
     /// the next bytes of a request body [default: 30].
-    #[arg(long, env = "OASIS_IDLE_TIMEOUT_SECS")]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_timeout_secs: Option<u64>,
     /// Open connections at most; lowered to what the descriptor limit leaves room for
     /// [default: 1024].
-    #[arg(long, env = "OASIS_MAX_CONNECTIONS")]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
 }
 
+impl std::fmt::Debug for Knobs {
+    /// The knobs that are set, API keys redacted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(keys) = v.get_mut("api_keys") {
+            *keys = serde_json::json!("[redacted]");
+        }
+        write!(f, "Knobs {v}")
+    }
+}
+
+impl Knobs {
+    /// Defaults ← `config` (TOML) ← `OASIS_*` ← `flags`.
+    fn layered(config: Option<&Path>, flags: &Knobs) -> anyhow::Result<Knobs> {
+        use figment::Figment;
+        use figment::providers::{Env, Format, Toml};
+        let names: Vec<String> = serde_json::to_value(Knobs::every())?
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        let mut fig = Figment::new();
+        if let Some(p) = config {
+            anyhow::ensure!(p.is_file(), "reading {}: no such file", p.display());
+            fig = fig.merge(Toml::file(p));
+        }
+        // A list in the environment is comma-separated: OASIS_API_KEYS is read below.
+        let env = Env::prefixed("OASIS_")
+            .filter(move |k| k != "api_keys" && names.iter().any(|n| k == n.as_str()));
+        let mut knobs: Knobs = fig
+            .merge(env)
+            .extract()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Ok(v) = std::env::var("OASIS_API_KEYS") {
+            knobs.api_keys = Some(v.split(',').map(|k| k.trim().to_string()).collect());
+        }
+        Ok(knobs.or(flags))
+    }
+
+    /// Each knob of `flags` that is set replaces this one.
+    fn or(self, flags: &Knobs) -> Knobs {
+        let f = serde_json::to_value(flags).unwrap_or_default();
+        let mut merged = serde_json::to_value(&self).unwrap_or_default();
+        if let (Some(m), Some(f)) = (merged.as_object_mut(), f.as_object()) {
+            for (k, v) in f {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        serde_json::from_value(merged).unwrap_or(self)
+    }
+
+    /// Every knob set (to its type's default), to list their names.
+    fn every() -> Knobs {
+        Knobs {
+            addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            mode: Some(Mode::All),
+            api_keys: Some(vec![]),
+            max_upload_bytes: Some(0),
+            cache_dir: Some(PathBuf::new()),
+            idle_ttl_secs: Some(0),
+            max_live_sessions: Some(0),
+            max_parallel: Some(0),
+            warm_pool: Some(0),
+            max_live_memory_mib: Some(0),
+            max_session_export_mib: Some(0),
+            thread_list: Some(false),
+            run_expiry_secs: Some(0),
+            run_workers: Some(0),
+            isolation: Some(Isolation::Process),
+            sandbox_workers: Some(0),
+            header_timeout_secs: Some(0),
+            idle_timeout_secs: Some(0),
+            max_connections: Some(0),
+        }
+    }
+}
+
 /// Where sandbox interpreters run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Isolation {
     /// In `oasis sandbox-worker` processes supervised by the server; sessions are sharded over
@@ -73,30 +202,6 @@ pub enum Isolation {
     Process,
     /// In the server process.
     InProcess,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    addr: Option<SocketAddr>,
-    mode: Option<Mode>,
-    api_keys: Option<Vec<String>>,
-    max_upload_bytes: Option<u64>,
-    cache_dir: Option<PathBuf>,
-    idle_ttl_secs: Option<u64>,
-    max_live_sessions: Option<usize>,
-    max_parallel: Option<usize>,
-    warm_pool: Option<usize>,
-    max_live_memory_mib: Option<u64>,
-    max_session_export_mib: Option<u64>,
-    thread_list: Option<bool>,
-    run_expiry_secs: Option<u64>,
-    run_workers: Option<usize>,
-    isolation: Option<Isolation>,
-    sandbox_workers: Option<usize>,
-    header_timeout_secs: Option<u64>,
-    idle_timeout_secs: Option<u64>,
-    max_connections: Option<usize>,
 }
 
 /// Everything a server needs, resolved.
@@ -120,25 +225,19 @@ pub struct Settings {
 
 impl Settings {
     pub fn resolve(data_dir: &Path, args: &ServeArgs) -> anyhow::Result<Settings> {
-        let file: FileConfig = match &args.config {
-            Some(p) => toml::from_str(
-                &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-            )
-            .with_context(|| format!("parsing {}", p.display()))?,
-            None => FileConfig::default(),
-        };
-        let keys = match std::env::var("OASIS_API_KEYS") {
-            Ok(v) => Some(
-                v.split(',')
-                    .map(|k| k.trim().to_string())
-                    .filter(|k| !k.is_empty())
-                    .collect::<Vec<_>>(),
-            ),
-            Err(_) => file.api_keys,
-        }
-        .filter(|k| !k.is_empty());
+        let k = Knobs::layered(args.config.as_deref(), &args.knobs)?;
+        let keys = k
+            .api_keys
+            .clone()
+            .map(|ks| {
+                ks.into_iter()
+                    .map(|key| key.trim().to_string())
+                    .filter(|key| !key.is_empty())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|ks| !ks.is_empty());
         let defaults = ManagerConfig::default();
-        let sandbox_workers = args.sandbox_workers.or(file.sandbox_workers).unwrap_or(2);
+        let sandbox_workers = k.sandbox_workers.unwrap_or(2);
         anyhow::ensure!(
             (1..=64).contains(&sandbox_workers),
             "sandbox_workers must be 1 to 64, not {sandbox_workers}"
@@ -150,10 +249,7 @@ impl Settings {
                 Some(s @ 1..=86_400) => Ok(Duration::from_secs(s)),
                 Some(s) => Err(anyhow::anyhow!("{name} must be 1 to 86400, not {s}")),
             };
-            let max_connections = args
-                .max_connections
-                .or(file.max_connections)
-                .unwrap_or(d.max_connections);
+            let max_connections = k.max_connections.unwrap_or(d.max_connections);
             anyhow::ensure!(
                 (1..=MAX_CONNECTIONS).contains(&max_connections),
                 "max_connections must be 1 to {MAX_CONNECTIONS}, not {max_connections}"
@@ -161,66 +257,56 @@ impl Settings {
             ConnLimits {
                 header_timeout: secs(
                     "header_timeout_secs",
-                    args.header_timeout_secs.or(file.header_timeout_secs),
+                    k.header_timeout_secs,
                     d.header_timeout,
                 )?,
-                idle_timeout: secs(
-                    "idle_timeout_secs",
-                    args.idle_timeout_secs.or(file.idle_timeout_secs),
-                    d.idle_timeout,
-                )?,
+                idle_timeout: secs("idle_timeout_secs", k.idle_timeout_secs, d.idle_timeout)?,
                 max_connections,
             }
         };
         Ok(Settings {
-            addr: args
+            addr: k
                 .addr
-                .or(file.addr)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             data_dir: data_dir.to_path_buf(),
-            cache_dir: args
+            cache_dir: k
                 .cache_dir
                 .clone()
-                .or(file.cache_dir)
                 .unwrap_or_else(|| data_dir.to_path_buf()),
             api: ApiConfig {
                 api_keys: keys.map(Arc::new),
-                max_upload_bytes: file.max_upload_bytes.unwrap_or(512 * 1024 * 1024),
-                mode: args.mode.or(file.mode).unwrap_or(Mode::All),
-                thread_list: args.thread_list.or(file.thread_list).unwrap_or(false),
+                max_upload_bytes: k.max_upload_bytes.unwrap_or(512 * 1024 * 1024),
+                mode: k.mode.unwrap_or(Mode::All),
+                thread_list: k.thread_list.unwrap_or(false),
                 connections,
             },
             sessions: ManagerConfig {
-                idle_ttl: file
+                idle_ttl: k
                     .idle_ttl_secs
                     .map(Duration::from_secs)
                     .unwrap_or(defaults.idle_ttl),
-                max_live: file.max_live_sessions.unwrap_or(defaults.max_live),
-                max_parallel: file.max_parallel.unwrap_or(defaults.max_parallel),
-                warm_pool: file.warm_pool.unwrap_or(defaults.warm_pool),
-                max_live_memory: file
+                max_live: k.max_live_sessions.unwrap_or(defaults.max_live),
+                max_parallel: k.max_parallel.unwrap_or(defaults.max_parallel),
+                warm_pool: k.warm_pool.unwrap_or(defaults.warm_pool),
+                max_live_memory: k
                     .max_live_memory_mib
                     .map_or(defaults.max_live_memory, |m| m.saturating_mul(1 << 20)),
-                max_export_bytes: file
+                max_export_bytes: k
                     .max_session_export_mib
                     .map_or(defaults.max_export_bytes, |m| m.saturating_mul(1 << 20)),
             },
-            isolation: args
-                .isolation
-                .or(file.isolation)
-                .unwrap_or(Isolation::Process),
+            isolation: k.isolation.unwrap_or(Isolation::Process),
             sandbox_workers,
             worker_exe: None,
             runs: {
                 let d = OrchestratorConfig::default();
                 OrchestratorConfig {
-                    workers: file.run_workers.unwrap_or(d.workers),
-                    run_expiry: args
+                    workers: k.run_workers.unwrap_or(d.workers),
+                    run_expiry: k
                         .run_expiry_secs
-                        .or(file.run_expiry_secs)
                         .map(Duration::from_secs)
                         .unwrap_or(d.run_expiry),
-                    max_file_bytes: file.max_upload_bytes.unwrap_or(d.max_file_bytes),
+                    max_file_bytes: k.max_upload_bytes.unwrap_or(d.max_file_bytes),
                     ..d
                 }
             },
@@ -444,19 +530,7 @@ mod tests {
             "header_timeout_secs = 3\nidle_timeout_secs = 4\nmax_connections = 5\n",
         )
         .unwrap();
-        let mut args = ServeArgs {
-            addr: None,
-            config: None,
-            mode: None,
-            cache_dir: None,
-            thread_list: None,
-            run_expiry_secs: None,
-            isolation: None,
-            sandbox_workers: None,
-            header_timeout_secs: None,
-            idle_timeout_secs: None,
-            max_connections: None,
-        };
+        let mut args = ServeArgs::default();
         let s = Settings::resolve(dir.path(), &args).unwrap();
         assert_eq!(s.api.connections, ConnLimits::default());
         args.config = Some(config.clone());
@@ -465,13 +539,13 @@ mod tests {
         assert_eq!(c.header_timeout, Duration::from_secs(3));
         assert_eq!(c.idle_timeout, Duration::from_secs(4));
         assert_eq!(c.max_connections, 5);
-        args.idle_timeout_secs = Some(7);
+        args.knobs.idle_timeout_secs = Some(7);
         let s = Settings::resolve(dir.path(), &args).unwrap();
         assert_eq!(s.api.connections.idle_timeout, Duration::from_secs(7));
-        args.max_connections = Some(0);
+        args.knobs.max_connections = Some(0);
         assert!(Settings::resolve(dir.path(), &args).is_err());
-        args.max_connections = None;
-        args.header_timeout_secs = Some(0);
+        args.knobs.max_connections = None;
+        args.knobs.header_timeout_secs = Some(0);
         assert!(Settings::resolve(dir.path(), &args).is_err());
     }
 }

@@ -30,7 +30,9 @@ use crate::sandbox::Sessions;
 use crate::store::{Store, StoreError};
 
 /// Which routes a server exposes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Everything: files, assistants, threads, messages and the code interpreter.

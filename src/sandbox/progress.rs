@@ -26,10 +26,12 @@ impl Progress {
         self.visible
     }
 
+    /// A line of progress: on stderr when visible, else in the log (once, not both).
     pub fn message(&self, msg: &str) {
-        tracing::info!("{msg}");
         if self.visible {
             eprintln!("oasis: {msg}");
+        } else {
+            tracing::info!("{msg}");
         }
     }
 

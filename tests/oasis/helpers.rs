@@ -90,17 +90,11 @@ impl TestApp {
             }
         };
         let args = oasis::server::ServeArgs {
-            addr: None,
             config: None,
-            mode: None,
-            cache_dir: Some(self::data_dir()),
-            thread_list: None,
-            run_expiry_secs: None,
-            isolation: None,
-            sandbox_workers: None,
-            header_timeout_secs: None,
-            idle_timeout_secs: None,
-            max_connections: None,
+            knobs: oasis::server::Knobs {
+                cache_dir: Some(self::data_dir()),
+                ..Default::default()
+            },
         };
         let mut settings = oasis::server::Settings::resolve(&data_dir, &args).unwrap();
         // `args` is built here, not parsed (no flag comes from the environment), but `resolve`
