@@ -187,6 +187,38 @@ pub enum ModelDelta<'a> {
     },
 }
 
+/// A [`ModelDelta`] that owns its text, to send across a channel or keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnedDelta {
+    Text(String),
+    CallStarted {
+        index: usize,
+        id: String,
+        name: String,
+    },
+    Arguments {
+        index: usize,
+        text: String,
+    },
+}
+
+impl From<ModelDelta<'_>> for OwnedDelta {
+    fn from(d: ModelDelta<'_>) -> OwnedDelta {
+        match d {
+            ModelDelta::Text(t) => OwnedDelta::Text(t.to_string()),
+            ModelDelta::CallStarted { index, id, name } => OwnedDelta::CallStarted {
+                index,
+                id: id.to_string(),
+                name: name.to_string(),
+            },
+            ModelDelta::Arguments { index, text } => OwnedDelta::Arguments {
+                index,
+                text: text.to_string(),
+            },
+        }
+    }
+}
+
 /// Receives the answer's pieces as they are produced.
 pub type DeltaSink<'a> = &'a (dyn Fn(ModelDelta<'_>) + Send + Sync);
 

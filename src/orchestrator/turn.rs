@@ -11,7 +11,7 @@ use serde_json::json;
 use super::calls::{self, StreamedCall};
 use super::events::{ContentPartDelta, ImageFileDelta, StreamEvent, TextDelta, indexed};
 use super::{Orchestrator, Result, annotate};
-use crate::backend::{BackendError, ChatResponse, ModelDelta};
+use crate::backend::{BackendError, ChatResponse, ModelDelta, OwnedDelta};
 use crate::model::{
     Annotation, Content, FileRef, ImageFile, Message, MessageCreation, MessageStatus, RunStep,
     RunUsage, StepDetails, StepStatus, Text, now,
@@ -25,37 +25,6 @@ pub(super) struct Writer {
     pub(super) text_index: usize,
     pub(super) text: String,
     pub(super) sent_text: bool,
-}
-
-/// A piece of a model turn, as the backend handed it over (see [`ModelDelta`]).
-pub(super) enum Streamed {
-    Text(String),
-    Call {
-        index: usize,
-        id: String,
-        name: String,
-    },
-    Args {
-        index: usize,
-        text: String,
-    },
-}
-
-impl From<ModelDelta<'_>> for Streamed {
-    fn from(d: ModelDelta<'_>) -> Streamed {
-        match d {
-            ModelDelta::Text(t) => Streamed::Text(t.to_string()),
-            ModelDelta::CallStarted { index, id, name } => Streamed::Call {
-                index,
-                id: id.to_string(),
-                name: name.to_string(),
-            },
-            ModelDelta::Arguments { index, text } => Streamed::Args {
-                index,
-                text: text.to_string(),
-            },
-        }
-    }
 }
 
 /// A turn's tool calls as they streamed, and the step they streamed into.
@@ -99,9 +68,9 @@ impl Orchestrator {
         flag: &CancellationToken,
     ) -> Result<TurnEnd> {
         let backend = ctx.backend.clone();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Streamed>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<OwnedDelta>();
         let sink = move |d: ModelDelta<'_>| {
-            let _ = tx.send(Streamed::from(d));
+            let _ = tx.send(OwnedDelta::from(d));
         };
         let mut writer: Option<Writer> = None;
         let mut tools = ToolStream::default();
@@ -155,11 +124,11 @@ impl Orchestrator {
         ctx: &mut Ctx,
         writer: &mut Option<Writer>,
         tools: &mut ToolStream,
-        piece: Streamed,
+        piece: OwnedDelta,
     ) -> Result<()> {
         match piece {
-            Streamed::Text(t) => self.write_text(ctx, writer, &t).await,
-            Streamed::Call { index, id, name } => {
+            OwnedDelta::Text(t) => self.write_text(ctx, writer, &t).await,
+            OwnedDelta::CallStarted { index, id, name } => {
                 let code = Some(&name) == ctx.code_tool.as_ref();
                 // Only a turn's first call streams live, and only if no text came first (its
                 // message would still be open): the SDKs take a delta for another index as the
@@ -179,7 +148,7 @@ impl Orchestrator {
                 tools.calls.push(StreamedCall::new(&id, code, live));
                 Ok(())
             }
-            Streamed::Args { index, text } => {
+            OwnedDelta::Arguments { index, text } => {
                 let Some(call) = tools.calls.get_mut(index) else {
                     return Ok(());
                 };

@@ -578,18 +578,7 @@ async fn tools_mode_serves_only_the_code_interpreter_and_files() {
 /// `target/py-venv` on first run.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_official_python_sdk_suite_passes() {
-    let app = TestApp::spawn().await;
-    // The scripted upstream's socket: bound (and listening) here, so its port is known before
-    // the Oasis that calls it starts, and held until pytest serves on it.
-    let upstream_socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = upstream_socket.local_addr().unwrap().port();
-    let upstream_app = TestApp::spawn_with(None, |s| {
-        let mut cfg =
-            oasis::backend::upstream::UpstreamConfig::new(format!("http://127.0.0.1:{port}/v1"));
-        cfg.initial_backoff = std::time::Duration::from_millis(50);
-        s.upstream = Some(cfg);
-    })
-    .await;
+    let (app, upstream_app, upstream_socket) = crate::helpers::sdk_servers().await;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let venv = root.join("target").join("py-venv");
     let python = venv.join("bin").join("python");

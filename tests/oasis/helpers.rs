@@ -202,6 +202,23 @@ impl Drop for TestApp {
     }
 }
 
+/// The two servers the SDK suites run against: one with the built-in model, one whose
+/// upstream is a scripted Chat Completions server to be served on the returned socket (bound
+/// and listening here, so its port is known before the Oasis that calls it starts).
+pub async fn sdk_servers() -> (TestApp, TestApp, std::net::TcpListener) {
+    let app = TestApp::spawn().await;
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let upstream_app = TestApp::spawn_with(None, |s| {
+        let mut cfg =
+            oasis::backend::upstream::UpstreamConfig::new(format!("http://127.0.0.1:{port}/v1"));
+        cfg.initial_backoff = std::time::Duration::from_millis(50);
+        s.upstream = Some(cfg);
+    })
+    .await;
+    (app, upstream_app, socket)
+}
+
 /// An OpenAI error body's parts.
 pub fn err_parts(v: &serde_json::Value) -> (String, String, Option<String>) {
     let e = &v["error"];

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::durability::Server;
 use crate::helpers::{PNG_SIGNATURE, TestApp};
 use crate::hostile::{Case, SHORT, SLACK};
-use crate::workers::{assistant, run_cell, wait_file, wait_run};
+use crate::workers::{assistant, run_cell, wait_file, wait_file_within, wait_run};
 
 /// Python that builds a valid 1x1 PNG file in `png`.
 const TINY_PNG: &str = r#"
@@ -587,7 +587,7 @@ async fn hostile2_10_a_stream_nobody_reads_does_not_grow_the_server() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    wait_for_file(
+    wait_file_within(
         &tmp.path().join("data/sessions/slow/data/done"),
         Duration::from_secs(300),
     )
@@ -622,18 +622,6 @@ async fn hostile2_10_a_stream_nobody_reads_does_not_grow_the_server() {
         events.len()
     );
     assert!(text.contains("event: result") && text.ends_with("data: [DONE]\n\n"));
-}
-
-async fn wait_for_file(path: &Path, within: Duration) {
-    let deadline = Instant::now() + within;
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

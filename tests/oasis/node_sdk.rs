@@ -9,8 +9,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::TestApp;
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_official_node_sdk_suite_passes() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -18,18 +16,7 @@ async fn the_official_node_sdk_suite_passes() {
     require_node();
     npm_ci_once(&suite);
 
-    let app = TestApp::spawn().await;
-    // The scripted upstream's socket: bound (and listening) here, so its port is known before
-    // the Oasis that calls it starts, and handed down to the upstream's process.
-    let upstream_socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = upstream_socket.local_addr().unwrap().port();
-    let upstream_app = TestApp::spawn_with(None, |s| {
-        let mut cfg =
-            oasis::backend::upstream::UpstreamConfig::new(format!("http://127.0.0.1:{port}/v1"));
-        cfg.initial_backoff = Duration::from_millis(50);
-        s.upstream = Some(cfg);
-    })
-    .await;
+    let (app, upstream_app, upstream_socket) = crate::helpers::sdk_servers().await;
     let _upstream = ScriptedUpstream::start(root, upstream_socket).await;
 
     let started = Instant::now();

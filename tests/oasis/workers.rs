@@ -120,7 +120,12 @@ pub fn data(app: &TestApp, session: &str) -> PathBuf {
 /// Wait until the guest has written `path` (it exists and is not empty: a file appears at
 /// `open`, before its bytes are flushed).
 pub async fn wait_file(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    wait_file_within(path, Duration::from_secs(60)).await
+}
+
+/// [`wait_file`] with a deadline of `within`.
+pub async fn wait_file_within(path: &Path, within: Duration) {
+    let deadline = Instant::now() + within;
     while std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) == 0 {
         assert!(
             Instant::now() < deadline,

@@ -445,8 +445,9 @@ mod tests {
     use serde_json::json;
 
     use super::super::test_server::{call_event, finish_event, text_event};
-    use super::super::tests::{Recorded, Seen};
+    use super::super::tests::Recorded;
     use super::*;
+    use crate::backend::OwnedDelta;
 
     /// Assembles `events`, checking that the pieces passed on add up to the answer.
     fn assemble_recorded(events: &[Value]) -> (Result<ChatResponse, BackendError>, Recorded) {
@@ -469,20 +470,20 @@ mod tests {
         assemble_recorded(events).0
     }
 
-    fn call(id: &str, name: &str) -> Seen {
+    fn call(id: &str, name: &str) -> OwnedDelta {
         call_at(0, id, name)
     }
 
-    fn call_at(index: usize, id: &str, name: &str) -> Seen {
-        Seen::Call {
+    fn call_at(index: usize, id: &str, name: &str) -> OwnedDelta {
+        OwnedDelta::CallStarted {
             index,
             id: id.into(),
             name: name.into(),
         }
     }
 
-    fn args(index: usize, text: &str) -> Seen {
-        Seen::Args {
+    fn args(index: usize, text: &str) -> OwnedDelta {
+        OwnedDelta::Arguments {
             index,
             text: text.into(),
         }

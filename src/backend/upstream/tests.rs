@@ -10,55 +10,28 @@ use tokio::net::TcpListener;
 use super::test_server::*;
 use super::*;
 use crate::backend::{
-    ChatMessage, FinishReason, FunctionSpec, ModelDelta, Role, ToolCall, ToolChoice, Usage,
-    estimate_tokens,
+    ChatMessage, FinishReason, FunctionSpec, ModelDelta, OwnedDelta, Role, ToolCall, ToolChoice,
+    Usage, estimate_tokens,
 };
 
 const KEY: &str = "sk-test-secret-key-1234";
 
 // ---- Helpers -------------------------------------------------------------------------------
 
-/// A piece a sink was given, owned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Seen {
-    Text(String),
-    Call {
-        index: usize,
-        id: String,
-        name: String,
-    },
-    Args {
-        index: usize,
-        text: String,
-    },
-}
-
 /// Records what a sink is given.
 #[derive(Debug, Default)]
-pub(super) struct Recorded(Mutex<Vec<Seen>>);
+pub(super) struct Recorded(Mutex<Vec<OwnedDelta>>);
 
 impl Recorded {
     pub(super) fn push(&self, d: ModelDelta<'_>) {
-        let seen = match d {
-            ModelDelta::Text(t) => Seen::Text(t.to_string()),
-            ModelDelta::CallStarted { index, id, name } => Seen::Call {
-                index,
-                id: id.to_string(),
-                name: name.to_string(),
-            },
-            ModelDelta::Arguments { index, text } => Seen::Args {
-                index,
-                text: text.to_string(),
-            },
-        };
-        self.0.lock().unwrap().push(seen);
+        self.0.lock().unwrap().push(OwnedDelta::from(d));
     }
 
     pub(super) fn sink(&self) -> impl Fn(ModelDelta<'_>) + Send + Sync + '_ {
         move |d| self.push(d)
     }
 
-    pub(super) fn all(&self) -> Vec<Seen> {
+    pub(super) fn all(&self) -> Vec<OwnedDelta> {
         self.0.lock().unwrap().clone()
     }
 
@@ -67,7 +40,7 @@ impl Recorded {
         self.all()
             .into_iter()
             .filter_map(|s| match s {
-                Seen::Text(t) => Some(t),
+                OwnedDelta::Text(t) => Some(t),
                 _ => None,
             })
             .collect()
@@ -80,8 +53,8 @@ impl Recorded {
         let mut calls: Vec<ToolCall> = Vec::new();
         for seen in self.all() {
             match seen {
-                Seen::Text(t) => text.push_str(&t),
-                Seen::Call { index, id, name } => {
+                OwnedDelta::Text(t) => text.push_str(&t),
+                OwnedDelta::CallStarted { index, id, name } => {
                     assert_eq!(index, calls.len(), "calls started out of order");
                     calls.push(ToolCall {
                         id,
@@ -89,7 +62,7 @@ impl Recorded {
                         arguments: String::new(),
                     });
                 }
-                Seen::Args { index, text } => {
+                OwnedDelta::Arguments { index, text } => {
                     assert!(!text.is_empty(), "an empty Arguments piece");
                     calls
                         .get_mut(index)
@@ -946,12 +919,12 @@ async fn call_arguments_are_passed_on_before_the_stream_ends() {
     assert_eq!(
         seen[..2],
         [
-            Seen::Call {
+            OwnedDelta::CallStarted {
                 index: 0,
                 id: "call_1".into(),
                 name: "code_interpreter".into()
             },
-            Seen::Args {
+            OwnedDelta::Arguments {
                 index: 0,
                 text: "{\"code\": \"pri".into()
             }
@@ -995,7 +968,7 @@ async fn interleaved_parallel_calls_are_passed_on_live_and_add_up() {
         .all()
         .iter()
         .filter_map(|s| match s {
-            Seen::Args { index, .. } => Some(*index),
+            OwnedDelta::Arguments { index, .. } => Some(*index),
             _ => None,
         })
         .collect();
