@@ -517,6 +517,86 @@ pub struct FileRef {
     pub file_id: String,
 }
 
+/// A run's `tool_choice`: how freely the model may call tools, or the one tool it must call.
+/// On the wire: `"none"`, `"auto"`, `"required"`, `{"type": "function", "function": {"name":
+/// …}}`, `{"type": "code_interpreter"}` or `{"type": "file_search"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ToolChoiceOption {
+    None,
+    #[default]
+    Auto,
+    Required,
+    Function(String),
+    CodeInterpreter,
+    FileSearch,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum ToolChoiceWire {
+    Mode(ToolChoiceMode),
+    Named(NamedTool),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ToolChoiceMode {
+    None,
+    Auto,
+    Required,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum NamedTool {
+    Function { function: FunctionName },
+    CodeInterpreter,
+    FileSearch,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FunctionName {
+    name: String,
+}
+
+impl Serialize for ToolChoiceOption {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let wire = match self {
+            ToolChoiceOption::None => ToolChoiceWire::Mode(ToolChoiceMode::None),
+            ToolChoiceOption::Auto => ToolChoiceWire::Mode(ToolChoiceMode::Auto),
+            ToolChoiceOption::Required => ToolChoiceWire::Mode(ToolChoiceMode::Required),
+            ToolChoiceOption::Function(name) => ToolChoiceWire::Named(NamedTool::Function {
+                function: FunctionName { name: name.clone() },
+            }),
+            ToolChoiceOption::CodeInterpreter => ToolChoiceWire::Named(NamedTool::CodeInterpreter),
+            ToolChoiceOption::FileSearch => ToolChoiceWire::Named(NamedTool::FileSearch),
+        };
+        wire.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ToolChoiceOption {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match ToolChoiceWire::deserialize(d)? {
+            ToolChoiceWire::Mode(ToolChoiceMode::None) => ToolChoiceOption::None,
+            ToolChoiceWire::Mode(ToolChoiceMode::Auto) => ToolChoiceOption::Auto,
+            ToolChoiceWire::Mode(ToolChoiceMode::Required) => ToolChoiceOption::Required,
+            ToolChoiceWire::Named(NamedTool::Function { function })
+                if !function.name.is_empty() =>
+            {
+                ToolChoiceOption::Function(function.name)
+            }
+            ToolChoiceWire::Named(NamedTool::Function { .. }) => {
+                return Err(serde::de::Error::custom(
+                    "a function tool_choice needs a name",
+                ));
+            }
+            ToolChoiceWire::Named(NamedTool::CodeInterpreter) => ToolChoiceOption::CodeInterpreter,
+            ToolChoiceWire::Named(NamedTool::FileSearch) => ToolChoiceOption::FileSearch,
+        })
+    }
+}
+
 /// `{code, message}` of a failed run or step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LastError {
@@ -573,7 +653,7 @@ pub struct Run {
     pub max_prompt_tokens: Option<u64>,
     pub max_completion_tokens: Option<u64>,
     pub truncation_strategy: Truncation,
-    pub tool_choice: serde_json::Value,
+    pub tool_choice: ToolChoiceOption,
     pub parallel_tool_calls: bool,
     pub response_format: serde_json::Value,
 }
@@ -735,4 +815,44 @@ pub fn sandbox_link(relative: &str) -> String {
         .collect::<Vec<_>>()
         .join("/");
     format!("sandbox:/mnt/data/{path}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tool_choice_reads_and_writes_openais_forms_and_nothing_else() {
+        for (wire, typed) in [
+            (json!("none"), ToolChoiceOption::None),
+            (json!("auto"), ToolChoiceOption::Auto),
+            (json!("required"), ToolChoiceOption::Required),
+            (
+                json!({"type": "function", "function": {"name": "f"}}),
+                ToolChoiceOption::Function("f".into()),
+            ),
+            (
+                json!({"type": "code_interpreter"}),
+                ToolChoiceOption::CodeInterpreter,
+            ),
+            (json!({"type": "file_search"}), ToolChoiceOption::FileSearch),
+        ] {
+            let read: ToolChoiceOption = serde_json::from_value(wire.clone()).unwrap();
+            assert_eq!(read, typed);
+            assert_eq!(serde_json::to_value(&typed).unwrap(), wire);
+        }
+        for bad in [
+            json!("sometimes"),
+            json!(5),
+            json!({"type": "function"}),
+            json!({"type": "function", "function": {"name": ""}}),
+            json!({"type": "retrieval"}),
+        ] {
+            assert!(
+                serde_json::from_value::<ToolChoiceOption>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -17,7 +17,9 @@ use super::extract::{ApiJson, ListBody, ListQuery};
 use super::threads::{CreateMessage, build_message};
 use super::{AppState, blocking, validate};
 use crate::backend::LOCAL_MODEL;
-use crate::model::{Metadata, Run, RunStep, Thread, Tool, ToolResources, Truncation, new_id, now};
+use crate::model::{
+    Metadata, Run, RunStep, Thread, Tool, ToolChoiceOption, ToolResources, Truncation, new_id, now,
+};
 use crate::orchestrator::state::RunStatus;
 use crate::orchestrator::{EventStream, NewRun, Orchestrator, RunError};
 use crate::store::{Filter, StoreExt};
@@ -156,30 +158,16 @@ struct SubmitToolOutputs {
     stream: Option<bool>,
 }
 
-fn check_tool_choice(v: &Option<serde_json::Value>) -> ApiResult<()> {
-    let Some(v) = v else { return Ok(()) };
-    let ok = match v {
-        serde_json::Value::String(s) => matches!(s.as_str(), "none" | "auto" | "required"),
-        serde_json::Value::Object(o) => match o.get("type").and_then(|t| t.as_str()) {
-            Some("code_interpreter") | Some("file_search") => true,
-            Some("function") => o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(|n| n.as_str())
-                .is_some_and(|n| !n.is_empty()),
-            _ => false,
-        },
-        _ => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
+/// The request's `tool_choice`, read once into its type.
+fn tool_choice(v: &Option<serde_json::Value>) -> ApiResult<Option<ToolChoiceOption>> {
+    let Some(v) = v else { return Ok(None) };
+    serde_json::from_value(v.clone()).map(Some).map_err(|_| {
+        ApiError::invalid(
             "tool_choice",
             "Invalid 'tool_choice': expected 'none', 'auto', 'required' or \
              {\"type\": \"function\", \"function\": {\"name\": …}}.",
-        ))
-    }
+        )
+    })
 }
 
 fn check_truncation(t: &Option<Truncation>) -> ApiResult<()> {
@@ -214,23 +202,23 @@ fn check_tokens(param: &str, v: Option<u64>) -> ApiResult<()> {
 fn check_run_fields(
     instructions: &Option<String>,
     tools: &Option<Vec<Tool>>,
-    tool_choice: &Option<serde_json::Value>,
+    choice: &Option<serde_json::Value>,
     temperature: Option<f64>,
     top_p: Option<f64>,
     truncation: &Option<Truncation>,
     max_prompt: Option<u64>,
     max_completion: Option<u64>,
-) -> ApiResult<()> {
+) -> ApiResult<Option<ToolChoiceOption>> {
     validate::max_len("instructions", instructions, 256_000)?;
     if let Some(t) = tools {
         validate::tools(t)?;
     }
-    check_tool_choice(tool_choice)?;
+    let choice = self::tool_choice(choice)?;
     validate::sampling(temperature, top_p)?;
     check_truncation(truncation)?;
     check_tokens("max_prompt_tokens", max_prompt)?;
     check_tokens("max_completion_tokens", max_completion)?;
-    Ok(())
+    Ok(choice)
 }
 
 /// How soon a poller should ask again: soon for a run that just started, less often later.
@@ -311,7 +299,7 @@ async fn create_run(
     ApiJson(req): ApiJson<CreateRun>,
 ) -> ApiResult<Response> {
     let orch = orchestrator(&state)?.clone();
-    check_run_fields(
+    let tool_choice = check_run_fields(
         &req.instructions,
         &req.tools,
         &req.tool_choice,
@@ -342,7 +330,7 @@ async fn create_run(
         additional_instructions: req.additional_instructions,
         additional_messages: additional,
         tools: req.tools,
-        tool_choice: req.tool_choice,
+        tool_choice,
         parallel_tool_calls: req.parallel_tool_calls,
         temperature: req.temperature,
         top_p: req.top_p,
@@ -365,7 +353,7 @@ async fn create_thread_and_run(
     ApiJson(req): ApiJson<CreateThreadAndRun>,
 ) -> ApiResult<Response> {
     let orch = orchestrator(&state)?.clone();
-    check_run_fields(
+    let tool_choice = check_run_fields(
         &req.instructions,
         &req.tools,
         &req.tool_choice,
@@ -408,7 +396,7 @@ async fn create_thread_and_run(
         model: req.model,
         instructions: req.instructions,
         tools: req.tools,
-        tool_choice: req.tool_choice,
+        tool_choice,
         parallel_tool_calls: req.parallel_tool_calls,
         temperature: req.temperature,
         top_p: req.top_p,

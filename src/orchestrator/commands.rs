@@ -5,15 +5,13 @@ use super::finish::steps_in;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::json;
-
 use super::events::{EventStream, StreamEvent};
 use super::state::{RunEvent, RunStatus, transition};
 
 use crate::backend::{Backend, ChatMessage, LOCAL_MODEL};
 use crate::model::{
-    Assistant, Kind, Message, Run, RunStep, StepDetails, StepStatus, Thread, Truncation, new_id,
-    now,
+    Assistant, Kind, Message, Run, RunStep, StepDetails, StepStatus, Thread, ToolChoiceOption,
+    Truncation, new_id, now,
 };
 use crate::store::{Order, Page, Record, Store, StoreExt};
 
@@ -21,40 +19,32 @@ use super::{NewRun, Orchestrator, Result, RunError, Transcript, status_str};
 
 /// A `tool_choice` that forces a tool must name one the run has.
 pub(super) fn check_tool_choice(run: &Run) -> Result<()> {
-    let choice = &run.tool_choice;
-    match choice.get("type").and_then(|t| t.as_str()) {
-        Some("function") => {
-            let name = choice
-                .pointer("/function/name")
-                .and_then(|n| n.as_str())
-                .unwrap_or_default();
-            let known = run.tools.iter().any(
-                |t| matches!(t, crate::model::Tool::Function { function } if function.name == name),
-            );
-            if !known {
-                return Err(RunError::invalid(
-                    Some("tool_choice"),
-                    format!(
-                        "Invalid 'tool_choice': the run has no function named '{name}' among its \
-                         tools."
-                    ),
-                ));
-            }
-        }
-        Some("code_interpreter")
+    use crate::model::Tool;
+    match &run.tool_choice {
+        ToolChoiceOption::Function(name)
             if !run
                 .tools
                 .iter()
-                .any(|t| matches!(t, crate::model::Tool::CodeInterpreter)) =>
+                .any(|t| matches!(t, Tool::Function { function } if function.name == *name)) =>
         {
-            return Err(RunError::invalid(
+            Err(RunError::invalid(
+                Some("tool_choice"),
+                format!(
+                    "Invalid 'tool_choice': the run has no function named '{name}' among its \
+                     tools."
+                ),
+            ))
+        }
+        ToolChoiceOption::CodeInterpreter
+            if !run.tools.iter().any(|t| matches!(t, Tool::CodeInterpreter)) =>
+        {
+            Err(RunError::invalid(
                 Some("tool_choice"),
                 "Invalid 'tool_choice': the run has no code_interpreter tool.",
-            ));
+            ))
         }
-        _ => {}
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 impl Orchestrator {
@@ -212,7 +202,7 @@ impl Orchestrator {
                 kind: "auto".into(),
                 last_messages: None,
             }),
-            tool_choice: req.tool_choice.clone().unwrap_or_else(|| json!("auto")),
+            tool_choice: req.tool_choice.clone().unwrap_or_default(),
             parallel_tool_calls: req.parallel_tool_calls.unwrap_or(true),
             response_format: req
                 .response_format

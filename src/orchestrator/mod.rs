@@ -106,7 +106,7 @@ pub struct NewRun {
     /// User messages added to the thread before the run (built, not stored).
     pub additional_messages: Vec<Message>,
     pub tools: Option<Vec<Tool>>,
-    pub tool_choice: Option<serde_json::Value>,
+    pub tool_choice: Option<crate::model::ToolChoiceOption>,
     pub parallel_tool_calls: Option<bool>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use crate::backend::{
     ChatMessage, ChatRequest, FunctionSpec, ImagePart, Role, ToolChoice, estimate_tokens,
 };
-use crate::model::{Attachment, AttachmentTool, Content, Message, MessageRole, Run, Tool};
+use crate::model::{
+    Attachment, AttachmentTool, Content, Message, MessageRole, Run, Tool, ToolChoiceOption,
+};
 
 /// The name `code_interpreter` is offered under: its own name unless a function of the run
 /// already has it.
@@ -69,27 +71,16 @@ pub fn functions(tools: &[Tool], code_tool: Option<&str>) -> Vec<FunctionSpec> {
     out
 }
 
-/// The run's `tool_choice` for the backend.
-pub fn tool_choice(v: &serde_json::Value, code_tool: Option<&str>) -> ToolChoice {
-    match v {
-        serde_json::Value::String(s) => match s.as_str() {
-            "none" => ToolChoice::None,
-            "required" => ToolChoice::Required,
-            _ => ToolChoice::Auto,
-        },
-        serde_json::Value::Object(o) => match o.get("type").and_then(|t| t.as_str()) {
-            Some("function") => o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(|n| n.as_str())
-                .map(|n| ToolChoice::Function(n.to_string()))
-                .unwrap_or(ToolChoice::Auto),
-            Some("code_interpreter") => code_tool
-                .map(|n| ToolChoice::Function(n.to_string()))
-                .unwrap_or(ToolChoice::Auto),
-            _ => ToolChoice::Auto,
-        },
-        _ => ToolChoice::Auto,
+/// The run's `tool_choice` for the backend (`code_interpreter` is the code tool's function).
+pub fn tool_choice(choice: &ToolChoiceOption, code_tool: Option<&str>) -> ToolChoice {
+    match choice {
+        ToolChoiceOption::None => ToolChoice::None,
+        ToolChoiceOption::Required => ToolChoice::Required,
+        ToolChoiceOption::Function(name) => ToolChoice::Function(name.clone()),
+        ToolChoiceOption::CodeInterpreter => code_tool
+            .map(|n| ToolChoice::Function(n.to_string()))
+            .unwrap_or(ToolChoice::Auto),
+        ToolChoiceOption::Auto | ToolChoiceOption::FileSearch => ToolChoice::Auto,
     }
 }
 
