@@ -4,14 +4,8 @@ use std::process::Command;
 
 use crate::helpers::data_dir;
 
-/// The binary with only the `OASIS_*` variables in `sets` that the caller then sets (a
-/// developer's exported ones are removed).
 fn bare(sets: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_oasis"));
-    for k in crate::helpers::foreign_oasis_vars(sets) {
-        c.env_remove(k);
-    }
-    c
+    crate::helpers::oasis_binary(sets)
 }
 
 fn oasis() -> Command {

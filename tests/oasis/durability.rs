@@ -37,7 +37,36 @@ impl Server {
     /// [`crate::helpers::foreign_oasis_vars`]). It listens on a port of its choosing and says
     /// which on stderr.
     pub async fn start_with(data: &Path, config: &Path, env: &[(&str, &Path)]) -> Server {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_oasis"));
+        Server::launch(data, config, env, None).await
+    }
+
+    /// [`Server::start_with`] under `ulimit -n nofile`.
+    pub async fn start_limited(
+        data: &Path,
+        config: &Path,
+        env: &[(&str, &Path)],
+        nofile: u32,
+    ) -> Server {
+        Server::launch(data, config, env, Some(nofile)).await
+    }
+
+    async fn launch(
+        data: &Path,
+        config: &Path,
+        env: &[(&str, &Path)],
+        nofile: Option<u32>,
+    ) -> Server {
+        let bin = env!("CARGO_BIN_EXE_oasis");
+        let mut cmd = match nofile {
+            None => tokio::process::Command::new(bin),
+            Some(n) => {
+                let mut c = tokio::process::Command::new("sh");
+                c.arg("-c")
+                    .arg(format!(r#"ulimit -n {n} && exec "$0" "$@""#))
+                    .arg(bin);
+                c
+            }
+        };
         cmd.arg("--data-dir")
             .arg(data)
             .arg("serve")
@@ -161,7 +190,7 @@ impl Server {
     }
 
     /// SIGKILL, no goodbye.
-    async fn kill(mut self) {
+    pub async fn kill(mut self) {
         self.child.start_kill().unwrap();
         self.child.wait().await.unwrap();
     }

@@ -29,6 +29,16 @@ pub fn foreign_oasis_vars(sets: &[&str]) -> Vec<std::ffi::OsString> {
         .collect()
 }
 
+/// The `oasis` binary with no `OASIS_*` variable of the developer's environment but those in
+/// `sets` (which the caller then sets) and the ones the harness hands on.
+pub fn oasis_binary(sets: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_oasis"));
+    for k in foreign_oasis_vars(sets) {
+        c.env_remove(k);
+    }
+    c
+}
+
 /// The sandbox every test shares (one engine, images compiled once).
 pub fn sandbox() -> Arc<Sandbox> {
     static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();

@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -1116,7 +1115,7 @@ probe('compile wasm', lambda: compile(bytes.fromhex('0061736d01000000'), 'm.wasm
             std::os::unix::fs::symlink(entry.path(), evil.path().join(&name)).unwrap();
         }
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_oasis"))
+    let out = crate::helpers::oasis_binary(&["OASIS_RUNTIME_DIR", "OASIS_DATA_DIR"])
         .args(["runtime", "fetch"])
         .env("OASIS_RUNTIME_DIR", evil.path())
         .env("OASIS_DATA_DIR", evil.path().join("data"))
@@ -1915,7 +1914,7 @@ async fn hostile_48_terminal_escapes_are_escaped_in_json_and_in_the_cli() {
     // The CLI prints guest text to a terminal: controls other than \n and \t come out escaped,
     // in what the code printed, in the final value and in file names.
     crate::helpers::sandbox();
-    let out = Command::new(env!("CARGO_BIN_EXE_oasis"))
+    let out = crate::helpers::oasis_binary(&["OASIS_DATA_DIR"])
         .env_remove("OASIS_RUNTIME_DIR")
         .env("OASIS_DATA_DIR", data_dir())
         .args(["exec", "-c"])
@@ -2340,13 +2339,14 @@ async fn hostile_61_a_corrupt_or_foreign_cached_module_is_rebuilt_never_loaded()
             hex::encode(sha2::Sha256::digest(digest_of)),
         )
         .unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_oasis"))
-            .args(["runtime", "prepare"])
-            .env("OASIS_DATA_DIR", scratch.path())
-            .env("OASIS_RUNTIME_DIR", runtime_dir())
-            .env("OASIS_LOG", "warn")
-            .output()
-            .unwrap();
+        let out =
+            crate::helpers::oasis_binary(&["OASIS_DATA_DIR", "OASIS_RUNTIME_DIR", "OASIS_LOG"])
+                .args(["runtime", "prepare"])
+                .env("OASIS_DATA_DIR", scratch.path())
+                .env("OASIS_RUNTIME_DIR", runtime_dir())
+                .env("OASIS_LOG", "warn")
+                .output()
+                .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{case}: {err}");
         assert!(err.contains(warning), "{case}: {err}");

@@ -5,7 +5,6 @@
 //! place of a condition.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -14,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::durability::Server;
 use crate::helpers::{TestApp, err_parts};
 
 /// The longest any single expectation below is waited for: it proves "promptly, not never".
@@ -277,7 +277,7 @@ async fn hostile2_09_under_a_300_descriptor_limit_a_flood_does_not_lock_out_keye
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path()).await;
+    let server = limited_server(dir.path()).await;
     let keyed = |path: &'static str| {
         let (client, url) = (reqwest::Client::new(), format!("{}{path}", server.base));
         async move {
@@ -305,7 +305,7 @@ async fn hostile2_09_under_a_300_descriptor_limit_a_flood_does_not_lock_out_keye
     }
     drop(flood);
     keyed("/v1/models").await;
-    server.stop().await;
+    server.kill().await;
 }
 
 const KEY: &str = "sk-hostile-net-0123456789";
@@ -319,65 +319,17 @@ fn raise_own_descriptor_limit(want: u64) {
     }
 }
 
-/// The real binary, started by `sh` under `ulimit -n 300`.
-struct Server {
-    child: tokio::process::Child,
-    base: String,
-}
-
-impl Server {
-    async fn start(dir: &Path) -> Server {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let config = dir.join("oasis.toml");
-        std::fs::write(&config, "isolation = \"in-process\"\nwarm_pool = 0\n").unwrap();
-        let child = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(r#"ulimit -n 300 && exec "$0" "$@""#)
-            .arg(env!("CARGO_BIN_EXE_oasis"))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("serve")
-            .arg("--addr")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--cache-dir")
-            .arg(crate::helpers::data_dir())
-            .env("OASIS_API_KEYS", KEY)
-            .env_remove("OASIS_UPSTREAM_BASE_URL")
-            .env_remove("OASIS_MAX_CONNECTIONS")
-            .env_remove("OASIS_HEADER_TIMEOUT_SECS")
-            .env_remove("OASIS_IDLE_TIMEOUT_SECS")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starting oasis");
-        let s = Server {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = client.get(format!("{}/health", s.base)).send().await
-                && r.status() == 200
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "oasis did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        s
-    }
-
-    async fn stop(mut self) {
-        self.child.start_kill().unwrap();
-        self.child.wait().await.unwrap();
-    }
+/// The real binary under `ulimit -n 300`, with an API key.
+async fn limited_server(dir: &Path) -> Server {
+    let config = dir.join("oasis.toml");
+    std::fs::write(&config, "isolation = \"in-process\"\nwarm_pool = 0\n").unwrap();
+    Server::start_limited(
+        &dir.join("data"),
+        &config,
+        &[("OASIS_API_KEYS", Path::new(KEY))],
+        300,
+    )
+    .await
 }
 
 /// Lower finding: a 50 MB JSON body (past the 2 MiB JSON limit, within `max_upload_bytes`)
