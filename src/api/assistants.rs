@@ -82,7 +82,7 @@ async fn create(
     let _ = req.reasoning_effort;
     let a = Assistant {
         id: new_id("asst_"),
-        object: "assistant".into(),
+        object: crate::model::AssistantTag,
         created_at: now(),
         name: req.name,
         description: req.description,

@@ -385,7 +385,7 @@ async fn create_thread_and_run(
     }
     let thread = Thread {
         id: new_id("thread_"),
-        object: "thread".into(),
+        object: crate::model::ThreadTag,
         created_at: now(),
         tool_resources: resources,
         metadata: validate::metadata(&params.metadata)?,

@@ -88,7 +88,7 @@ async fn create_thread(
 ) -> ApiResult<Json<Thread>> {
     let thread = Thread {
         id: new_id("thread_"),
-        object: "thread".into(),
+        object: crate::model::ThreadTag,
         created_at: now(),
         tool_resources: validate::tool_resources(&state, &req.tool_resources).await?,
         metadata: validate::metadata(&req.metadata)?,

@@ -176,7 +176,7 @@ impl Orchestrator {
         let created_at = now();
         let run = Run {
             id: new_id("run_"),
-            object: "thread.run".into(),
+            object: crate::model::RunTag,
             created_at,
             thread_id: thread_id.to_string(),
             assistant_id: assistant.id.clone(),

@@ -262,7 +262,7 @@ mod tests {
     fn msg(i: usize) -> Message {
         Message {
             id: format!("msg_{i}"),
-            object: "thread.message".into(),
+            object: crate::model::MessageTag,
             created_at: 0,
             thread_id: "thread_1".into(),
             status: crate::model::MessageStatus::Completed,
