@@ -23,8 +23,9 @@ use serde_json::{Map, Value};
 
 use crate::backend::{ChatRequest, ToolChoice};
 
-/// Keys a call object may have.
-const CALL_KEYS: [&str; 4] = ["name", "arguments", "parameters", "type"];
+/// Keys a call object may have. `function` names the tool (`"function": "f"`) or holds the
+/// call as OpenAI's own tool calls do (`"function": {"name": "f", "arguments": …}`).
+const CALL_KEYS: [&str; 5] = ["name", "arguments", "parameters", "type", "function"];
 /// Longest fence info string considered (`json` and blanks).
 const MAX_INFO_CHARS: usize = 16;
 
@@ -86,6 +87,22 @@ impl TextCalls {
             && kind != "function"
         {
             return None;
+        }
+        match call.remove("function") {
+            None => {}
+            // `"function": "f"`: the name under another key.
+            Some(Value::String(name)) if !call.contains_key("name") => {
+                call.insert("name".into(), Value::String(name));
+            }
+            // OpenAI's shape: the name and arguments inside.
+            Some(Value::Object(inner))
+                if !call.contains_key("name")
+                    && !call.contains_key("arguments")
+                    && !call.contains_key("parameters") =>
+            {
+                return self.call(inner);
+            }
+            Some(_) => return None,
         }
         let Some(Value::String(name)) = call.remove("name") else {
             return None;
@@ -456,11 +473,18 @@ impl Json {
                 Step::More
             }
             (Slot::Value, _) => match (self.key.as_str(), c) {
-                ("name", '"') => {
+                ("name" | "function", '"') => {
                     self.begin_string(true);
                     Step::More
                 }
                 ("name", _) => Step::Fail,
+                // OpenAI's shape, `"function": {"name": …, "arguments": …}`: checked whole at
+                // the end.
+                ("function", '{') => {
+                    self.stack.push(c);
+                    Step::More
+                }
+                ("function", _) => Step::Fail,
                 ("arguments" | "parameters", '"') => {
                     self.begin_string(false);
                     Step::More
@@ -555,7 +579,7 @@ impl Json {
             self.slot = Slot::Colon;
             return Step::More;
         }
-        if self.key == "name"
+        if matches!(self.key.as_str(), "name" | "function")
             && checked
             && let Some(name) = captured
             && !calls.offers(&name)
@@ -680,6 +704,20 @@ mod tests {
                 r#"{"name": "code_interpreter", "arguments": "print(1)"}"#.into(),
                 vec![("code_interpreter", r#"{"code":"print(1)"}"#)],
             ),
+            // The name under `function` (as Qwen2.5-Coder-1.5B wrote it).
+            (
+                format!(
+                    "```json\n{}\n```",
+                    r#"{"function": "code_interpreter", "arguments": {"code": "print(6*7)"}}"#
+                ),
+                vec![("code_interpreter", code_args)],
+            ),
+            // OpenAI's own tool-call shape.
+            (
+                r#"{"type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}"#
+                    .into(),
+                vec![("get_weather", r#"{"city": "Oslo"}"#)],
+            ),
         ];
         for (text, want) in cases {
             let got = offered().parse(&text);
@@ -711,6 +749,11 @@ mod tests {
             r#"{"name": "get_weather", "arguments": [1, 2]}"#.to_string(),
             r#"{"name": "get_weather", "arguments": "Paris"}"#.to_string(),
             r#"{"type": "other", "name": "get_weather", "arguments": {}}"#.to_string(),
+            // `function` naming a tool not offered, or with a name beside it, or a tool's
+            // definition echoed back.
+            r#"{"function": "delete_everything", "arguments": {}}"#.to_string(),
+            r#"{"name": "get_weather", "function": "get_weather", "arguments": {}}"#.to_string(),
+            r#"{"type": "function", "function": {"name": "get_weather", "description": "d", "parameters": {"type": "object"}}}"#.to_string(),
             "[]".to_string(),
             "[1, 2, 3]".to_string(),
             format!("```python\n{CODE_CALL}\n```"),
