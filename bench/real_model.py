@@ -713,7 +713,7 @@ class Flow:
                 "the answer is wholly a tool call written as text, in a form Oasis documents "
                 f"recovering, and it stayed text: {one_line(text)}", "oasis")
         names = "|".join(map(re.escape, tools))
-        called = re.findall(r'"name"\s*:\s*"([^"]*)"', text)
+        called = re.findall(r'"(?:name|function)"\s*:\s*"([^"]*)"', text)
         stripped = text.strip()
         whole = stripped.startswith(("{", "[", "```json", "<tool_call>"))
         if called and not any(n in tools for n in called):
@@ -727,7 +727,7 @@ class Flow:
                           + one_line(text), "model")
         if re.search(r'"\w+"\s*:\s*"(' + names + ')"', text):
             trouble = json_trouble(stripped) if whole else "inside prose"
-            raise Failure(f"wrote a tool call as text with a wrong key ({trouble}): "
+            raise Failure(f"wrote a tool call as text with a wrong name key ({trouble}): "
                           + one_line(text), "model")
         if re.search(r"<\s*(function|" + names + r")\b|<name>\s*(" + names + ")", text):
             raise Failure("wrote the call as XML-like tags (not a form Oasis recovers): "
