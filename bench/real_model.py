@@ -673,13 +673,20 @@ class Flow:
         return {"steps": steps, "code_calls": code_calls, "function_calls": function_calls,
                 "text": text, "images": images, "replies": replies}
 
-    def check_ended(self, run, expect=("completed",)):
+    def check_ended(self, run, facts, expect=("completed",)):
         """Raises for a run that did not end as expected, with whose failure it is."""
         if run.status in expect:
             return
         if run.status == "failed":
             e = run.last_error
             msg = f"run failed: {e.code}: {one_line(e.message, 200)}"
+            codes = [c.code_interpreter.input for _, c in facts["code_calls"]]
+            if "context size" in e.message and len(codes) >= 5:
+                # The conversation outgrew llama.cpp's context because the model kept calling.
+                same = max(codes.count(c) for c in codes)
+                raise Failure(
+                    f"looped: {len(codes)} code calls ({same} with the same code) until the "
+                    f"conversation outgrew llama.cpp's context ({msg})", "model")
             if e.message.startswith("the upstream model server"):
                 # Read it: llama.cpp refusing Oasis's request may still be Oasis's fault.
                 raise Failure(msg, "upstream?")
@@ -761,7 +768,7 @@ class Flow:
         run = self.client.beta.threads.runs.create(thread_id=t.id, assistant_id=a.id)
         run = self.wait(t.id, run.id)
         facts = self.facts(t.id, run)
-        self.check_ended(run)
+        self.check_ended(run, facts)
         text = facts["text"]
         if not text.strip():
             raise Failure("completed with no answer text", "oasis")
@@ -778,7 +785,7 @@ class Flow:
         run = self.client.beta.threads.runs.create(thread_id=t.id, assistant_id=a.id)
         run = self.wait(t.id, run.id)
         facts = self.facts(t.id, run)
-        self.check_ended(run)
+        self.check_ended(run, facts)
         self.check_code_ran(facts)
         if not facts["code_calls"]:
             self.no_tool_call(facts, ["code_interpreter"])
@@ -804,7 +811,7 @@ class Flow:
         run = self.client.beta.threads.runs.create(thread_id=t.id, assistant_id=a.id)
         run = self.wait(t.id, run.id)
         facts = self.facts(t.id, run)
-        self.check_ended(run)
+        self.check_ended(run, facts)
         self.check_code_ran(facts)
         if not facts["code_calls"]:
             self.no_tool_call(facts, ["code_interpreter"])
@@ -840,7 +847,7 @@ class Flow:
         facts = self.facts(t.id, run)
         if run.status != "requires_action":
             if run.status != "completed":
-                self.check_ended(run, expect=("requires_action",))
+                self.check_ended(run, facts, expect=("requires_action",))
             self.check_code_ran(facts)
             if facts["code_calls"]:
                 code = facts["code_calls"][-1][1].code_interpreter.input
@@ -877,7 +884,7 @@ class Flow:
             if run.status == "requires_action":
                 self.client.beta.threads.runs.cancel(run.id, thread_id=t.id)
                 return f"{passed}; then it asked for another function call (cancelled)"
-            self.check_ended(run)
+            self.check_ended(run, facts)
             self.check_code_ran(facts)
             if not facts["text"].strip():
                 # With the recorder, an empty text has been checked to be what it said.
@@ -953,7 +960,7 @@ class Flow:
                           "?")
         ended = ""
         try:
-            self.check_ended(run)
+            self.check_ended(run, facts)
         except Failure as f:
             if f.whose != "model":
                 raise
