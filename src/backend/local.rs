@@ -356,16 +356,9 @@ mod tests {
             });
         }
         ChatRequest {
-            model: "oasis-local".into(),
-            messages,
             tools,
             code_tool: code.then(|| "code_interpreter".to_string()),
-            tool_choice: ToolChoice::Auto,
-            parallel_tool_calls: true,
-            temperature: None,
-            top_p: None,
-            max_tokens: None,
-            response_format: None,
+            ..ChatRequest::new("oasis-local", messages)
         }
     }
 

@@ -120,6 +120,24 @@ pub struct ChatRequest {
     pub response_format: Option<serde_json::Value>,
 }
 
+impl ChatRequest {
+    /// A request for `model` with `messages`, no tools, and every option at its default.
+    pub fn new(model: impl Into<String>, messages: Vec<ChatMessage>) -> ChatRequest {
+        ChatRequest {
+            model: model.into(),
+            messages,
+            tools: vec![],
+            code_tool: None,
+            tool_choice: ToolChoice::Auto,
+            parallel_tool_calls: true,
+            temperature: None,
+            top_p: None,
+            max_tokens: None,
+            response_format: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u64,

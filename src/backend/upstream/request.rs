@@ -221,18 +221,7 @@ mod tests {
 
     #[test]
     fn tool_choice_is_sent_only_when_not_auto() {
-        let mut req = ChatRequest {
-            model: "test-model".into(),
-            messages: vec![ChatMessage::new(Role::User, "Hello?")],
-            tools: vec![],
-            code_tool: None,
-            tool_choice: ToolChoice::Auto,
-            parallel_tool_calls: true,
-            temperature: None,
-            top_p: None,
-            max_tokens: None,
-            response_format: None,
-        };
+        let mut req = ChatRequest::new("test-model", vec![ChatMessage::new(Role::User, "Hello?")]);
         req.tools = vec![FunctionSpec {
             name: "f".into(),
             description: None,

@@ -101,18 +101,7 @@ fn upstream(server: &Server) -> Upstream {
 }
 
 fn chat(messages: Vec<ChatMessage>) -> ChatRequest {
-    ChatRequest {
-        model: "test-model".into(),
-        messages,
-        tools: vec![],
-        code_tool: None,
-        tool_choice: ToolChoice::Auto,
-        parallel_tool_calls: true,
-        temperature: None,
-        top_p: None,
-        max_tokens: None,
-        response_format: None,
-    }
+    ChatRequest::new("test-model", messages)
 }
 
 fn hello() -> ChatRequest {

@@ -797,23 +797,13 @@ mod tests {
 
     #[test]
     fn nothing_is_recovered_when_off_without_tools_or_with_tool_choice_none() {
-        let mut req = ChatRequest {
-            model: "m".into(),
-            messages: vec![],
-            tools: vec![FunctionSpec {
-                name: "f".into(),
-                description: None,
-                parameters: json!({}),
-                strict: None,
-            }],
-            code_tool: None,
-            tool_choice: ToolChoice::Auto,
-            parallel_tool_calls: true,
-            temperature: None,
-            top_p: None,
-            max_tokens: None,
-            response_format: None,
-        };
+        let mut req = ChatRequest::new("m", vec![]);
+        req.tools = vec![FunctionSpec {
+            name: "f".into(),
+            description: None,
+            parameters: json!({}),
+            strict: None,
+        }];
         assert!(TextCalls::for_request(&req, true).is_some());
         assert!(TextCalls::for_request(&req, false).is_none());
         req.tool_choice = ToolChoice::None;
