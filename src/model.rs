@@ -7,7 +7,16 @@
 use std::collections::BTreeMap;
 
 use rand::Rng;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+mod message;
+mod run;
+mod step;
+
+pub use message::*;
+pub use run::*;
+pub use step::*;
 
 pub type Metadata = BTreeMap<String, String>;
 
@@ -77,6 +86,18 @@ macro_rules! object_tag {
             }
         }
 
+        impl JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn inline_schema() -> bool {
+                true
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({"type": "string", "const": $s})
+            }
+        }
+
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let v = String::deserialize(d)?;
@@ -93,6 +114,8 @@ macro_rules! object_tag {
     )*};
 }
 
+pub(crate) use object_tag;
+
 object_tag! {
     /// `"file"`.
     FileTag = "file";
@@ -106,6 +129,10 @@ object_tag! {
     RunTag = "thread.run";
     /// `"thread.run.step"`.
     RunStepTag = "thread.run.step";
+    /// `"upload"`.
+    UploadTag = "upload";
+    /// `"upload.part"`.
+    UploadPartTag = "upload.part";
 }
 
 /// What kind of object a stored record is.
@@ -119,6 +146,8 @@ pub enum Kind {
     RunStep,
     /// A run's conversation with its model (internal, never served).
     Transcript,
+    /// An Upload (`/v1/uploads`); its Parts are bytes on disk, not records.
+    Upload,
 }
 
 impl Kind {
@@ -131,6 +160,7 @@ impl Kind {
             Kind::Run => "thread.run",
             Kind::RunStep => "thread.run.step",
             Kind::Transcript => "oasis.transcript",
+            Kind::Upload => "upload",
         }
     }
 
@@ -144,6 +174,7 @@ impl Kind {
             Kind::Run => "run",
             Kind::RunStep => "run step",
             Kind::Transcript => "transcript",
+            Kind::Upload => "upload",
         }
     }
 }
@@ -159,16 +190,19 @@ pub trait Object: Serialize + for<'de> Deserialize<'de> + Send + 'static {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "File")]
 pub struct FileObject {
     pub id: String,
     pub object: FileTag,
     pub bytes: u64,
     pub created_at: i64,
+    /// When the File expires (`created_at` + `expires_after.seconds`); null if it never does.
     pub expires_at: Option<i64>,
     pub filename: String,
     pub purpose: String,
     pub status: String,
+    /// Deprecated by OpenAI and always null here, as OpenAI sends it.
     pub status_details: Option<String>,
 }
 
@@ -187,6 +221,11 @@ impl FileObject {
             status_details: None,
         }
     }
+
+    /// Whether the File has expired by `now` (then it is as gone as a deleted one).
+    pub fn expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
 }
 
 impl Object for FileObject {
@@ -199,7 +238,73 @@ impl Object for FileObject {
     }
 }
 
+/// An Upload (`/v1/uploads`): a File sent in Parts, which becomes one File when completed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Upload {
+    pub id: String,
+    pub object: UploadTag,
+    /// The number of bytes the Parts must add up to.
+    pub bytes: u64,
+    pub created_at: i64,
+    /// An hour after `created_at`: a pending Upload then expires, and its Parts are deleted.
+    pub expires_at: i64,
+    pub filename: String,
+    pub purpose: String,
+    pub status: UploadStatus,
+    /// The File made from the Parts, once completed.
+    pub file: Option<FileObject>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadStatus {
+    Pending,
+    Completed,
+    Cancelled,
+    Expired,
+}
+
+impl UploadStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UploadStatus::Pending => "pending",
+            UploadStatus::Completed => "completed",
+            UploadStatus::Cancelled => "cancelled",
+            UploadStatus::Expired => "expired",
+        }
+    }
+}
+
+/// An Upload as stored: the object served, and how long its File is to live.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredUpload {
+    #[serde(flatten)]
+    pub upload: Upload,
+    /// `expires_after.seconds` of the request: the File expires this long after it is made.
+    #[serde(default)]
+    pub file_expires_after: Option<i64>,
+}
+
+impl Object for StoredUpload {
+    const KIND: Kind = Kind::Upload;
+    fn id(&self) -> &str {
+        &self.upload.id
+    }
+    fn created_at(&self) -> i64 {
+        self.upload.created_at
+    }
+}
+
+/// A Part of an Upload: a chunk of its bytes (kept on disk until the Upload ends).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UploadPart {
+    pub id: String,
+    pub object: UploadPartTag,
+    pub created_at: i64,
+    pub upload_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Tool {
     CodeInterpreter,
@@ -212,18 +317,21 @@ pub enum Tool {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FunctionDef {
+    #[schemars(regex(pattern = r"^[a-zA-Z0-9_-]{1,64}$"))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// A JSON Schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub parameters: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strict: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ToolResources {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code_interpreter: Option<CodeInterpreterResources>,
@@ -231,15 +339,19 @@ pub struct ToolResources {
     pub file_search: Option<FileSearchResources>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CodeInterpreterResources {
+    /// Files (which must exist) copied into /mnt/data.
     #[serde(default)]
+    #[schemars(length(max = 20))]
     pub file_ids: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FileSearchResources {
+    /// Oasis has no vector stores (file_search is not supported): ids are refused.
     #[serde(default)]
+    #[schemars(length(max = 0))]
     pub vector_store_ids: Vec<String>,
     /// OpenAI's helper that creates a vector store from files: read only to be refused
     /// (Oasis has no vector stores), never stored or served.
@@ -248,13 +360,15 @@ pub struct FileSearchResources {
 }
 
 /// One entry of OpenAI's `vector_stores` helper (its other fields are not read).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 pub struct VectorStoreHelper {
+    /// Refused when not empty (Oasis has no vector stores).
     #[serde(default)]
+    #[schemars(length(max = 0))]
     pub file_ids: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Assistant {
     pub id: String,
     pub object: AssistantTag,
@@ -268,7 +382,7 @@ pub struct Assistant {
     pub metadata: Metadata,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
-    pub response_format: serde_json::Value,
+    pub response_format: ResponseFormatOption,
 }
 
 impl Object for Assistant {
@@ -281,7 +395,7 @@ impl Object for Assistant {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Thread {
     pub id: String,
     pub object: ThreadTag,
@@ -297,541 +411,6 @@ impl Object for Thread {
     }
     fn created_at(&self) -> i64 {
         self.created_at
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Attachment {
-    pub file_id: String,
-    #[serde(default)]
-    pub tools: Vec<AttachmentTool>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum AttachmentTool {
-    CodeInterpreter,
-    FileSearch,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Content {
-    Text { text: Text },
-    ImageFile { image_file: ImageFile },
-    ImageUrl { image_url: ImageUrl },
-    Refusal { refusal: String },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Text {
-    pub value: String,
-    pub annotations: Vec<Annotation>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ImageFile {
-    pub file_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ImageUrl {
-    pub url: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Message {
-    pub id: String,
-    pub object: MessageTag,
-    pub created_at: i64,
-    pub thread_id: String,
-    pub status: MessageStatus,
-    pub incomplete_details: Option<serde_json::Value>,
-    pub completed_at: Option<i64>,
-    pub incomplete_at: Option<i64>,
-    pub role: MessageRole,
-    pub content: Vec<Content>,
-    pub assistant_id: Option<String>,
-    pub run_id: Option<String>,
-    pub attachments: Vec<Attachment>,
-    pub metadata: Metadata,
-}
-
-impl Message {
-    /// A new message of `thread_id` by `role`, with `status`.
-    pub fn new(
-        thread_id: &str,
-        role: MessageRole,
-        status: MessageStatus,
-        content: Vec<Content>,
-    ) -> Message {
-        let t = now();
-        Message {
-            id: new_id("msg_"),
-            object: MessageTag,
-            created_at: t,
-            thread_id: thread_id.to_string(),
-            status,
-            incomplete_details: None,
-            completed_at: (status == MessageStatus::Completed).then_some(t),
-            incomplete_at: None,
-            role,
-            content,
-            assistant_id: None,
-            run_id: None,
-            attachments: vec![],
-            metadata: Default::default(),
-        }
-    }
-
-    /// A new in-progress assistant message of `run`.
-    pub fn of_run(run: &Run, content: Vec<Content>) -> Message {
-        Message {
-            assistant_id: Some(run.assistant_id.clone()),
-            run_id: Some(run.id.clone()),
-            ..Message::new(
-                &run.thread_id,
-                MessageRole::Assistant,
-                MessageStatus::InProgress,
-                content,
-            )
-        }
-    }
-}
-
-impl Object for Message {
-    const KIND: Kind = Kind::Message;
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn created_at(&self) -> i64 {
-        self.created_at
-    }
-    fn scope(&self) -> Option<&str> {
-        Some(&self.thread_id)
-    }
-}
-
-/// A run's status; `orchestrator::state::transition` is the only way it changes.
-///
-/// `queued → in_progress → (requires_action ⇄ queued) → completed | incomplete | failed |
-/// cancelling → cancelled | expired`, as OpenAI's runs behave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    Queued,
-    InProgress,
-    RequiresAction,
-    Cancelling,
-    Cancelled,
-    Failed,
-    Completed,
-    Incomplete,
-    Expired,
-}
-
-impl RunStatus {
-    /// No further change is possible.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            RunStatus::Cancelled
-                | RunStatus::Failed
-                | RunStatus::Completed
-                | RunStatus::Incomplete
-                | RunStatus::Expired
-        )
-    }
-
-    /// The run holds its thread's lock (no messages may be added, no other run started).
-    pub fn locks_thread(self) -> bool {
-        !self.is_terminal()
-    }
-}
-
-/// A message's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MessageStatus {
-    InProgress,
-    Incomplete,
-    Completed,
-}
-
-/// Who wrote a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MessageRole {
-    User,
-    Assistant,
-}
-
-/// A run step's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepStatus {
-    InProgress,
-    Cancelled,
-    Failed,
-    Completed,
-    Expired,
-}
-
-/// A run step's `type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepType {
-    MessageCreation,
-    ToolCalls,
-}
-
-/// What a run waits for in `requires_action`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum RequiredAction {
-    SubmitToolOutputs {
-        submit_tool_outputs: SubmitToolOutputs,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SubmitToolOutputs {
-    pub tool_calls: Vec<RequiredToolCall>,
-}
-
-/// A function call a run waits for the output of.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RequiredToolCall {
-    pub id: String,
-    #[serde(rename = "type")]
-    pub kind: FunctionType,
-    pub function: RequiredFunction,
-}
-
-/// The `type` of a function tool call: always `function`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FunctionType {
-    Function,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RequiredFunction {
-    pub name: String,
-    pub arguments: String,
-}
-
-impl RequiredAction {
-    /// The calls a run in `requires_action` waits for.
-    pub fn tool_calls(&self) -> &[RequiredToolCall] {
-        match self {
-            RequiredAction::SubmitToolOutputs {
-                submit_tool_outputs,
-            } => &submit_tool_outputs.tool_calls,
-        }
-    }
-}
-
-/// A text part's annotation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Annotation {
-    /// A link to a file the code interpreter wrote.
-    FilePath {
-        text: String,
-        start_index: usize,
-        end_index: usize,
-        file_path: FileRef,
-    },
-    /// A quote from a file `file_search` found.
-    FileCitation {
-        text: String,
-        start_index: usize,
-        end_index: usize,
-        file_citation: FileRef,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FileRef {
-    pub file_id: String,
-}
-
-/// A run's `tool_choice`: how freely the model may call tools, or the one tool it must call.
-/// On the wire: `"none"`, `"auto"`, `"required"`, `{"type": "function", "function": {"name":
-/// …}}`, `{"type": "code_interpreter"}` or `{"type": "file_search"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum ToolChoiceOption {
-    None,
-    #[default]
-    Auto,
-    Required,
-    Function(String),
-    CodeInterpreter,
-    FileSearch,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(untagged)]
-enum ToolChoiceWire {
-    Mode(ToolChoiceMode),
-    Named(NamedTool),
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum ToolChoiceMode {
-    None,
-    Auto,
-    Required,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum NamedTool {
-    Function { function: FunctionName },
-    CodeInterpreter,
-    FileSearch,
-}
-
-#[derive(Serialize, Deserialize)]
-struct FunctionName {
-    name: String,
-}
-
-impl Serialize for ToolChoiceOption {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let wire = match self {
-            ToolChoiceOption::None => ToolChoiceWire::Mode(ToolChoiceMode::None),
-            ToolChoiceOption::Auto => ToolChoiceWire::Mode(ToolChoiceMode::Auto),
-            ToolChoiceOption::Required => ToolChoiceWire::Mode(ToolChoiceMode::Required),
-            ToolChoiceOption::Function(name) => ToolChoiceWire::Named(NamedTool::Function {
-                function: FunctionName { name: name.clone() },
-            }),
-            ToolChoiceOption::CodeInterpreter => ToolChoiceWire::Named(NamedTool::CodeInterpreter),
-            ToolChoiceOption::FileSearch => ToolChoiceWire::Named(NamedTool::FileSearch),
-        };
-        wire.serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for ToolChoiceOption {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(match ToolChoiceWire::deserialize(d)? {
-            ToolChoiceWire::Mode(ToolChoiceMode::None) => ToolChoiceOption::None,
-            ToolChoiceWire::Mode(ToolChoiceMode::Auto) => ToolChoiceOption::Auto,
-            ToolChoiceWire::Mode(ToolChoiceMode::Required) => ToolChoiceOption::Required,
-            ToolChoiceWire::Named(NamedTool::Function { function })
-                if !function.name.is_empty() =>
-            {
-                ToolChoiceOption::Function(function.name)
-            }
-            ToolChoiceWire::Named(NamedTool::Function { .. }) => {
-                return Err(serde::de::Error::custom(
-                    "a function tool_choice needs a name",
-                ));
-            }
-            ToolChoiceWire::Named(NamedTool::CodeInterpreter) => ToolChoiceOption::CodeInterpreter,
-            ToolChoiceWire::Named(NamedTool::FileSearch) => ToolChoiceOption::FileSearch,
-        })
-    }
-}
-
-/// `{code, message}` of a failed run or step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LastError {
-    pub code: String,
-    pub message: String,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunUsage {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub total_tokens: u64,
-}
-
-impl RunUsage {
-    pub fn add(&mut self, prompt: u64, completion: u64) {
-        self.prompt_tokens += prompt;
-        self.completion_tokens += completion;
-        self.total_tokens = self.prompt_tokens + self.completion_tokens;
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Truncation {
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(default)]
-    pub last_messages: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Run {
-    pub id: String,
-    pub object: RunTag,
-    pub created_at: i64,
-    pub thread_id: String,
-    pub assistant_id: String,
-    pub status: RunStatus,
-    pub required_action: Option<RequiredAction>,
-    pub last_error: Option<LastError>,
-    pub expires_at: Option<i64>,
-    pub started_at: Option<i64>,
-    pub cancelled_at: Option<i64>,
-    pub failed_at: Option<i64>,
-    pub completed_at: Option<i64>,
-    pub incomplete_details: Option<serde_json::Value>,
-    pub model: String,
-    pub instructions: String,
-    pub tools: Vec<Tool>,
-    pub metadata: Metadata,
-    pub usage: Option<RunUsage>,
-    pub temperature: Option<f64>,
-    pub top_p: Option<f64>,
-    pub max_prompt_tokens: Option<u64>,
-    pub max_completion_tokens: Option<u64>,
-    pub truncation_strategy: Truncation,
-    pub tool_choice: ToolChoiceOption,
-    pub parallel_tool_calls: bool,
-    pub response_format: serde_json::Value,
-}
-
-impl Object for Run {
-    const KIND: Kind = Kind::Run;
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn created_at(&self) -> i64 {
-        self.created_at
-    }
-    fn scope(&self) -> Option<&str> {
-        Some(&self.thread_id)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum StepDetails {
-    MessageCreation { message_creation: MessageCreation },
-    ToolCalls { tool_calls: Vec<StepToolCall> },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MessageCreation {
-    pub message_id: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum StepToolCall {
-    CodeInterpreter {
-        id: String,
-        code_interpreter: CodeInterpreterCall,
-    },
-    Function {
-        id: String,
-        function: FunctionCall,
-    },
-}
-
-impl StepToolCall {
-    pub fn id(&self) -> &str {
-        match self {
-            StepToolCall::CodeInterpreter { id, .. } | StepToolCall::Function { id, .. } => id,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CodeInterpreterCall {
-    pub input: String,
-    pub outputs: Vec<CodeOutput>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum CodeOutput {
-    Logs { logs: String },
-    Image { image: ImageRef },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ImageRef {
-    pub file_id: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FunctionCall {
-    pub name: String,
-    pub arguments: String,
-    pub output: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunStep {
-    pub id: String,
-    pub object: RunStepTag,
-    pub created_at: i64,
-    pub assistant_id: String,
-    pub thread_id: String,
-    pub run_id: String,
-    #[serde(rename = "type")]
-    pub kind: StepType,
-    pub status: StepStatus,
-    pub step_details: StepDetails,
-    pub last_error: Option<LastError>,
-    pub expired_at: Option<i64>,
-    pub cancelled_at: Option<i64>,
-    pub failed_at: Option<i64>,
-    pub completed_at: Option<i64>,
-    pub metadata: Metadata,
-    pub usage: Option<RunUsage>,
-}
-
-impl RunStep {
-    /// A new, in-progress step of `run` (usage shows once it ends).
-    pub fn start(run: &Run, step_details: StepDetails) -> RunStep {
-        let kind = match step_details {
-            StepDetails::MessageCreation { .. } => StepType::MessageCreation,
-            StepDetails::ToolCalls { .. } => StepType::ToolCalls,
-        };
-        RunStep {
-            id: new_id("step_"),
-            object: RunStepTag,
-            created_at: now(),
-            assistant_id: run.assistant_id.clone(),
-            thread_id: run.thread_id.clone(),
-            run_id: run.id.clone(),
-            kind,
-            status: StepStatus::InProgress,
-            step_details,
-            last_error: None,
-            expired_at: None,
-            cancelled_at: None,
-            failed_at: None,
-            completed_at: None,
-            metadata: Default::default(),
-            usage: None,
-        }
-    }
-}
-
-impl Object for RunStep {
-    const KIND: Kind = Kind::RunStep;
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn created_at(&self) -> i64 {
-        self.created_at
-    }
-    fn scope(&self) -> Option<&str> {
-        Some(&self.thread_id)
     }
 }
 
@@ -877,39 +456,5 @@ mod tests {
             MessageTag
         );
         assert!(serde_json::from_value::<MessageTag>(json!("thread.run")).is_err());
-    }
-
-    #[test]
-    fn tool_choice_reads_and_writes_openais_forms_and_nothing_else() {
-        for (wire, typed) in [
-            (json!("none"), ToolChoiceOption::None),
-            (json!("auto"), ToolChoiceOption::Auto),
-            (json!("required"), ToolChoiceOption::Required),
-            (
-                json!({"type": "function", "function": {"name": "f"}}),
-                ToolChoiceOption::Function("f".into()),
-            ),
-            (
-                json!({"type": "code_interpreter"}),
-                ToolChoiceOption::CodeInterpreter,
-            ),
-            (json!({"type": "file_search"}), ToolChoiceOption::FileSearch),
-        ] {
-            let read: ToolChoiceOption = serde_json::from_value(wire.clone()).unwrap();
-            assert_eq!(read, typed);
-            assert_eq!(serde_json::to_value(&typed).unwrap(), wire);
-        }
-        for bad in [
-            json!("sometimes"),
-            json!(5),
-            json!({"type": "function"}),
-            json!({"type": "function", "function": {"name": ""}}),
-            json!({"type": "retrieval"}),
-        ] {
-            assert!(
-                serde_json::from_value::<ToolChoiceOption>(bad.clone()).is_err(),
-                "{bad}"
-            );
-        }
     }
 }

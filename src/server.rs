@@ -279,6 +279,7 @@ impl Settings {
                 mode: k.mode.unwrap_or(Mode::All),
                 thread_list: k.thread_list.unwrap_or(false),
                 connections,
+                clock: api::Clock::default(),
             },
             sessions: ManagerConfig {
                 idle_ttl: k
@@ -408,10 +409,13 @@ pub async fn serve(
              max_connections; raise it (e.g. LimitNOFILE= or ulimit -n) to serve more"
         );
     }
-    let app = api::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
-    api::serve_http(listener, app, limits, shutdown)
+    let sweeper = tokio::spawn(api::sweep_expired_forever(state.clone()));
+    let app = api::router(state);
+    let served = api::serve_http(listener, app, limits, shutdown)
         .await
-        .context("serving HTTP")
+        .context("serving HTTP");
+    sweeper.abort();
+    served
 }
 
 /// The most `max_connections` may be set to.

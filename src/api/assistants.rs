@@ -4,12 +4,16 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::error::ApiResult;
 use super::extract::{ApiJson, ListBody, ListQuery, deleted};
+use super::wire::{AssistantDeleted, Deleted, MetadataParam, ReasoningEffort};
 use super::{AppState, blocking, insert_returning, save_returning, validate};
-use crate::model::{Assistant, Kind, Metadata, Tool, ToolResources, new_id, now};
+use crate::model::{
+    Assistant, Kind, Metadata, ResponseFormatOption, Tool, ToolResources, new_id, now,
+};
 use crate::store::StoreExt;
 
 pub fn router() -> Router<AppState> {
@@ -21,37 +25,57 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateAssistant {
+#[schemars(rename = "CreateAssistantRequest")]
+pub struct CreateAssistant {
+    #[schemars(regex(pattern = r"\S"))]
     model: String,
+    #[schemars(length(max = 256))]
     name: Option<String>,
+    #[schemars(length(max = 512))]
     description: Option<String>,
+    #[schemars(length(max = 256_000))]
     instructions: Option<String>,
     #[serde(default)]
+    #[schemars(length(max = 128))]
     tools: Vec<Tool>,
     tool_resources: Option<ToolResources>,
+    #[schemars(with = "Option<MetadataParam>")]
     metadata: Option<Metadata>,
+    #[schemars(range(min = 0, max = 2))]
     temperature: Option<f64>,
+    #[schemars(range(min = 0, max = 1))]
     top_p: Option<f64>,
-    response_format: Option<serde_json::Value>,
-    reasoning_effort: Option<String>,
+    response_format: Option<ResponseFormatOption>,
+    /// Accepted and ignored.
+    reasoning_effort: Option<ReasoningEffort>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ModifyAssistant {
+#[schemars(rename = "ModifyAssistantRequest")]
+pub struct ModifyAssistant {
+    #[schemars(regex(pattern = r"\S"))]
     model: Option<String>,
+    #[schemars(length(max = 256))]
     name: Option<String>,
+    #[schemars(length(max = 512))]
     description: Option<String>,
+    #[schemars(length(max = 256_000))]
     instructions: Option<String>,
+    #[schemars(length(max = 128))]
     tools: Option<Vec<Tool>>,
     tool_resources: Option<ToolResources>,
+    #[schemars(with = "Option<MetadataParam>")]
     metadata: Option<Metadata>,
+    #[schemars(range(min = 0, max = 2))]
     temperature: Option<f64>,
+    #[schemars(range(min = 0, max = 1))]
     top_p: Option<f64>,
-    response_format: Option<serde_json::Value>,
-    reasoning_effort: Option<String>,
+    response_format: Option<ResponseFormatOption>,
+    /// Accepted and ignored.
+    reasoning_effort: Option<ReasoningEffort>,
 }
 
 fn check_text(
@@ -77,6 +101,7 @@ async fn create(
     check_text(&req.name, &req.description, &req.instructions)?;
     validate::tools(&req.tools)?;
     validate::sampling(req.temperature, req.top_p)?;
+    validate::response_format(&req.response_format)?;
     let metadata = validate::metadata(&req.metadata)?;
     let tool_resources = validate::tool_resources(&state, &req.tool_resources).await?;
     let _ = req.reasoning_effort;
@@ -93,9 +118,7 @@ async fn create(
         metadata,
         temperature: Some(req.temperature.unwrap_or(1.0)),
         top_p: Some(req.top_p.unwrap_or(1.0)),
-        response_format: req
-            .response_format
-            .unwrap_or_else(|| serde_json::Value::String("auto".into())),
+        response_format: req.response_format.unwrap_or_default(),
     };
     Ok(Json(insert_returning(&state, a).await?))
 }
@@ -127,6 +150,7 @@ async fn modify(
         validate::tools(t)?;
     }
     validate::sampling(req.temperature, req.top_p)?;
+    validate::response_format(&req.response_format)?;
     if let Some(m) = req.model {
         a.model = m;
     }
@@ -164,13 +188,13 @@ async fn modify(
 async fn remove(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Deleted<AssistantDeleted>>> {
     let id2 = id.clone();
     let existed = blocking(&state, move |s| s.delete(Kind::Assistant, &id2)).await?;
     if !existed {
         return Err(super::error::ApiError::not_found("assistant", &id));
     }
-    Ok(deleted(&id, "assistant.deleted"))
+    Ok(deleted::<AssistantDeleted>(&id))
 }
 
 async fn list(State(state): State<AppState>, q: ListQuery) -> ApiResult<Json<ListBody<Assistant>>> {

@@ -15,14 +15,16 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use futures::StreamExt;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
 use super::files::{blob_path, clean_filename, create_from_bytes};
+use super::wire::{Deleted, ListTag, SessionDeleted, SessionFile, SessionFileList, SessionId};
 use super::{AppState, blocking};
-use crate::model::{FileObject, Thread, new_id};
+use crate::model::{FileObject, FileRef, Thread, new_id};
 use crate::sandbox::{
     ExecOptions, ExecResult, InputFile, Outcome, OutputTap, Sessions, StreamKind,
 };
@@ -44,31 +46,93 @@ pub fn router() -> Router<AppState> {
 /// Longest deadline a caller may ask for.
 const MAX_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ExecuteRequest {
+pub struct ExecuteRequest {
+    /// Python source.
+    #[schemars(regex(pattern = r"\S"))]
     code: String,
+    /// Reuse this session (a `thread_…` id must name a thread); absent or null: a new session.
+    #[schemars(with = "Option<SessionId>")]
     session_id: Option<String>,
+    /// Files (which must exist) copied into /mnt/data.
     #[serde(default)]
+    #[schemars(length(max = 20))]
     file_ids: Vec<String>,
+    #[schemars(range(min = 1, max = MAX_TIMEOUT_MS))]
     timeout_ms: Option<u64>,
+    /// A sandbox image (`scientific` by default).
     image: Option<String>,
     #[serde(default)]
     stream: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct ExecuteResponse {
     pub session_id: String,
-    pub status: &'static str,
+    pub status: ExecStatus,
     pub stdout: String,
     pub stderr: String,
+    /// The repr of a final expression.
     pub result: Option<String>,
-    pub error: Option<crate::sandbox::PythonError>,
-    pub outputs: Vec<serde_json::Value>,
-    pub files: Vec<serde_json::Value>,
+    pub error: Option<PythonErrorBody>,
+    pub outputs: Vec<ExecOutput>,
+    pub files: Vec<ExecFile>,
+    #[schemars(range(min = 0))]
     pub duration_ms: f64,
     pub truncated: bool,
+}
+
+/// How an execute call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecStatus {
+    Completed,
+    Error,
+    Timeout,
+    MemoryLimit,
+    OutputLimit,
+    Crashed,
+    Cancelled,
+}
+
+impl From<Outcome> for ExecStatus {
+    fn from(o: Outcome) -> ExecStatus {
+        match o {
+            Outcome::Ok => ExecStatus::Completed,
+            Outcome::Error => ExecStatus::Error,
+            Outcome::Timeout => ExecStatus::Timeout,
+            Outcome::MemoryLimit => ExecStatus::MemoryLimit,
+            Outcome::OutputLimit => ExecStatus::OutputLimit,
+            Outcome::Crashed => ExecStatus::Crashed,
+            Outcome::Cancelled => ExecStatus::Cancelled,
+        }
+    }
+}
+
+/// The Python exception that ended the call.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "PythonError")]
+pub struct PythonErrorBody {
+    pub name: String,
+    pub message: String,
+    pub traceback: String,
+}
+
+/// What the code showed: its logs, or an image it drew (stored as a File).
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ExecOutput {
+    Logs { logs: String },
+    Image { image: FileRef },
+}
+
+/// A file the code wrote under /mnt/data, stored as a File.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ExecFile {
+    pub file_id: String,
+    pub path: String,
+    pub bytes: u64,
 }
 
 fn sessions(state: &AppState) -> ApiResult<&Sessions> {
@@ -76,14 +140,6 @@ fn sessions(state: &AppState) -> ApiResult<&Sessions> {
         .sessions
         .as_ref()
         .ok_or_else(|| ApiError::internal("the code interpreter is not configured"))
-}
-
-/// The sandbox outcome as the API names it.
-pub fn status_name(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Ok => "completed",
-        other => other.as_str(),
-    }
 }
 
 async fn execute(
@@ -267,12 +323,9 @@ async fn inputs(state: &AppState, file_ids: &[String]) -> ApiResult<Vec<InputFil
     }
     let mut out = vec![];
     for id in file_ids {
-        let id2 = id.clone();
-        let f = blocking(state, move |s| s.find::<FileObject>(&id2))
-            .await?
-            .ok_or_else(|| {
-                ApiError::invalid("file_ids", format!("No file found with id '{id}'."))
-            })?;
+        let f = super::files::find_live(state, id).await?.ok_or_else(|| {
+            ApiError::invalid("file_ids", format!("No file found with id '{id}'."))
+        })?;
         out.push(InputFile {
             name: clean_filename(&f.filename).unwrap_or_else(|| f.id.clone()),
             src: blob_path(state, &f.id),
@@ -333,14 +386,16 @@ impl Call {
             logs.push_str(&r.stderr);
         }
         if !logs.is_empty() {
-            outputs.push(json!({"type": "logs", "logs": logs}));
+            outputs.push(ExecOutput::Logs { logs });
         }
         for (i, png) in r.images.iter().enumerate() {
             match self
                 .export(&format!("image-{}.png", i + 1), png.clone())
                 .await?
             {
-                Ok(f) => outputs.push(json!({"type": "image", "image": {"file_id": f.id}})),
+                Ok(f) => outputs.push(ExecOutput::Image {
+                    image: FileRef { file_id: f.id },
+                }),
                 Err(note) => notes.push_str(&note),
             }
         }
@@ -375,20 +430,26 @@ impl Call {
                 .next()
                 .unwrap_or(&change.relative);
             match self.export(name, bytes).await? {
-                Ok(f) => {
-                    files.push(json!({"file_id": f.id, "path": change.path, "bytes": f.bytes}))
-                }
+                Ok(f) => files.push(ExecFile {
+                    file_id: f.id,
+                    path: change.path.clone(),
+                    bytes: f.bytes,
+                }),
                 Err(note) => notes.push_str(&note),
             }
         }
         Ok(ExecuteResponse {
             session_id: self.session_id.clone(),
-            status: status_name(r.outcome),
+            status: r.outcome.into(),
             truncated: r.truncated(),
             stdout: r.stdout,
             stderr: r.stderr + &notes,
             result: r.result,
-            error: r.error,
+            error: r.error.map(|e| PythonErrorBody {
+                name: e.name,
+                message: e.message,
+                traceback: e.traceback,
+            }),
             outputs,
             files,
             duration_ms: r.duration.as_secs_f64() * 1000.0,
@@ -399,27 +460,30 @@ impl Call {
 async fn list_files(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<SessionFileList>> {
     let manager = sessions(&state)?;
     let files = manager.list_files(&id)?;
-    let data: Vec<_> = files
+    let data = files
         .into_iter()
-        .map(|(rel, size)| json!({"path": format!("/mnt/data/{rel}"), "bytes": size}))
+        .map(|(rel, size)| SessionFile {
+            path: format!("/mnt/data/{rel}"),
+            bytes: size,
+        })
         .collect();
-    Ok(Json(
-        json!({"object": "list", "session_id": id, "data": data}),
-    ))
+    Ok(Json(SessionFileList {
+        object: ListTag,
+        session_id: id,
+        data,
+    }))
 }
 
 async fn end_session(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Deleted<SessionDeleted>>> {
     let manager = sessions(&state)?;
     if !manager.remove(&id).await? {
         return Err(ApiError::not_found("session", &id));
     }
-    Ok(Json(
-        json!({"id": id, "object": "code_interpreter.session.deleted", "deleted": true}),
-    ))
+    Ok(Json(Deleted::new(id)))
 }

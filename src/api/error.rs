@@ -1,8 +1,8 @@
 //! OpenAI-shaped errors: `{"error":{"message","type","param","code"}}` with the right status.
 
+use super::wire::{ErrorBody, ErrorDetail};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::sandbox::SandboxError;
 use crate::store::StoreError;
@@ -70,12 +70,15 @@ impl ApiError {
     }
 
     pub fn body(&self) -> serde_json::Value {
-        json!({"error": {
-            "message": self.message,
-            "type": self.kind,
-            "param": self.param,
-            "code": self.code,
-        }})
+        serde_json::to_value(ErrorBody {
+            error: ErrorDetail {
+                message: &self.message,
+                kind: self.kind,
+                param: self.param.as_deref(),
+                code: self.code.as_deref(),
+            },
+        })
+        .unwrap_or_default()
     }
 }
 

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use super::wire::{Deleted, ListTag};
 use crate::store::{Order, Page};
 
 /// JSON body; malformed JSON, wrong types and unknown fields become 400s in OpenAI's words.
@@ -26,9 +27,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         };
         let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| json_error(&e))?;
         check_shape(&value, &mut String::new(), Shape::Object)?;
-        serde_json::from_slice(bytes)
-            .map(ApiJson)
-            .map_err(|e| json_error(&e))
+        super::decode::from_slice(bytes, &value).map(ApiJson)
     }
 }
 
@@ -40,23 +39,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 /// keep whatever shape they have.
 pub const OBJECT_FIELDS: &[&str] = &[
     "code_interpreter",
+    "expires_after",
     "file_search",
     "function",
     "image_file",
     "image_url",
+    "json_schema",
     "metadata",
     "parameters",
+    "response_format",
+    "schema",
     "thread",
     "tool_choice",
     "tool_resources",
     "truncation_strategy",
 ];
 
-/// Whether `key` of `object` holds free-form JSON (a JSON Schema, a response format, a file
-/// search tool's options, a tool choice checked on its own), not checked here.
+/// Whether `key` of `object` holds free-form JSON (a JSON Schema, a file search tool's options,
+/// a tool choice checked on its own), not checked here.
 fn free_form(key: &str, object: &serde_json::Map<String, serde_json::Value>) -> bool {
     match key {
-        "parameters" | "response_format" | "tool_choice" => true,
+        "parameters" | "schema" | "tool_choice" => true,
         "file_search" => object.get("type").and_then(|t| t.as_str()) == Some("file_search"),
         _ => false,
     }
@@ -171,6 +174,10 @@ pub fn json_error(e: &serde_json::Error) -> ApiError {
     }
 }
 
+/// A list's `limit` when none is given, and the most it may be (OpenAI's; files differ).
+pub const DEFAULT_LIMIT: usize = 20;
+pub const MAX_LIMIT: usize = 100;
+
 /// `?limit&order&after&before`.
 #[derive(Debug, serde::Deserialize)]
 pub struct ListQuery {
@@ -194,15 +201,22 @@ impl<S: Send + Sync> FromRequestParts<S> for ListQuery {
 }
 
 impl ListQuery {
+    /// The page asked for: `limit` 1 to 100, 20 by default (OpenAI's bounds for every list but
+    /// files).
     pub fn page(&self) -> Result<Page, ApiError> {
+        self.page_up_to(DEFAULT_LIMIT, MAX_LIMIT)
+    }
+
+    /// The page asked for, with `limit` 1 to `max` and `default` when not given.
+    pub fn page_up_to(&self, default: usize, max: usize) -> Result<Page, ApiError> {
         let limit = match &self.limit {
-            None => 20,
-            Some(s) => match s.parse::<i64>() {
-                Ok(n) if (1..=100).contains(&n) => n as usize,
+            None => default,
+            Some(s) => match s.parse::<usize>() {
+                Ok(n) if (1..=max).contains(&n) => n,
                 _ => {
                     return Err(ApiError::invalid(
                         "limit",
-                        format!("Invalid 'limit': integer must be between 1 and 100, got '{s}'."),
+                        format!("Invalid 'limit': integer must be between 1 and {max}, got '{s}'."),
                     ));
                 }
             },
@@ -227,9 +241,10 @@ impl ListQuery {
 }
 
 /// `{object:"list", data, first_id, last_id, has_more}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "{T}List")]
 pub struct ListBody<T> {
-    pub object: &'static str,
+    pub object: ListTag,
     pub data: Vec<T>,
     pub first_id: Option<String>,
     pub last_id: Option<String>,
@@ -239,7 +254,7 @@ pub struct ListBody<T> {
 impl<T: crate::model::Object> ListBody<T> {
     pub fn new(data: Vec<T>, has_more: bool) -> ListBody<T> {
         ListBody {
-            object: "list",
+            object: ListTag,
             first_id: data.first().map(|o| o.id().to_string()),
             last_id: data.last().map(|o| o.id().to_string()),
             data,
@@ -248,7 +263,7 @@ impl<T: crate::model::Object> ListBody<T> {
     }
 }
 
-/// `{id, object, deleted}`.
-pub fn deleted(id: &str, object: &str) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"id": id, "object": object, "deleted": true}))
+/// `{id, object, deleted: true}`, with `object` from the tag type `T`.
+pub fn deleted<T: Default>(id: &str) -> axum::Json<Deleted<T>> {
+    axum::Json(Deleted::new(id))
 }

@@ -3,22 +3,26 @@
 
 mod assistants;
 mod code_interpreter;
+mod decode;
 mod drain;
 mod error;
 mod extract;
 mod files;
 mod listen;
+mod models;
 mod openapi;
 mod runs;
 mod threads;
+mod uploads;
 mod validate;
+mod wire;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -52,6 +56,25 @@ pub struct ApiConfig {
     pub thread_list: bool,
     /// Timeouts and the cap on open connections (see `listen.rs`).
     pub connections: ConnLimits,
+    /// The time Files and Uploads expire by.
+    pub clock: Clock,
+}
+
+/// The clock Files and Uploads expire by: the system's, plus whatever [`Clock::advance`] added
+/// (tests move it forward an hour instead of waiting one; nothing else moves it).
+#[derive(Debug, Clone, Default)]
+pub struct Clock(Arc<std::sync::atomic::AtomicI64>);
+
+impl Clock {
+    /// Seconds since the Unix epoch.
+    pub fn now(&self) -> i64 {
+        crate::model::now() + self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Move this clock (and every copy of it) `secs` forward.
+    pub fn advance(&self, secs: i64) {
+        self.0.fetch_add(secs, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -115,12 +138,14 @@ pub async fn save_returning<T: crate::model::Object + Clone>(
 pub fn router(state: AppState) -> Router {
     let mut v1 = Router::new()
         .merge(files::router(state.config.max_upload_bytes))
+        .merge(uploads::router(state.config.max_upload_bytes))
         .merge(code_interpreter::router());
     if state.config.mode == Mode::All {
         v1 = v1
             .merge(assistants::router())
             .merge(threads::router())
-            .merge(runs::router());
+            .merge(runs::router())
+            .merge(models::router());
     }
     let v1 = v1
         .layer(middleware::from_fn(beta_header))
@@ -136,11 +161,46 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             drain::settle_request_body,
         ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
 
-async fn health() -> impl IntoResponse {
-    axum::Json(serde_json::json!({"status": "ok"}))
+/// Each request gets an id, as OpenAI's did: in the `x-request-id` header of the answer (the
+/// SDKs show it as `_request_id`) and on every log line written while it is served.
+async fn request_id(req: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let id = crate::model::new_id("req_");
+    let span = tracing::info_span!("request", id = %id);
+    let mut res = next.run(req).instrument(span).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    res
+}
+
+/// How often expired Files and Uploads are swept (reads never serve an expired one: they check
+/// the clock themselves and delete it on the spot).
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Delete expired Files and end expired Uploads now and every [`SWEEP_EVERY`], until the task
+/// is dropped.
+pub async fn sweep_expired_forever(state: AppState) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = files::sweep_expired(&state).await {
+            tracing::warn!(error = %e.message, "sweeping expired files");
+        }
+        if let Err(e) = uploads::sweep_expired(&state).await {
+            tracing::warn!(error = %e.message, "sweeping expired uploads");
+        }
+    }
+}
+
+async fn health() -> axum::Json<wire::Health> {
+    axum::Json(wire::Health { status: "ok" })
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

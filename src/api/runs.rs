@@ -1,24 +1,25 @@
-//! Runs, run steps, create-thread-and-run and `/v1/models`, polled or streamed (SSE).
+//! Runs, run steps and create-thread-and-run, polled or streamed (SSE).
 
 use std::convert::Infallible;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderValue;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ListBody, ListQuery};
-use super::threads::{CreateMessage, build_message};
+use super::threads::{CreateMessage, CreateThread, build_message};
+use super::wire::{MetadataParam, ReasoningEffort, check_step_include};
 use super::{AppState, blocking, validate};
-use crate::backend::LOCAL_MODEL;
 use crate::model::{
-    Metadata, Run, RunStep, Thread, Tool, ToolChoiceOption, ToolResources, Truncation, new_id, now,
+    Metadata, ResponseFormatOption, Run, RunStep, Thread, Tool, ToolChoiceOption, ToolResources,
+    Truncation, new_id, now,
 };
 use crate::orchestrator::state::RunStatus;
 use crate::orchestrator::{EventStream, NewRun, Orchestrator, RunError};
@@ -51,9 +52,6 @@ pub fn router() -> Router<AppState> {
             "/v1/threads/{thread_id}/runs/{run_id}/steps/{step_id}",
             get(retrieve_step),
         )
-        .route("/v1/models", get(list_models))
-        // Upstream model ids may contain `/` (`Qwen/Qwen2.5-7B-Instruct`).
-        .route("/v1/models/{*model}", get(retrieve_model))
 }
 
 impl From<RunError> for ApiError {
@@ -80,81 +78,103 @@ fn orchestrator(state: &AppState) -> ApiResult<&Orchestrator> {
         .ok_or_else(|| ApiError::internal("runs are not configured on this server"))
 }
 
-/// The run fields shared by create-run and create-thread-and-run.
-#[derive(Debug, Deserialize)]
+/// `POST /v1/threads/{thread_id}/runs`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateRun {
+#[schemars(rename = "CreateRunRequest")]
+pub struct CreateRun {
+    /// The assistant to run.
     assistant_id: String,
     model: Option<String>,
+    #[schemars(length(max = 256_000))]
     instructions: Option<String>,
+    #[schemars(length(max = 256_000))]
     additional_instructions: Option<String>,
     additional_messages: Option<Vec<CreateMessage>>,
+    #[schemars(length(max = 20))]
     tools: Option<Vec<Tool>>,
+    #[schemars(with = "Option<ToolChoiceOption>")]
     tool_choice: Option<serde_json::Value>,
     parallel_tool_calls: Option<bool>,
+    #[schemars(range(min = 0, max = 2))]
     temperature: Option<f64>,
+    #[schemars(range(min = 0, max = 1))]
     top_p: Option<f64>,
     truncation_strategy: Option<Truncation>,
+    #[schemars(range(min = 256))]
     max_prompt_tokens: Option<u64>,
+    #[schemars(range(min = 256))]
     max_completion_tokens: Option<u64>,
-    response_format: Option<serde_json::Value>,
+    response_format: Option<ResponseFormatOption>,
+    #[schemars(with = "Option<MetadataParam>")]
     metadata: Option<Metadata>,
     #[serde(default)]
+    /// Answer with server-sent events.
     stream: Option<bool>,
+    /// Accepted and ignored.
     #[allow(dead_code)]
-    reasoning_effort: Option<String>,
+    reasoning_effort: Option<ReasoningEffort>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ThreadParams {
-    messages: Option<Vec<CreateMessage>>,
-    tool_resources: Option<ToolResources>,
-    metadata: Option<Metadata>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateThreadAndRun {
+#[schemars(rename = "CreateThreadAndRunRequest")]
+pub struct CreateThreadAndRun {
+    /// The assistant to run.
     assistant_id: String,
-    thread: Option<ThreadParams>,
+    thread: Option<CreateThread>,
     model: Option<String>,
+    #[schemars(length(max = 256_000))]
     instructions: Option<String>,
+    #[schemars(length(max = 20))]
     tools: Option<Vec<Tool>>,
     tool_resources: Option<ToolResources>,
+    #[schemars(with = "Option<ToolChoiceOption>")]
     tool_choice: Option<serde_json::Value>,
     parallel_tool_calls: Option<bool>,
+    #[schemars(range(min = 0, max = 2))]
     temperature: Option<f64>,
+    #[schemars(range(min = 0, max = 1))]
     top_p: Option<f64>,
     truncation_strategy: Option<Truncation>,
+    #[schemars(range(min = 256))]
     max_prompt_tokens: Option<u64>,
+    #[schemars(range(min = 256))]
     max_completion_tokens: Option<u64>,
-    response_format: Option<serde_json::Value>,
+    response_format: Option<ResponseFormatOption>,
+    #[schemars(with = "Option<MetadataParam>")]
     metadata: Option<Metadata>,
     #[serde(default)]
+    /// Answer with server-sent events.
     stream: Option<bool>,
+    /// Accepted and ignored.
     #[allow(dead_code)]
-    reasoning_effort: Option<String>,
+    reasoning_effort: Option<ReasoningEffort>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ModifyRun {
+#[schemars(rename = "ModifyRunRequest")]
+pub struct ModifyRun {
+    #[schemars(with = "Option<MetadataParam>")]
     metadata: Option<Metadata>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ToolOutput {
+#[schemars(rename = "ToolOutput")]
+pub struct ToolOutput {
     tool_call_id: String,
     output: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct SubmitToolOutputs {
+#[schemars(rename = "SubmitToolOutputsRequest")]
+pub struct SubmitToolOutputs {
     tool_outputs: Vec<ToolOutput>,
     #[serde(default)]
+    /// Answer with server-sent events.
     stream: Option<bool>,
 }
 
@@ -188,15 +208,25 @@ fn check_truncation(t: &Option<Truncation>) -> ApiResult<()> {
     }
 }
 
+/// OpenAI's least token limit for a run.
+const MIN_TOKEN_LIMIT: u64 = 256;
+
 fn check_tokens(param: &str, v: Option<u64>) -> ApiResult<()> {
     match v {
-        Some(0) => Err(ApiError::invalid(
+        Some(n) if n < MIN_TOKEN_LIMIT => Err(ApiError::invalid(
             param,
-            format!("Invalid '{param}': expected a positive integer, got 0."),
-        )),
+            format!(
+                "Invalid '{param}': integer below minimum value. Expected a value >= \
+                 {MIN_TOKEN_LIMIT}, but got {n} instead."
+            ),
+        )
+        .code("integer_below_min_value")),
         _ => Ok(()),
     }
 }
+
+/// A run may be given at most 20 tools (an assistant 128).
+const MAX_RUN_TOOLS: usize = 20;
 
 #[allow(clippy::too_many_arguments)]
 fn check_run_fields(
@@ -212,6 +242,17 @@ fn check_run_fields(
     validate::max_len("instructions", instructions, 256_000)?;
     if let Some(t) = tools {
         validate::tools(t)?;
+        if t.len() > MAX_RUN_TOOLS {
+            return Err(ApiError::invalid(
+                "tools",
+                format!(
+                    "Invalid 'tools': array too long. Expected an array with maximum length \
+                     {MAX_RUN_TOOLS}, but got an array with length {} instead.",
+                    t.len()
+                ),
+            )
+            .code("array_above_max_length"));
+        }
     }
     let choice = self::tool_choice(choice)?;
     validate::sampling(temperature, top_p)?;
@@ -309,6 +350,7 @@ async fn create_run(
         req.max_prompt_tokens,
         req.max_completion_tokens,
     )?;
+    validate::response_format(&req.response_format)?;
     validate::max_len(
         "additional_instructions",
         &req.additional_instructions,
@@ -363,11 +405,8 @@ async fn create_thread_and_run(
         req.max_prompt_tokens,
         req.max_completion_tokens,
     )?;
-    let params = req.thread.unwrap_or(ThreadParams {
-        messages: None,
-        tool_resources: None,
-        metadata: None,
-    });
+    validate::response_format(&req.response_format)?;
+    let params = req.thread.unwrap_or_default();
     // The thread's own resources, plus the run's (top-level) ones: Oasis has no per-run
     // resources, so the run's files join the new thread's and are in /mnt/data for the run.
     let mut resources = validate::tool_resources(&state, &params.tool_resources).await?;
@@ -485,8 +524,10 @@ async fn submit_tool_outputs(
 async fn list_steps(
     State(state): State<AppState>,
     Path((thread_id, run_id)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
     q: ListQuery,
 ) -> ApiResult<Json<ListBody<RunStep>>> {
+    check_step_include(query.as_deref())?;
     orchestrator(&state)?.get_run(&thread_id, &run_id).await?;
     let page = q.page()?;
     let filter = Filter {
@@ -503,50 +544,14 @@ async fn list_steps(
 async fn retrieve_step(
     State(state): State<AppState>,
     Path((thread_id, run_id, step_id)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
 ) -> ApiResult<Json<RunStep>> {
+    check_step_include(query.as_deref())?;
     orchestrator(&state)?.get_run(&thread_id, &run_id).await?;
     let sid = step_id.clone();
     let step = blocking(&state, move |s| s.find::<RunStep>(&sid)).await?;
     match step {
         Some(s) if s.run_id == run_id && s.thread_id == thread_id => Ok(Json(s)),
         _ => Err(ApiError::not_found("run step", &step_id)),
-    }
-}
-
-fn model_object(id: &str) -> serde_json::Value {
-    let owner = if id == LOCAL_MODEL {
-        "oasis"
-    } else {
-        "upstream"
-    };
-    json!({"id": id, "object": "model", "created": 0, "owned_by": owner})
-}
-
-async fn list_models(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
-    let models = match &state.runs {
-        Some(o) => o.models().await,
-        None => vec![LOCAL_MODEL.to_string()],
-    };
-    let data: Vec<_> = models.iter().map(|m| model_object(m)).collect();
-    Ok(Json(json!({"object": "list", "data": data})))
-}
-
-async fn retrieve_model(
-    State(state): State<AppState>,
-    Path(model): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let models = match &state.runs {
-        Some(o) => o.models().await,
-        None => vec![LOCAL_MODEL.to_string()],
-    };
-    if models.contains(&model) {
-        Ok(Json(model_object(&model)))
-    } else {
-        Err(ApiError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            format!("The model '{model}' does not exist"),
-        )
-        .param("model")
-        .code("model_not_found"))
     }
 }

@@ -4,13 +4,16 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ListBody, ListQuery, deleted};
+use super::wire::{Deleted, MessageDeleted, MetadataParam, ThreadDeleted};
 use super::{AppState, blocking, insert_returning, save_returning, validate};
 use crate::model::{
-    Attachment, Kind, Message, MessageStatus, Metadata, Thread, ToolResources, new_id, now,
+    Attachment, Kind, Message, MessageRole, MessageStatus, Metadata, Thread, ToolResources, new_id,
+    now,
 };
 use crate::store::{Filter, Record, StoreExt};
 
@@ -35,33 +38,42 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "CreateMessageRequest")]
 pub struct CreateMessage {
+    #[schemars(with = "MessageRole")]
     pub role: String,
     pub content: validate::ContentInput,
     pub attachments: Option<Vec<Attachment>>,
+    #[schemars(with = "Option<MetadataParam>")]
     pub metadata: Option<Metadata>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateThread {
-    messages: Option<Vec<CreateMessage>>,
+#[schemars(rename = "CreateThreadRequest")]
+pub struct CreateThread {
+    pub messages: Option<Vec<CreateMessage>>,
+    pub tool_resources: Option<ToolResources>,
+    #[schemars(with = "Option<MetadataParam>")]
+    pub metadata: Option<Metadata>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "ModifyThreadRequest")]
+pub struct ModifyThread {
     tool_resources: Option<ToolResources>,
+    #[schemars(with = "Option<MetadataParam>")]
     metadata: Option<Metadata>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ModifyThread {
-    tool_resources: Option<ToolResources>,
-    metadata: Option<Metadata>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ModifyMessage {
+#[schemars(rename = "ModifyMessageRequest")]
+pub struct ModifyMessage {
+    #[schemars(with = "Option<MetadataParam>")]
     metadata: Option<Metadata>,
 }
 
@@ -137,7 +149,7 @@ async fn modify_thread(
 async fn delete_thread(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Deleted<ThreadDeleted>>> {
     if let Some(runs) = &state.runs {
         runs.stop_thread(&id).await?;
     }
@@ -149,7 +161,7 @@ async fn delete_thread(
     if let Some(sessions) = &state.sessions {
         sessions.remove(&id).await?;
     }
-    Ok(deleted(&id, "thread.deleted"))
+    Ok(deleted::<ThreadDeleted>(&id))
 }
 
 /// Oasis extension (OpenAI has no thread list), served when `thread_list` is on.
@@ -224,11 +236,11 @@ async fn modify_message(
 async fn delete_message(
     State(state): State<AppState>,
     Path((thread_id, message_id)): Path<(String, String)>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Deleted<MessageDeleted>>> {
     let m = fetch_message(&state, thread_id, message_id).await?;
     let id = m.id.clone();
     blocking(&state, move |s| s.delete(Kind::Message, &id)).await?;
-    Ok(deleted(&m.id, "thread.message.deleted"))
+    Ok(deleted::<MessageDeleted>(&m.id))
 }
 
 async fn list_messages(

@@ -3,10 +3,9 @@
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use crate::model::{
-    Attachment, Content, FileObject, ImageFile, ImageUrl, MessageRole, Metadata, Text, Tool,
-    ToolResources,
+    Attachment, Content, ImageFile, ImageUrl, MessageRole, Metadata, ResponseFormatOption, Text,
+    Tool, ToolResources,
 };
-use crate::store::StoreExt;
 
 pub fn max_len(param: &str, value: &Option<String>, max: usize) -> ApiResult<()> {
     if let Some(v) = value
@@ -97,6 +96,18 @@ pub fn tools(tools: &[Tool]) -> ApiResult<()> {
     Ok(())
 }
 
+/// A `json_schema` format's name: a-z, A-Z, 0-9, `_` and `-`, at most 64.
+pub fn response_format(f: &Option<ResponseFormatOption>) -> ApiResult<()> {
+    match f {
+        Some(f) if !f.name_is_valid() => Err(ApiError::invalid(
+            "response_format.json_schema.name",
+            "Invalid 'response_format.json_schema.name': string does not match pattern. \
+             Expected a string that matches the pattern '^[a-zA-Z0-9_-]{1,64}$'.",
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub fn sampling(temperature: Option<f64>, top_p: Option<f64>) -> ApiResult<()> {
     if let Some(t) = temperature
         && !(0.0..=2.0).contains(&t)
@@ -120,10 +131,8 @@ pub fn sampling(temperature: Option<f64>, top_p: Option<f64>) -> ApiResult<()> {
 /// Files named by id must exist.
 pub async fn files_exist(state: &AppState, param: &str, ids: &[String]) -> ApiResult<()> {
     for id in ids {
-        let store = state.store.clone();
-        let id2 = id.clone();
-        let found = tokio::task::spawn_blocking(move || store.find::<FileObject>(&id2)).await??;
-        if found.is_none() {
+        // An expired File is gone, even before the sweep deletes it.
+        if super::files::find_live(state, id).await?.is_none() {
             return Err(ApiError::invalid(
                 param,
                 format!("No file found with id '{id}'."),
@@ -193,15 +202,44 @@ pub async fn tool_resources(
 }
 
 /// Message content as given on create: a string or an array of parts.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum ContentInput {
     Text(String),
-    Parts(Vec<PartInput>),
+    Parts(#[schemars(length(min = 1))] Vec<PartInput>),
 }
 
-#[derive(Debug, serde::Deserialize)]
+/// Read by hand rather than as an untagged enum, so that a bad part is named as such
+/// (`content[1].image_url.detail`) instead of "the content matched no variant".
+impl<'de> serde::Deserialize<'de> for ContentInput {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl<'de> serde::de::Visitor<'de> for Shape {
+            type Value = ContentInput;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or an array of content parts")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ContentInput, E> {
+                Ok(ContentInput::Text(s.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ContentInput, A::Error> {
+                let mut parts = vec![];
+                while let Some(p) = seq.next_element()? {
+                    parts.push(p);
+                }
+                Ok(ContentInput::Parts(parts))
+            }
+        }
+        d.deserialize_any(Shape)
+    }
+}
+
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[schemars(rename = "ContentPartInput")]
 pub enum PartInput {
     Text { text: String },
     ImageFile { image_file: ImageFile },

@@ -46,7 +46,7 @@ pub struct ChatMessage {
 pub struct ImagePart {
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
+    pub detail: Option<crate::model::ImageDetail>,
 }
 
 impl ChatMessage {
@@ -116,8 +116,8 @@ pub struct ChatRequest {
     pub top_p: Option<f64>,
     /// Most tokens the answer may have.
     pub max_tokens: Option<u64>,
-    /// OpenAI's `response_format` (`{"type":"json_object"}` …), passed through.
-    pub response_format: Option<serde_json::Value>,
+    /// The format the answer must take (`json_object` or `json_schema`); none for `auto`/`text`.
+    pub response_format: Option<crate::model::ResponseFormat>,
 }
 
 impl ChatRequest {

@@ -340,13 +340,26 @@ impl Orchestrator {
             .as_ref()
             .map(|a| a.tool_calls().iter().map(|c| c.id.clone()).collect())
             .unwrap_or_default();
+        // OpenAI's words when the outputs are not one for each call the run waits for.
+        let mismatch = |given: &[String]| {
+            let list = |ids: &[String]| {
+                let quoted: Vec<String> = ids.iter().map(|i| format!("'{i}'")).collect();
+                format!("[{}]", quoted.join(", "))
+            };
+            RunError::invalid(
+                Some("tool_outputs"),
+                format!(
+                    "Expected tool outputs for call_ids {}, got {}",
+                    list(&pending),
+                    list(given)
+                ),
+            )
+        };
+        let given: Vec<String> = outputs.iter().map(|(id, _)| id.clone()).collect();
         let mut by_id: HashMap<String, String> = HashMap::new();
         for (id, out) in outputs {
             if !pending.contains(&id) {
-                return Err(RunError::invalid(
-                    Some("tool_outputs"),
-                    format!("No tool call found with id '{id}' for run {run_id}."),
-                ));
+                return Err(mismatch(&given));
             }
             if by_id.insert(id.clone(), out).is_some() {
                 return Err(RunError::invalid(
@@ -355,13 +368,8 @@ impl Orchestrator {
                 ));
             }
         }
-        if let Some(missing) = pending.iter().find(|id| !by_id.contains_key(*id)) {
-            return Err(RunError::invalid(
-                Some("tool_outputs"),
-                format!(
-                    "Expected tool outputs for call_ids {pending:?}, got none for '{missing}'."
-                ),
-            ));
+        if pending.iter().any(|id| !by_id.contains_key(id)) {
+            return Err(mismatch(&given));
         }
         let rx = stream.then(|| self.inner.hub.subscribe(run_id));
         // Move the run on first (so a second submit is refused), then record the outputs.

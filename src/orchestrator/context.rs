@@ -6,8 +6,7 @@ use super::worker::Ctx;
 use super::prompt::{self};
 use super::{Orchestrator, Result, RunError};
 use crate::model::{
-    Assistant, CodeOutput, Content, FileObject, Message, MessageRole, Run, StepDetails,
-    StepToolCall, Thread,
+    Assistant, CodeOutput, Content, Message, MessageRole, Run, StepDetails, StepToolCall, Thread,
 };
 use crate::sandbox::InputFile;
 use crate::store::{Order, Page, StoreExt, blobs};
@@ -131,7 +130,10 @@ impl Orchestrator {
             use base64::Engine as _;
             let mut out = std::collections::HashMap::new();
             for id in ids {
-                if out.contains_key(&id) || !matches!(store.find::<FileObject>(&id), Ok(Some(_))) {
+                let now = crate::model::now();
+                if out.contains_key(&id)
+                    || !matches!(blobs::find_live(&*store, &dir, &id, now), Ok(Some(_)))
+                {
                     continue;
                 }
                 let path = blobs::blob_path(&dir, &id);
@@ -212,7 +214,7 @@ impl Orchestrator {
             let mut out: Vec<(String, String)> = vec![];
             let mut inputs = vec![];
             for id in unique {
-                let f = match store.find::<FileObject>(&id) {
+                let f = match blobs::find_live(&*store, &dir, &id, crate::model::now()) {
                     Ok(Some(f)) => f,
                     _ => continue,
                 };

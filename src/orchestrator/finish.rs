@@ -1,8 +1,6 @@
 //! A run's end: its status, usage and the steps and messages it left open, in one transaction,
 //! then their events.
 
-use serde_json::json;
-
 use super::events::StreamEvent;
 use super::state::{RunEvent, RunStatus, transition};
 
@@ -85,6 +83,10 @@ impl Orchestrator {
                     RunStatus::Completed | RunStatus::Incomplete => r.completed_at = Some(t),
                     _ => {}
                 }
+                // A run that ended no longer expires: OpenAI shows `expires_at: null` then.
+                if to.is_terminal() {
+                    r.expires_at = None;
+                }
                 if to.is_terminal() && r.usage.is_none() {
                     let used = s
                         .find::<Transcript>(&Transcript::id_for(&r.id))?
@@ -123,7 +125,8 @@ impl Orchestrator {
                     {
                         m.status = MessageStatus::Incomplete;
                         m.incomplete_at = Some(t);
-                        m.incomplete_details = Some(json!({ "reason": reason }));
+                        m.incomplete_details =
+                            Some(crate::model::IncompleteDetails::because(reason));
                         records.push(Record::of(&m)?);
                         cut_short.push(m);
                     }

@@ -113,7 +113,7 @@ pub struct NewRun {
     pub truncation_strategy: Option<Truncation>,
     pub max_prompt_tokens: Option<u64>,
     pub max_completion_tokens: Option<u64>,
-    pub response_format: Option<serde_json::Value>,
+    pub response_format: Option<crate::model::ResponseFormatOption>,
     pub metadata: crate::model::Metadata,
 }
 

@@ -128,13 +128,13 @@ pub fn chat_message(
             Content::ImageFile { image_file } => match images.get(&image_file.file_id) {
                 Some(url) if role == Role::User => shown.push(ImagePart {
                     url: url.clone(),
-                    detail: image_file.detail.clone(),
+                    detail: image_file.detail,
                 }),
                 _ => parts.push(format!("[image file {}]", image_file.file_id)),
             },
             Content::ImageUrl { image_url } if role == Role::User => shown.push(ImagePart {
                 url: image_url.url.clone(),
-                detail: image_url.detail.clone(),
+                detail: image_url.detail,
             }),
             Content::ImageUrl { image_url } => parts.push(format!("[image {}]", image_url.url)),
             Content::Refusal { refusal } => parts.push(refusal.clone()),
@@ -232,10 +232,7 @@ pub fn build(
         temperature: run.temperature,
         top_p: run.top_p,
         max_tokens,
-        response_format: match &run.response_format {
-            serde_json::Value::Object(_) => Some(run.response_format.clone()),
-            _ => None,
-        },
+        response_format: run.response_format.upstream().cloned(),
     })
 }
 
@@ -290,7 +287,7 @@ mod tests {
         m.content.push(Content::ImageUrl {
             image_url: ImageUrl {
                 url: "https://example.test/a.png".into(),
-                detail: Some("high".into()),
+                detail: Some(crate::model::ImageDetail::High),
             },
         });
         m.content.push(Content::ImageFile {
@@ -312,7 +309,7 @@ mod tests {
             [
                 ImagePart {
                     url: "https://example.test/a.png".into(),
-                    detail: Some("high".into())
+                    detail: Some(crate::model::ImageDetail::High)
                 },
                 ImagePart {
                     url: "data:image/png;base64,AA==".into(),

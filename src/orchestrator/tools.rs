@@ -2,8 +2,7 @@
 //! outputs, images and files), and the wait for function outputs.
 
 use super::turn::ToolStream;
-use super::worker::Ctx;
-use tokio_util::sync::CancellationToken;
+use super::worker::{Ctx, Stop};
 
 use super::calls::{self, code_of};
 use super::events::StreamEvent;
@@ -82,7 +81,7 @@ impl Orchestrator {
         calls: &[ToolCall],
         streamed: ToolStream,
         usage: RunUsage,
-        flag: &CancellationToken,
+        stop: &Stop,
     ) -> Result<bool> {
         let rid = ctx.run.id.clone();
         let is_code = |c: &ToolCall| Some(&c.name) == ctx.code_tool.as_ref();
@@ -163,19 +162,19 @@ impl Orchestrator {
             else {
                 continue;
             };
-            if flag.is_cancelled() {
+            if stop.is_stopped() {
                 return Ok(false);
             }
             // The run's input files go in with its first cell.
             let inputs = std::mem::take(&mut ctx.inputs);
             let (outputs, result) = match self
-                .run_code(ctx, id, code_interpreter.input.clone(), inputs, flag)
+                .run_code(ctx, id, code_interpreter.input.clone(), inputs, stop)
                 .await
             {
                 Ok(done) => done,
                 // Not the code's failure but the server's: the run cannot go on.
                 Err(lost) => {
-                    if !flag.is_cancelled() {
+                    if !stop.is_stopped() {
                         self.finish(&rid, RunEvent::Fail, Some(("server_error", &lost)))
                             .await?;
                     }
@@ -207,7 +206,9 @@ impl Orchestrator {
                 &call_id,
                 serde_json::to_string(&result).unwrap_or_default(),
             ));
-            if flag.is_cancelled() {
+            // Interrupted (cancelled, or out of time): the step keeps the cell's outputs so
+            // far and stays open; the run's end closes it.
+            if stop.is_stopped() {
                 return Ok(false);
             }
         }
@@ -266,7 +267,7 @@ impl Orchestrator {
         call_id: &str,
         code: String,
         inputs: Vec<InputFile>,
-        flag: &CancellationToken,
+        stop: &Stop,
     ) -> std::result::Result<(Vec<CodeOutput>, CodeToolResult), String> {
         let Some(sessions) = self.inner.sessions.clone() else {
             let msg = "The code interpreter is not available on this server.";
@@ -280,11 +281,11 @@ impl Orchestrator {
             ));
         };
         let opts = ExecOptions {
-            cancel: Some(flag.clone()),
+            cancel: Some(stop.token().clone()),
             inputs,
             ..Default::default()
         };
-        let r = match sessions.execute(&ctx.run.thread_id, None, code, opts).await {
+        let mut r = match sessions.execute(&ctx.run.thread_id, None, code, opts).await {
             Ok(r) => r,
             Err(e) => {
                 let msg = format!("The code could not run: {e}");
@@ -303,6 +304,9 @@ impl Orchestrator {
                 "The sandbox worker crashed while running this run's code: {}.",
                 r.detail.as_deref().unwrap_or("the worker process died")
             ));
+        }
+        if r.outcome == Outcome::Cancelled && stop.expired() {
+            r.detail = Some("execution was stopped: the run expired".into());
         }
         let mut logs = r.stdout.clone();
         if let Some(v) = &r.result {

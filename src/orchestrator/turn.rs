@@ -2,11 +2,7 @@
 //! tool step, and finish the message (annotating its `sandbox:` links).
 
 use super::tools::export_fits;
-use super::worker::Ctx;
-use std::time::Duration;
-use tokio_util::sync::CancellationToken;
-
-use serde_json::json;
+use super::worker::{Ctx, Stop};
 
 use super::calls::{self, StreamedCall};
 use super::events::{ContentPartDelta, ImageFileDelta, StreamEvent, TextDelta, indexed};
@@ -65,7 +61,7 @@ impl Orchestrator {
         &self,
         ctx: &mut Ctx,
         req: crate::backend::ChatRequest,
-        flag: &CancellationToken,
+        stop: &Stop,
     ) -> Result<TurnEnd> {
         let backend = ctx.backend.clone();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<OwnedDelta>();
@@ -74,13 +70,6 @@ impl Orchestrator {
         };
         let mut writer: Option<Writer> = None;
         let mut tools = ToolStream::default();
-        let left = ctx
-            .run
-            .expires_at
-            .map(|e| Duration::from_secs((e - now()).max(0) as u64))
-            .unwrap_or(Duration::MAX);
-        let expiry = tokio::time::sleep(left.min(Duration::from_secs(365 * 24 * 3600)));
-        tokio::pin!(expiry);
         let res = {
             let fut = backend.complete(req, &sink);
             tokio::pin!(fut);
@@ -90,8 +79,7 @@ impl Orchestrator {
                     Some(piece) = rx.recv() => {
                         self.take_piece(ctx, &mut writer, &mut tools, piece).await?
                     }
-                    _ = flag.cancelled() => break None,
-                    _ = &mut expiry => break None,
+                    _ = stop.token().cancelled() => break None,
                 }
             }
         };
@@ -279,7 +267,8 @@ impl Orchestrator {
         if incomplete {
             w.message.status = MessageStatus::Incomplete;
             w.message.incomplete_at = Some(t);
-            w.message.incomplete_details = Some(json!({"reason": "max_tokens"}));
+            w.message.incomplete_details =
+                Some(crate::model::IncompleteDetails::because("max_tokens"));
         } else {
             w.message.status = MessageStatus::Completed;
             w.message.completed_at = Some(t);

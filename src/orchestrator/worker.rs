@@ -3,9 +3,8 @@
 
 use super::turn::{Turn, TurnEnd};
 use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
-
-use serde_json::json;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::events::StreamEvent;
 use super::prompt::{self, PromptLimit};
@@ -34,16 +33,75 @@ pub(super) struct Ctx {
     pub(super) images: std::collections::HashMap<String, String>,
 }
 
+/// What ends a drive early: the client cancelling the run, or the run's `expires_at` passing.
+/// Either interrupts what the drive waits on (the model's answer, a running code cell, which
+/// the sandbox stops as it stops a cancelled call: the interpreter is replaced, `/mnt/data`
+/// kept); the drive then returns and [`Orchestrator::drive`] ends the run `cancelled` or
+/// `expired`, closing its open step the same way.
+pub(super) struct Stop {
+    /// Fires on either; what the drive's waits watch.
+    any: CancellationToken,
+    /// Fires (before `any`) when the run's time ran out.
+    expired: CancellationToken,
+}
+
+impl Stop {
+    /// A stop that the run's cancel flag `cancel` also fires.
+    pub(super) fn new(cancel: &CancellationToken) -> Stop {
+        Stop {
+            any: cancel.child_token(),
+            expired: CancellationToken::new(),
+        }
+    }
+
+    /// The token the drive's waits watch (handed to the sandbox as the call's cancel).
+    pub(super) fn token(&self) -> &CancellationToken {
+        &self.any
+    }
+
+    /// The drive should stop: cancelled or out of time.
+    pub(super) fn is_stopped(&self) -> bool {
+        self.any.is_cancelled()
+    }
+
+    /// The run's time ran out.
+    pub(super) fn expired(&self) -> bool {
+        self.expired.is_cancelled()
+    }
+
+    /// Fire when `at` (Unix seconds) passes, until the returned guard is dropped.
+    pub(super) fn expire_at(&self, at: Option<i64>) -> Option<DropGuard> {
+        let at = at?;
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let left = Duration::from_secs(at.max(0) as u64).saturating_sub(since_epoch);
+        let done = CancellationToken::new();
+        let (any, expired, ended) = (self.any.clone(), self.expired.clone(), done.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = ended.cancelled() => {}
+                _ = tokio::time::sleep(left) => {
+                    expired.cancel();
+                    any.cancel();
+                }
+            }
+        });
+        Some(done.drop_guard())
+    }
+}
+
 impl Orchestrator {
     /// Drive one run until it ends or waits for tool outputs.
     pub(super) async fn drive(&self, run_id: &str) {
-        let flag = CancellationToken::new();
+        let cancel = CancellationToken::new();
         self.inner
             .driving
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(run_id.to_string(), flag.clone());
-        let res = self.drive_inner(run_id, &flag).await;
+            .insert(run_id.to_string(), cancel.clone());
+        let stop = Stop::new(&cancel);
+        let res = self.drive_inner(run_id, &stop).await;
         self.inner
             .driving
             .lock()
@@ -52,7 +110,8 @@ impl Orchestrator {
         if let Err(e) = &res {
             tracing::error!(run = run_id, error = %e, "run failed");
         }
-        // Settle whatever the drive left: a cancel that raced its end, or an error.
+        // Settle whatever the drive left: a cancel that raced its end, the run's time running
+        // out (the drive stops where it was; its open step ends `expired`), or an error.
         let rid = run_id.to_string();
         let status = self
             .db(move |s| s.find::<Run>(&rid))
@@ -63,6 +122,9 @@ impl Orchestrator {
         match status {
             Some(RunStatus::Cancelling) => {
                 let _ = self.finish(run_id, RunEvent::Stopped, None).await;
+            }
+            Some(RunStatus::InProgress) if stop.expired() => {
+                let _ = self.finish(run_id, RunEvent::Expire, None).await;
             }
             Some(RunStatus::InProgress) => {
                 let msg = match &res {
@@ -84,7 +146,7 @@ impl Orchestrator {
         }
     }
 
-    pub(super) async fn drive_inner(&self, run_id: &str, flag: &CancellationToken) -> Result<()> {
+    pub(super) async fn drive_inner(&self, run_id: &str, stop: &Stop) -> Result<()> {
         let started = self
             .update_run(run_id, |r| {
                 if r.status != RunStatus::Queued {
@@ -102,6 +164,8 @@ impl Orchestrator {
             Err(RunError::Invalid { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
+        // From here on, the run's time running out stops whatever the drive waits on.
+        let _timer = stop.expire_at(run.expires_at);
         self.emit(run_id, StreamEvent::run(&run));
         // A run queued by an older version (or by hand) may have no transcript yet.
         let (tid, thread_id) = (Transcript::id_for(run_id), run.thread_id.clone());
@@ -121,7 +185,7 @@ impl Orchestrator {
         .await?;
         let mut ctx = self.context(run).await?;
         loop {
-            if flag.is_cancelled() {
+            if stop.is_stopped() {
                 return Ok(());
             }
             if ctx.run.expires_at.is_some_and(|e| e <= now()) {
@@ -154,20 +218,15 @@ impl Orchestrator {
                 resp,
                 writer,
                 tools,
-            } = match self.model_turn(&mut ctx, req, flag).await? {
+            } = match self.model_turn(&mut ctx, req, stop).await? {
                 TurnEnd::Answered(turn) => *turn,
                 TurnEnd::Failed(e) => {
                     self.finish(run_id, RunEvent::Fail, Some((e.code(), &e.to_string())))
                         .await?;
                     return Ok(());
                 }
-                TurnEnd::Stopped => {
-                    // Cancelled, or out of time, while the model was answering.
-                    if !flag.is_cancelled() {
-                        self.finish(run_id, RunEvent::Expire, None).await?;
-                    }
-                    return Ok(());
-                }
+                // Cancelled, or out of time, while the model was answering: `drive` settles it.
+                TurnEnd::Stopped => return Ok(()),
             };
             let mut usage = transcript.usage;
             usage.add(resp.usage.prompt_tokens, resp.usage.completion_tokens);
@@ -224,9 +283,9 @@ impl Orchestrator {
                 return Ok(());
             }
             let waiting = self
-                .tool_step(&mut ctx, &resp.tool_calls, tools, turn_usage, flag)
+                .tool_step(&mut ctx, &resp.tool_calls, tools, turn_usage, stop)
                 .await?;
-            if flag.is_cancelled() || waiting {
+            if stop.is_stopped() || waiting {
                 return Ok(());
             }
         }
@@ -241,7 +300,7 @@ impl Orchestrator {
         let reason = reason.to_string();
         self.finish_with(run_id, RunEvent::HitTokenLimit, None, move |r| {
             r.usage = Some(usage);
-            r.incomplete_details = Some(json!({ "reason": reason }));
+            r.incomplete_details = Some(crate::model::IncompleteDetails::because(reason));
         })
         .await?;
         Ok(())

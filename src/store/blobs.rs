@@ -4,8 +4,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{Result, Store, StoreError, StoreExt};
-use crate::model::FileObject;
+use super::{Record, Result, Store, StoreError, StoreExt};
+use crate::model::{FileObject, Kind};
 
 /// Where a file's bytes live.
 pub fn blob_path(dir: &Path, id: &str) -> PathBuf {
@@ -19,17 +19,68 @@ pub fn commit(
     tmp: tempfile::NamedTempFile,
     obj: &FileObject,
 ) -> Result<()> {
+    commit_with(store, dir, tmp, obj, &[])
+}
+
+/// [`commit`], saving `updates` (e.g. the Upload the File was made from) in the same
+/// transaction as the File's record.
+pub fn commit_with(
+    store: &dyn Store,
+    dir: &Path,
+    tmp: tempfile::NamedTempFile,
+    obj: &FileObject,
+    updates: &[Record],
+) -> Result<()> {
     let path = blob_path(dir, &obj.id);
     tmp.as_file()
         .sync_all()
         .map_err(|e| StoreError::Other(e.into()))?;
     tmp.persist(&path)
         .map_err(|e| StoreError::Other(e.error.into()))?;
-    if let Err(e) = store.insert(obj) {
+    if let Err(e) = store.insert_and_update(&[Record::of(obj)?], updates) {
         let _ = std::fs::remove_file(&path);
         return Err(e);
     }
     Ok(())
+}
+
+/// The File `id`, unless it has expired by `now`: an expired File is deleted there and then
+/// (see [`remove_expired`]) and is as gone as a deleted one.
+pub fn find_live(store: &dyn Store, dir: &Path, id: &str, now: i64) -> Result<Option<FileObject>> {
+    match store.find::<FileObject>(id)? {
+        Some(f) if f.expired(now) => {
+            remove_expired(store, dir, id)?;
+            Ok(None)
+        }
+        found => Ok(found),
+    }
+}
+
+/// Delete an expired File: its bytes first, then its record, so that a crash in between
+/// leaves a record that the next sweep deletes, never bytes no record owns.
+pub fn remove_expired(store: &dyn Store, dir: &Path, id: &str) -> Result<()> {
+    match std::fs::remove_file(blob_path(dir, id)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::Other(e.into())),
+    }
+    store.delete(Kind::File, id)?;
+    Ok(())
+}
+
+/// Delete every File that has expired by `now`, bytes and record; how many there were.
+pub fn sweep_expired(store: &dyn Store, dir: &Path, now: i64) -> Result<usize> {
+    let mut n = 0;
+    loop {
+        let batch = store.expired(Kind::File, None, now, 256)?;
+        if batch.is_empty() {
+            return Ok(n);
+        }
+        for r in &batch {
+            remove_expired(store, dir, &r.id)?;
+            n += 1;
+        }
+    }
 }
 
 /// Store `bytes` as a new File.

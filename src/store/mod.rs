@@ -105,6 +105,18 @@ pub trait Store: Send + Sync + 'static {
         filter: Option<&Filter>,
         page: &Page,
     ) -> Result<(Vec<Record>, bool)>;
+    /// Insert `inserts` and replace the bodies of `updates`, all or none (a completed Upload
+    /// and the File it made).
+    fn insert_and_update(&self, inserts: &[Record], updates: &[Record]) -> Result<()>;
+    /// Up to `limit` objects of `kind` (matching `filter`) whose JSON `expires_at` is at or
+    /// before `now`, oldest first. Objects without an `expires_at` never expire.
+    fn expired(
+        &self,
+        kind: Kind,
+        filter: Option<&Filter>,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<Record>>;
 }
 
 /// Typed helpers over any [`Store`].

@@ -70,6 +70,7 @@ fn kind_of(s: &str) -> Result<Kind> {
         "thread.run" => Kind::Run,
         "thread.run.step" => Kind::RunStep,
         "oasis.transcript" => Kind::Transcript,
+        "upload" => Kind::Upload,
         other_kind => return Err(other(anyhow::anyhow!("unknown stored kind {other_kind}"))),
     })
 }
@@ -92,24 +93,7 @@ fn record(t: (String, String, Option<String>, i64, String)) -> Result<Record> {
 
 impl Store for SqliteStore {
     fn insert_all(&self, records: &[Record]) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(other)?;
-        for r in records {
-            let res = tx.execute(
-                "INSERT INTO objects (id, kind, scope, created_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![r.id, r.kind.as_str(), r.scope, r.created_at, r.body],
-            );
-            match res {
-                Ok(_) => {}
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    return Err(StoreError::Duplicate(r.id.clone()));
-                }
-                Err(e) => return Err(other(e)),
-            }
-        }
-        tx.commit().map_err(other)
+        self.insert_and_update(records, &[])
     }
 
     fn get(&self, kind: Kind, id: &str) -> Result<Option<Record>> {
@@ -143,9 +127,28 @@ impl Store for SqliteStore {
     }
 
     fn update_all(&self, records: &[Record]) -> Result<()> {
+        self.insert_and_update(&[], records)
+    }
+
+    fn insert_and_update(&self, inserts: &[Record], updates: &[Record]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(other)?;
-        for r in records {
+        for r in inserts {
+            let res = tx.execute(
+                "INSERT INTO objects (id, kind, scope, created_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![r.id, r.kind.as_str(), r.scope, r.created_at, r.body],
+            );
+            match res {
+                Ok(_) => {}
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    return Err(StoreError::Duplicate(r.id.clone()));
+                }
+                Err(e) => return Err(other(e)),
+            }
+        }
+        for r in updates {
             let n = tx
                 .execute(
                     "UPDATE objects SET body = ?3 WHERE id = ?1 AND kind = ?2",
@@ -160,6 +163,37 @@ impl Store for SqliteStore {
             }
         }
         tx.commit().map_err(other)
+    }
+
+    fn expired(
+        &self,
+        kind: Kind,
+        filter: Option<&Filter>,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<Record>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, kind, scope, created_at, body FROM objects \
+                 WHERE kind = ?1 AND json_extract(body, '$.expires_at') <= ?2 \
+                 AND (?3 IS NULL OR json_extract(body, ?3) = ?4) \
+                 ORDER BY seq LIMIT ?5",
+            )
+            .map_err(other)?;
+        let path = filter.map(|f| format!("$.{}", f.field));
+        let value = filter.map(|f| f.value.clone());
+        let rows = stmt
+            .query_map(
+                params![kind.as_str(), now, path, value, limit as i64],
+                row_to_record,
+            )
+            .map_err(other)?;
+        let mut out = vec![];
+        for r in rows {
+            out.push(record(r.map_err(other)?)?);
+        }
+        Ok(out)
     }
 
     fn delete(&self, kind: Kind, id: &str) -> Result<bool> {
@@ -377,6 +411,63 @@ mod tests {
             e,
             Err(StoreError::BadCursor { param: "after", .. })
         ));
+    }
+
+    #[test]
+    fn expired_finds_objects_whose_expires_at_has_passed_matching_a_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let at = |id: &str, expires: &str, status: &str| Record {
+            kind: Kind::Upload,
+            id: id.into(),
+            scope: None,
+            created_at: 1,
+            body: format!("{{\"id\":\"{id}\",\"expires_at\":{expires},\"status\":\"{status}\"}}"),
+        };
+        s.insert_all(&[
+            at("a", "100", "pending"),
+            at("b", "200", "pending"),
+            at("c", "null", "pending"),
+            at("d", "50", "completed"),
+        ])
+        .unwrap();
+        let ids = |v: Vec<Record>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(s.expired(Kind::Upload, None, 150, 10).unwrap()),
+            ["a", "d"]
+        );
+        let pending = Filter {
+            field: "status",
+            value: "pending".into(),
+        };
+        let found = s.expired(Kind::Upload, Some(&pending), 200, 10).unwrap();
+        assert_eq!(ids(found), ["a", "b"]);
+        assert_eq!(ids(s.expired(Kind::Upload, None, 1000, 1).unwrap()), ["a"]);
+        assert!(s.expired(Kind::File, None, 1000, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_insert_and_an_update_happen_together_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        s.insert_all(&[rec("t", None)]).unwrap();
+        let mut changed = rec("t", None);
+        changed.body = "{\"id\":\"t\",\"run_id\":\"changed\"}".into();
+        // The update names an object that does not exist: the insert is undone too.
+        let e = s.insert_and_update(&[rec("u", None)], &[changed.clone(), rec("nope", None)]);
+        assert!(matches!(e, Err(StoreError::NotFound { .. })));
+        assert!(s.get(Kind::Thread, "u").unwrap().is_none());
+        assert_eq!(
+            s.get(Kind::Thread, "t").unwrap().unwrap().body,
+            rec("t", None).body
+        );
+        s.insert_and_update(&[rec("u", None)], &[changed.clone()])
+            .unwrap();
+        assert!(s.get(Kind::Thread, "u").unwrap().is_some());
+        assert_eq!(
+            s.get(Kind::Thread, "t").unwrap().unwrap().body,
+            changed.body
+        );
     }
 
     #[test]

@@ -62,7 +62,9 @@ async fn files_upload_list_download_and_delete() {
     assert_eq!(f["purpose"], "assistants");
     let id = f["id"].as_str().unwrap().to_string();
     assert!(id.starts_with("file-"));
-    let (_, other) = app.upload("v.png", b"img".to_vec(), "vision").await;
+    let (_, other) = app
+        .upload("v.png", crate::helpers::PNG_SIGNATURE.to_vec(), "vision")
+        .await;
 
     let (_, list) = app.get("/v1/files?purpose=assistants").await;
     let ids: Vec<&str> = list["data"]
@@ -103,7 +105,7 @@ async fn files_upload_list_download_and_delete() {
     assert_eq!((s, v["deleted"].as_bool()), (200, Some(true)));
     let (s, v) = app.get(&format!("/v1/files/{id}")).await;
     assert_eq!(s, 404);
-    assert_eq!(err_parts(&v).0, format!("No file found with id '{id}'."));
+    assert_eq!(err_parts(&v).0, format!("No such File object: {id}"));
     // No stray partial files remain in the blob folder.
     let names: Vec<String> = std::fs::read_dir(app.data_dir.join("files"))
         .unwrap()
@@ -271,7 +273,9 @@ async fn threads_and_messages_with_content_parts_attachments_and_cascading_delet
     let (s, v) = app
         .post(
             &format!("/v1/threads/{tid}/messages"),
-            json!({"role": "user", "content": "x", "attachments": [{"file_id": "file-nope"}]}),
+            json!({"role": "user", "content": "x", "attachments": [
+                {"file_id": "file-nope", "tools": [{"type": "code_interpreter"}]}
+            ]}),
         )
         .await;
     assert_eq!(s, 400, "{v}");

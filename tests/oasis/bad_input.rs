@@ -137,8 +137,12 @@ async fn malformed_json_wrong_types_and_unknown_fields_are_openai_400s() {
     assert!(m.contains("could not parse the JSON body"), "{m}");
 
     // Wrong types.
-    let (m, _) = refused(400, app.post("/v1/assistants", json!({"model": 5})).await);
-    assert!(m.contains("invalid type"), "{m}");
+    let (m, param) = refused(400, app.post("/v1/assistants", json!({"model": 5})).await);
+    assert_eq!(
+        m,
+        "Invalid type for 'model': expected a string, but got an integer instead."
+    );
+    assert_eq!(param.as_deref(), Some("model"));
     refused(
         400,
         app.post(
@@ -307,7 +311,7 @@ async fn malformed_json_wrong_types_and_unknown_fields_are_openai_400s() {
         )
         .await,
     );
-    assert_eq!(param.as_deref(), Some("author"));
+    assert_eq!(param.as_deref(), Some("messages[0].author"));
     let (_, param) = refused(
         400,
         app.post(
@@ -428,19 +432,19 @@ async fn unknown_ids_are_404s_for_every_resource() {
             Method::GET,
             r("/v1/files/file-nope"),
             None,
-            "No file found with id 'file-nope'.",
+            "No such File object: file-nope",
         ),
         (
             Method::DELETE,
             r("/v1/files/file-nope"),
             None,
-            "No file found with id 'file-nope'.",
+            "No such File object: file-nope",
         ),
         (
             Method::GET,
             r("/v1/files/file-nope/content"),
             None,
-            "No file found with id 'file-nope'.",
+            "No such File object: file-nope",
         ),
         (
             Method::GET,
@@ -602,7 +606,7 @@ async fn unknown_ids_are_404s_for_every_resource() {
     let fid = f["id"].as_str().unwrap();
     std::fs::remove_file(app.data_dir.join("files").join(fid)).unwrap();
     let (m, _) = refused(404, app.get(&format!("/v1/files/{fid}/content")).await);
-    assert_eq!(m, format!("No file found with id '{fid}'."));
+    assert_eq!(m, format!("No such File object: {fid}"));
     // A message or run of another thread is not found through this one.
     let (_, other) = app
         .post(
@@ -674,7 +678,9 @@ async fn bad_pagination_cursors_and_limits_are_400s_on_every_list() {
         format!("/v1/threads/{tid}/runs/{rid}/steps"),
     ];
     for list in &lists {
-        for limit in ["0", "101", "-1", "abc", "1.5", "", "99999999999999999999"] {
+        // Files take up to 10,000 (OpenAI's bound); every other list up to 100.
+        let over = if list == "/v1/files" { "10001" } else { "101" };
+        for limit in ["0", over, "-1", "abc", "1.5", "", "99999999999999999999"] {
             let (m, param) = refused(400, app.get(&format!("{list}?limit={limit}")).await);
             assert_eq!(param.as_deref(), Some("limit"), "{list} {limit}: {m}");
         }
@@ -1027,7 +1033,7 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
             }
         }
     }
-    assert_eq!(operations, 36);
+    assert_eq!(operations, 41);
     app.stop().await;
 
     // `--mode tools` lists only what it serves.
@@ -1051,6 +1057,10 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
             "/v1/files",
             "/v1/files/{file_id}",
             "/v1/files/{file_id}/content",
+            "/v1/uploads",
+            "/v1/uploads/{upload_id}/cancel",
+            "/v1/uploads/{upload_id}/complete",
+            "/v1/uploads/{upload_id}/parts",
         ]
     );
     app.stop().await;

@@ -5,7 +5,10 @@
 mod api;
 mod bad_input;
 mod cli;
+mod conformance;
 mod durability;
+mod expiry;
+mod files;
 mod helpers;
 mod hostile;
 mod hostile2;

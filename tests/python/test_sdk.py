@@ -1,5 +1,6 @@
 """The official `openai` SDK against Oasis: the calls the Assistants cookbook makes."""
 
+import hashlib
 import io
 import warnings
 
@@ -22,7 +23,102 @@ def test_files_round_trip(client):
     with pytest.raises(openai.NotFoundError) as e:
         client.files.retrieve(f.id)
     assert e.value.status_code == 404
-    assert f"No file found with id '{f.id}'." in str(e.value)
+    assert f"No such File object: {f.id}" in str(e.value)
+    assert e.value.param == "id"
+
+
+def test_files_created_with_expires_after_carry_their_expiry(client):
+    f = client.files.create(
+        file=("soon.txt", io.BytesIO(b"soon gone")),
+        purpose="assistants",
+        expires_after={"anchor": "created_at", "seconds": 3600},
+    )
+    assert f.expires_at == f.created_at + 3600
+    assert client.files.retrieve(f.id).expires_at == f.expires_at
+    plain = client.files.create(file=("kept.txt", io.BytesIO(b"kept")), purpose="assistants")
+    assert plain.expires_at is None and plain.status_details is None
+    with pytest.raises(openai.BadRequestError) as e:
+        client.files.create(
+            file=("x.txt", io.BytesIO(b"x")),
+            purpose="assistants",
+            expires_after={"anchor": "created_at", "seconds": 60},
+        )
+    assert (e.value.param, e.value.code) == ("expires_after.seconds", "integer_below_min_value")
+    # Purposes Oasis has no API for are refused, not stored unchecked.
+    with pytest.raises(openai.BadRequestError) as e:
+        client.files.create(file=("batch.jsonl", io.BytesIO(b"{}\n")), purpose="batch")
+    assert e.value.param == "purpose"
+    for x in (f, plain):
+        client.files.delete(x.id)
+
+
+def test_files_list_takes_openais_limit_of_10000(client):
+    made = [
+        client.files.create(file=(f"{i}.txt", io.BytesIO(b"x")), purpose="user_data").id
+        for i in range(3)
+    ]
+    page = client.files.list(limit=1000, purpose="user_data")
+    assert set(made) <= {f.id for f in page.data}
+    assert not page.has_more
+    # The SDK walks pages of one with `after`.
+    walked = [f.id for f in client.files.list(limit=1, order="asc", purpose="user_data")]
+    assert [i for i in walked if i in made] == made
+    with pytest.raises(openai.BadRequestError) as e:
+        client.files.list(limit=10001)
+    assert e.value.param == "limit"
+    for i in made:
+        client.files.delete(i)
+
+
+def test_uploads_upload_file_chunked(client, tmp_path):
+    data = bytes(range(256)) * 1000
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    up = client.uploads.upload_file_chunked(
+        file=path,
+        mime_type="application/octet-stream",
+        purpose="assistants",
+        part_size=100_000,
+        md5=hashlib.md5(data).hexdigest(),
+    )
+    assert up.object == "upload" and up.status == "completed"
+    assert (up.file.bytes, up.file.filename, up.file.purpose) == (len(data), "big.bin", "assistants")
+    assert client.files.content(up.file.id).read() == data
+    # From memory, in three-byte parts.
+    small = client.uploads.upload_file_chunked(
+        file=b"a,b\n1,2\n", filename="t.csv", bytes=8, mime_type="text/csv", purpose="user_data", part_size=3
+    )
+    assert client.files.content(small.file.id).read() == b"a,b\n1,2\n"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.uploads.upload_file_chunked(
+            file=b"abc", filename="x.txt", bytes=3, mime_type="text/plain", purpose="assistants", md5="0" * 32
+        )
+    assert e.value.param == "md5"
+    # By hand: parts in any order, a File that expires, and a cancel.
+    u = client.uploads.create(
+        bytes=4,
+        filename="c.txt",
+        mime_type="text/plain",
+        purpose="assistants",
+        expires_after={"anchor": "created_at", "seconds": 3600},
+    )
+    assert (u.status, u.file, u.expires_at) == ("pending", None, u.created_at + 3600)
+    cd = client.uploads.parts.create(upload_id=u.id, data=b"cd")
+    ab = client.uploads.parts.create(upload_id=u.id, data=b"ab")
+    assert (ab.object, ab.upload_id) == ("upload.part", u.id)
+    done = client.uploads.complete(u.id, part_ids=[ab.id, cd.id])
+    assert client.files.content(done.file.id).read() == b"abcd"
+    assert done.file.expires_at == done.file.created_at + 3600
+    with pytest.raises(openai.BadRequestError):
+        client.uploads.complete(u.id, part_ids=[ab.id, cd.id])
+    c = client.uploads.create(bytes=2, filename="n.txt", mime_type="text/plain", purpose="assistants")
+    assert client.uploads.cancel(c.id).status == "cancelled"
+    with pytest.raises(openai.BadRequestError):
+        client.uploads.parts.create(upload_id=c.id, data=b"no")
+    with pytest.raises(openai.NotFoundError):
+        client.uploads.cancel("upload_nope")
+    for x in (up, small, done):
+        client.files.delete(x.file.id)
 
 
 def test_math_tutor_assistant_and_pagination(client):
@@ -103,6 +199,26 @@ def test_errors_are_openai_errors(client):
     with pytest.raises(openai.BadRequestError) as e:
         client.beta.assistants.create(model="gpt-4o", extra_body={"unknown_thing": 1})
     assert "Unrecognized request argument supplied: unknown_thing" in str(e.value)
+
+
+def test_request_ids_response_formats_and_nested_params(client):
+    """The SDK's `_request_id` is set; a `json_schema` format reads back typed; a bad one is a
+    400 naming the field; a nested unknown field is named by its whole path."""
+    fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}}}
+    a = client.beta.assistants.create(model="oasis-local", response_format=fmt)
+    assert a._request_id and a._request_id.startswith("req_")
+    assert a.response_format.type == "json_schema"
+    assert a.response_format.json_schema.name == "answer"
+    again = client.beta.assistants.retrieve(a.id)
+    assert again._request_id != a._request_id
+    with pytest.raises(openai.BadRequestError) as e:
+        client.beta.assistants.create(model="oasis-local", response_format={"type": "json_schema"})
+    assert e.value.param == "response_format.json_schema"
+    assert e.value.request_id and e.value.request_id.startswith("req_")
+    with pytest.raises(openai.BadRequestError) as e:
+        client.beta.threads.create_and_run(assistant_id=a.id, thread={"messages": [{"role": "user"}]})
+    assert e.value.param == "thread.messages[0].content"
+    assert "Missing required parameter: 'thread.messages[0].content'." in str(e.value)
 
 
 def test_code_interpreter_execute_through_the_client(client):

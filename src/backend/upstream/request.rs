@@ -1,7 +1,6 @@
 //! The Chat Completions request, as OpenAI's wire format has it.
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::backend::{ChatMessage, ChatRequest, FunctionSpec, Role, ToolChoice};
 
@@ -26,7 +25,7 @@ pub(super) struct RequestBody<'a> {
     max_tokens: Option<u64>,
     /// Passed through as given.
     #[serde(skip_serializing_if = "Option::is_none")]
-    response_format: Option<&'a Value>,
+    response_format: Option<&'a crate::model::ResponseFormat>,
     stream: bool,
     stream_options: StreamOptions,
 }
@@ -77,7 +76,7 @@ enum ContentPart<'a> {
 struct ImageUrl<'a> {
     url: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    detail: Option<&'a str>,
+    detail: Option<crate::model::ImageDetail>,
 }
 
 #[derive(Debug, Serialize)]
@@ -178,7 +177,7 @@ impl<'a> WireMessage<'a> {
                 let images = m.images.iter().map(|image| ContentPart::ImageUrl {
                     image_url: ImageUrl {
                         url: &image.url,
-                        detail: image.detail.as_deref(),
+                        detail: image.detail,
                     },
                 });
                 WireMessage::User {
@@ -211,7 +210,7 @@ impl<'a> WireMessage<'a> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 

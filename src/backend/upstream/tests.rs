@@ -288,7 +288,7 @@ async fn the_request_has_openais_shape() {
                 images: vec![
                     crate::backend::ImagePart {
                         url: "https://example.test/sky.png".into(),
-                        detail: Some("low".into()),
+                        detail: Some(crate::model::ImageDetail::Low),
                     },
                     crate::backend::ImagePart {
                         url: "data:image/png;base64,iVBORw0KGgo=".into(),
@@ -318,7 +318,7 @@ async fn the_request_has_openais_shape() {
         temperature: Some(0.5),
         top_p: Some(0.25),
         max_tokens: Some(256),
-        response_format: Some(json!({"type": "json_object"})),
+        response_format: Some(crate::model::ResponseFormat::JsonObject {}),
     };
 
     let (answer, _) = run(&up, req).await;
