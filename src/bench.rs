@@ -1,4 +1,7 @@
 //! `oasis bench sandbox`: latency percentiles and memory of the sandbox, printed (never asserted).
+//! `oasis bench retrieval` is in `bench/retrieval.rs`.
+
+pub mod retrieval;
 
 use std::path::Path;
 use std::process::Command;

@@ -53,6 +53,9 @@ pub enum Command {
     /// Run one sandbox worker process (started by `oasis serve`, not by hand).
     #[command(hide = true)]
     SandboxWorker(crate::sandbox::worker::WorkerArgs),
+    /// Extract one document's text under limits (started by `oasis serve`, not by hand).
+    #[command(hide = true)]
+    ExtractWorker,
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +73,8 @@ pub enum RuntimeAction {
 pub enum BenchWhat {
     /// Sandbox latencies and memory.
     Sandbox(crate::bench::SandboxBenchArgs),
+    /// file_search quality, ingestion throughput, search latency and memory.
+    Retrieval(crate::bench::retrieval::RetrievalBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -145,9 +150,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::sandbox::worker::run(args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::ExtractWorker => {
+            crate::retrieval::extract::run_worker()?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench { what } => match what {
             BenchWhat::Sandbox(args) => {
                 crate::bench::sandbox(&cli.data_dir, args)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            BenchWhat::Retrieval(args) => {
+                crate::bench::retrieval::retrieval(&cli.data_dir, args)?;
                 Ok(ExitCode::SUCCESS)
             }
         },

@@ -7,6 +7,8 @@
 //! - [`model`]: the Assistants API's objects as stored.
 //! - [`backend`]: model backends (an upstream Chat Completions server, the built-in model).
 //! - [`orchestrator`]: the run lifecycle (so far its state machine).
+//! - [`retrieval`]: file_search's extraction, chunking, embeddings and hybrid index.
+//! - [`vectors`]: vector stores at work: ingestion queue and searches.
 //! - [`store`]: storage behind a trait; SQLite by default. The only module that speaks SQL.
 //! - [`sandbox`]: the code-interpreter sandbox (wasmtime, WASI, sessions). Knows no HTTP or SQL.
 //! - [`cli`]: the `oasis` command line.
@@ -18,6 +20,8 @@ pub mod bench;
 pub mod cli;
 pub mod model;
 pub mod orchestrator;
+pub mod retrieval;
 pub mod sandbox;
 pub mod server;
 pub mod store;
+pub mod vectors;

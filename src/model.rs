@@ -13,10 +13,12 @@ use serde::{Deserialize, Serialize};
 mod message;
 mod run;
 mod step;
+mod vector_store;
 
 pub use message::*;
 pub use run::*;
 pub use step::*;
+pub use vector_store::*;
 
 pub type Metadata = BTreeMap<String, String>;
 
@@ -148,6 +150,10 @@ pub enum Kind {
     Transcript,
     /// An Upload (`/v1/uploads`); its Parts are bytes on disk, not records.
     Upload,
+    VectorStore,
+    /// A file in a vector store (keyed by store and file).
+    VectorStoreFile,
+    FileBatch,
 }
 
 impl Kind {
@@ -161,6 +167,9 @@ impl Kind {
             Kind::RunStep => "thread.run.step",
             Kind::Transcript => "oasis.transcript",
             Kind::Upload => "upload",
+            Kind::VectorStore => "vector_store",
+            Kind::VectorStoreFile => "vector_store.file",
+            Kind::FileBatch => "vector_store.files_batch",
         }
     }
 
@@ -175,6 +184,9 @@ impl Kind {
             Kind::RunStep => "run step",
             Kind::Transcript => "transcript",
             Kind::Upload => "upload",
+            Kind::VectorStore => "vector store",
+            Kind::VectorStoreFile => "vector store file",
+            Kind::FileBatch => "file batch",
         }
     }
 }
@@ -349,23 +361,31 @@ pub struct CodeInterpreterResources {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FileSearchResources {
-    /// Oasis has no vector stores (file_search is not supported): ids are refused.
+    /// The vector store file_search searches (at most one, which must exist).
     #[serde(default)]
-    #[schemars(length(max = 0))]
+    #[schemars(length(max = 1))]
     pub vector_store_ids: Vec<String>,
-    /// OpenAI's helper that creates a vector store from files: read only to be refused
-    /// (Oasis has no vector stores), never stored or served.
+    /// OpenAI's helper that creates a vector store from files (at most one): read on
+    /// create, when the store is made and its id put in `vector_store_ids`; never stored or
+    /// served.
     #[serde(default, skip_serializing)]
+    #[schemars(length(max = 1))]
     pub vector_stores: Option<Vec<VectorStoreHelper>>,
 }
 
-/// One entry of OpenAI's `vector_stores` helper (its other fields are not read).
+/// One entry of OpenAI's `vector_stores` helper.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct VectorStoreHelper {
-    /// Refused when not empty (Oasis has no vector stores).
+    /// Files (which must exist) to add; at most 10,000.
     #[serde(default)]
-    #[schemars(length(max = 0))]
+    #[schemars(length(max = 10000))]
     pub file_ids: Vec<String>,
+    #[serde(default)]
+    pub chunking_strategy: Option<ChunkingParam>,
+    #[serde(default)]
+    #[schemars(with = "Option<std::collections::BTreeMap<String, String>>")]
+    pub metadata: Option<Metadata>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -11,10 +11,13 @@ use serde::{Deserialize, Serialize};
 use crate::api::{self, ApiConfig, AppState, ConnLimits, Mode};
 use crate::backend::upstream::{Upstream, UpstreamConfig};
 use crate::orchestrator::{Orchestrator, OrchestratorConfig};
+use crate::retrieval::embed::UpstreamEmbeddingsConfig;
+use crate::retrieval::extract::{self, ExtractLimits};
 use crate::sandbox::{
     ManagerConfig, Progress, Sandbox, SessionManager, Sessions, Supervisor, SupervisorConfig,
 };
 use crate::store::SqliteStore;
+use crate::vectors::{EmbeddingsConfig, Vectors, VectorsConfig};
 
 /// `oasis serve`'s arguments: an optional TOML file, and every knob.
 #[derive(Debug, Default, clap::Args)]
@@ -221,6 +224,10 @@ pub struct Settings {
     pub runs: OrchestratorConfig,
     /// The upstream model server (`OASIS_UPSTREAM_BASE_URL` …), if any.
     pub upstream: Option<UpstreamConfig>,
+    /// How file_search embeds (`OASIS_EMBEDDINGS_BASE_URL` …; the built-in model by default).
+    pub embeddings: EmbeddingsConfig,
+    /// The executable run as `oasis extract-worker` to read documents (default: this one).
+    pub extract_exe: Option<PathBuf>,
 }
 
 impl Settings {
@@ -312,6 +319,8 @@ impl Settings {
                 }
             },
             upstream: UpstreamConfig::from_env(),
+            embeddings: embeddings_from_env(),
+            extract_exe: None,
         })
     }
 }
@@ -361,6 +370,26 @@ pub fn build_state(settings: &Settings, sandbox: Option<Arc<Sandbox>>) -> anyhow
         }
     };
     let store: Arc<dyn crate::store::Store> = Arc::new(store);
+    let vectors = match settings.api.mode {
+        Mode::All => {
+            // Documents are read in a bounded child process, never in this one.
+            let exe = match &settings.extract_exe {
+                Some(e) => e.clone(),
+                None => std::env::current_exe().context("finding the oasis executable")?,
+            };
+            Some(Vectors::new(
+                store.clone(),
+                VectorsConfig {
+                    data_dir: settings.cache_dir.clone(),
+                    files_dir: files_dir.clone(),
+                    embeddings: settings.embeddings.clone(),
+                    limits: ExtractLimits::default(),
+                    extract: extract::Isolation::Process(exe),
+                },
+            ))
+        }
+        Mode::Tools => None,
+    };
     let runs = match settings.api.mode {
         Mode::All => {
             let upstream = match &settings.upstream {
@@ -382,8 +411,23 @@ pub fn build_state(settings: &Settings, sandbox: Option<Arc<Sandbox>>) -> anyhow
         files_dir,
         sessions: Some(sessions),
         runs,
+        vectors,
         config: settings.api.clone(),
     })
+}
+
+/// `OASIS_EMBEDDINGS_BASE_URL` (an OpenAI-compatible server's `/v1`), `OASIS_EMBEDDINGS_MODEL`
+/// and `OASIS_EMBEDDINGS_API_KEY`; without a base URL, the built-in model.
+fn embeddings_from_env() -> EmbeddingsConfig {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    match var("OASIS_EMBEDDINGS_BASE_URL") {
+        Some(base_url) => EmbeddingsConfig::Upstream(UpstreamEmbeddingsConfig {
+            base_url: base_url.trim().trim_end_matches('/').to_string(),
+            model: var("OASIS_EMBEDDINGS_MODEL").unwrap_or_else(|| "text-embedding-3-small".into()),
+            api_key: var("OASIS_EMBEDDINGS_API_KEY"),
+        }),
+        None => EmbeddingsConfig::BuiltIn,
+    }
 }
 
 /// Serve `state` on `listener` until `shutdown` resolves, then finish in-flight requests.
@@ -410,11 +454,18 @@ pub async fn serve(
         );
     }
     let sweeper = tokio::spawn(api::sweep_expired_forever(state.clone()));
+    let ingester = state
+        .vectors
+        .clone()
+        .map(|v| tokio::spawn(v.ingest_forever()));
     let app = api::router(state);
     let served = api::serve_http(listener, app, limits, shutdown)
         .await
         .context("serving HTTP");
     sweeper.abort();
+    if let Some(i) = ingester {
+        i.abort();
+    }
     served
 }
 

@@ -38,17 +38,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 /// arrays, no array may hold an array, and a `type` must be a string. Fields Oasis ignores
 /// keep whatever shape they have.
 pub const OBJECT_FIELDS: &[&str] = &[
+    "attributes",
+    "chunking_strategy",
     "code_interpreter",
     "expires_after",
     "file_search",
+    "filters",
     "function",
     "image_file",
     "image_url",
     "json_schema",
     "metadata",
     "parameters",
+    "ranking_options",
     "response_format",
     "schema",
+    "static",
     "thread",
     "tool_choice",
     "tool_resources",
@@ -61,6 +66,11 @@ fn free_form(key: &str, object: &serde_json::Map<String, serde_json::Value>) -> 
     match key {
         "parameters" | "schema" | "tool_choice" => true,
         "file_search" => object.get("type").and_then(|t| t.as_str()) == Some("file_search"),
+        // A compound search filter's list of filters (the search's own `filters` is an object).
+        "filters" => matches!(
+            object.get("type").and_then(|t| t.as_str()),
+            Some("and" | "or")
+        ),
         _ => false,
     }
 }

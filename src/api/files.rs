@@ -419,6 +419,11 @@ async fn remove(
         return Err(no_such_file(&id));
     }
     let _ = tokio::fs::remove_file(blob_path(&state, &id)).await;
+    // A deleted File leaves every vector store it was in.
+    if let Some(v) = state.vectors.clone() {
+        let id2 = id.clone();
+        blocking(&state, move |_| v.remove_file_everywhere(&id2)).await?;
+    }
     Ok(deleted::<FileDeleted>(&id))
 }
 

@@ -15,6 +15,8 @@ mod runs;
 mod threads;
 mod uploads;
 mod validate;
+mod vector_store_files;
+mod vector_stores;
 mod wire;
 
 use std::path::PathBuf;
@@ -102,6 +104,8 @@ pub struct AppState {
     pub sessions: Option<Sessions>,
     /// Runs (absent in `tools` mode).
     pub runs: Option<crate::orchestrator::Orchestrator>,
+    /// Vector stores (absent in `tools` mode).
+    pub vectors: Option<crate::vectors::Vectors>,
     pub config: ApiConfig,
 }
 
@@ -145,7 +149,8 @@ pub fn router(state: AppState) -> Router {
             .merge(assistants::router())
             .merge(threads::router())
             .merge(runs::router())
-            .merge(models::router());
+            .merge(models::router())
+            .merge(vector_stores::router());
     }
     let v1 = v1
         .layer(middleware::from_fn(beta_header))

@@ -4,8 +4,9 @@ use super::AppState;
 use super::error::{ApiError, ApiResult};
 use crate::model::{
     Attachment, Content, ImageFile, ImageUrl, MessageRole, Metadata, ResponseFormatOption, Text,
-    Tool, ToolResources,
+    Tool, ToolResources, VectorStore,
 };
+use crate::store::StoreExt;
 
 pub fn max_len(param: &str, value: &Option<String>, max: usize) -> ApiResult<()> {
     if let Some(v) = value
@@ -167,38 +168,43 @@ pub async fn tool_resources(
         )
         .await?;
     }
-    if let Some(fs) = &r.file_search {
-        if fs.vector_store_ids.len() > 1 {
+    let mut r = r.clone();
+    if let Some(fs) = &mut r.file_search {
+        let helpers = fs.vector_stores.take().unwrap_or_default();
+        if fs.vector_store_ids.len() + helpers.len() > 1 {
             return Err(ApiError::invalid(
                 "tool_resources.file_search.vector_store_ids",
-                "Invalid 'tool_resources.file_search.vector_store_ids': at most 1 vector store.",
+                "Invalid 'tool_resources.file_search.vector_store_ids': at most 1 vector store \
+                 (counting any made with 'vector_stores').",
             ));
         }
-        // Oasis has no vector stores (file_search is not implemented): say so rather than
-        // accept ids or files that would silently never be searched.
-        if let Some(id) = fs.vector_store_ids.first() {
-            return Err(ApiError::invalid(
-                "tool_resources.file_search.vector_store_ids",
-                format!(
-                    "No vector store found with id '{id}'. This server has no vector stores: \
-                     file_search is not supported."
-                ),
-            ));
+        for id in &fs.vector_store_ids {
+            let (store, id2) = (state.store.clone(), id.clone());
+            let found =
+                tokio::task::spawn_blocking(move || store.find::<VectorStore>(&id2)).await??;
+            if found.is_none() {
+                return Err(ApiError::invalid(
+                    "tool_resources.file_search.vector_store_ids",
+                    format!("No vector store found with id '{id}'."),
+                ));
+            }
         }
-        if fs
-            .vector_stores
-            .iter()
-            .flatten()
-            .any(|v| !v.file_ids.is_empty())
-        {
-            return Err(ApiError::invalid(
-                "tool_resources.file_search.vector_stores",
-                "This server has no vector stores (file_search is not supported), so it cannot \
-                 make one of these files.",
-            ));
+        for (i, h) in helpers.into_iter().enumerate() {
+            let param = format!("tool_resources.file_search.vector_stores[{i}]");
+            files_exist(state, &format!("{param}.file_ids"), &h.file_ids).await?;
+            let id = super::vector_stores::make_store(
+                state,
+                None,
+                h.file_ids,
+                &h.chunking_strategy,
+                &format!("{param}.chunking_strategy"),
+                h.metadata,
+            )
+            .await?;
+            fs.vector_store_ids.push(id);
         }
     }
-    Ok(r.clone())
+    Ok(r)
 }
 
 /// Message content as given on create: a string or an array of parts.

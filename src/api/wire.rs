@@ -27,6 +27,10 @@ object_tag! {
     MessageDeleted = "thread.message.deleted";
     /// `"code_interpreter.session.deleted"`.
     SessionDeleted = "code_interpreter.session.deleted";
+    /// `"vector_store.deleted"`.
+    VectorStoreDeleted = "vector_store.deleted";
+    /// `"vector_store.file.deleted"`.
+    VectorStoreFileDeleted = "vector_store.file.deleted";
 }
 
 /// `{id, object, deleted: true}`: what a delete answers.

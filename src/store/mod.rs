@@ -5,7 +5,10 @@
 //! the same trait. Every method is one transaction.
 
 pub mod blobs;
+mod chunks;
 pub mod sqlite;
+
+pub use chunks::StoredChunk;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -117,6 +120,20 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         limit: usize,
     ) -> Result<Vec<Record>>;
+    /// Replace a file's chunks in a vector store and save `update` (the store's file, now
+    /// done), all or none; `NotFound` (and nothing kept) if that record is gone or no longer
+    /// `in_progress` (cancelled meanwhile).
+    fn put_chunks(
+        &self,
+        vector_store_id: &str,
+        file_id: &str,
+        chunks: &[StoredChunk],
+        update: &Record,
+    ) -> Result<()>;
+    /// Every chunk of a vector store, by file and position.
+    fn chunks(&self, vector_store_id: &str) -> Result<Vec<StoredChunk>>;
+    /// Delete the chunks of a store, of a file (in every store), or of a file in a store.
+    fn delete_chunks(&self, vector_store_id: Option<&str>, file_id: Option<&str>) -> Result<()>;
 }
 
 /// Typed helpers over any [`Store`].

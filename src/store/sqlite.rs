@@ -11,7 +11,10 @@ use crate::model::Kind;
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran. Never edit one
 /// that has shipped: add the next.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_objects.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_objects.sql"),
+    include_str!("migrations/0002_chunks.sql"),
+];
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -23,7 +26,7 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-fn other(e: impl Into<anyhow::Error>) -> StoreError {
+pub(super) fn other(e: impl Into<anyhow::Error>) -> StoreError {
     StoreError::Other(e.into())
 }
 
@@ -56,7 +59,7 @@ impl SqliteStore {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(super) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -71,6 +74,9 @@ fn kind_of(s: &str) -> Result<Kind> {
         "thread.run.step" => Kind::RunStep,
         "oasis.transcript" => Kind::Transcript,
         "upload" => Kind::Upload,
+        "vector_store" => Kind::VectorStore,
+        "vector_store.file" => Kind::VectorStoreFile,
+        "vector_store.files_batch" => Kind::FileBatch,
         other_kind => return Err(other(anyhow::anyhow!("unknown stored kind {other_kind}"))),
     })
 }
@@ -92,6 +98,24 @@ fn record(t: (String, String, Option<String>, i64, String)) -> Result<Record> {
 }
 
 impl Store for SqliteStore {
+    fn put_chunks(
+        &self,
+        vector_store_id: &str,
+        file_id: &str,
+        chunks: &[super::StoredChunk],
+        update: &Record,
+    ) -> Result<()> {
+        self.put_chunks_impl(vector_store_id, file_id, chunks, update)
+    }
+
+    fn chunks(&self, vector_store_id: &str) -> Result<Vec<super::StoredChunk>> {
+        self.chunks_impl(vector_store_id)
+    }
+
+    fn delete_chunks(&self, vector_store_id: Option<&str>, file_id: Option<&str>) -> Result<()> {
+        self.delete_chunks_impl(vector_store_id, file_id)
+    }
+
     fn insert_all(&self, records: &[Record]) -> Result<()> {
         self.insert_and_update(records, &[])
     }
@@ -208,6 +232,10 @@ impl Store for SqliteStore {
         if n > 0 {
             tx.execute("DELETE FROM objects WHERE scope = ?1", params![id])
                 .map_err(other)?;
+            if kind == Kind::VectorStore {
+                tx.execute("DELETE FROM chunks WHERE vector_store_id = ?1", params![id])
+                    .map_err(other)?;
+            }
         }
         tx.commit().map_err(other)?;
         Ok(n > 0)

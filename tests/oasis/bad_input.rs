@@ -222,8 +222,7 @@ async fn malformed_json_wrong_types_and_unknown_fields_are_openai_400s() {
         )
         .await,
     );
-    // file_search has nothing to search here (no vector stores): ids and files for it are
-    // refused, not silently never searched.
+    // file_search's stores must exist, and a helper's files too.
     let (m, param) = refused(
         400,
         app.post(
@@ -233,10 +232,7 @@ async fn malformed_json_wrong_types_and_unknown_fields_are_openai_400s() {
         )
         .await,
     );
-    assert!(
-        m.contains("vs_abc") && m.contains("file_search is not supported"),
-        "{m}"
-    );
+    assert_eq!(m, "No vector store found with id 'vs_abc'.");
     assert_eq!(
         param.as_deref(),
         Some("tool_resources.file_search.vector_store_ids")
@@ -251,9 +247,9 @@ async fn malformed_json_wrong_types_and_unknown_fields_are_openai_400s() {
     );
     assert_eq!(
         param.as_deref(),
-        Some("tool_resources.file_search.vector_stores")
+        Some("tool_resources.file_search.vector_stores[0].file_ids")
     );
-    // An empty helper (no files) asks for nothing that could be missed.
+    // An empty helper makes an empty store.
     let (s, a) = app
         .post(
             "/v1/assistants",
@@ -261,6 +257,10 @@ async fn malformed_json_wrong_types_and_unknown_fields_are_openai_400s() {
         )
         .await;
     assert_eq!(s, 200, "{a}");
+    let made = a["tool_resources"]["file_search"]["vector_store_ids"][0]
+        .as_str()
+        .unwrap();
+    assert_eq!(app.get(&format!("/v1/vector_stores/{made}")).await.0, 200);
     app.delete(&format!("/v1/assistants/{}", a["id"].as_str().unwrap()))
         .await;
     // Nothing was stored by any of those.
@@ -1033,7 +1033,7 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
             }
         }
     }
-    assert_eq!(operations, 41);
+    assert_eq!(operations, 57);
     app.stop().await;
 
     // `--mode tools` lists only what it serves.

@@ -112,6 +112,10 @@ impl TestApp {
         // exported ones must not reach the tests. A test that wants them sets them in `tweak`.
         settings.api.api_keys = None;
         settings.upstream = None;
+        settings.embeddings = oasis::vectors::EmbeddingsConfig::BuiltIn;
+        // Documents are read by the real binary's `extract-worker`, as in production (this test
+        // binary is not `oasis`).
+        settings.extract_exe = Some(env!("CARGO_BIN_EXE_oasis").into());
         // Sandboxes run in this process (sharing one Sandbox) unless a test opts into workers.
         settings.isolation = oasis::server::Isolation::InProcess;
         tweak(&mut settings);

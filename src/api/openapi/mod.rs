@@ -71,6 +71,7 @@ pub fn document() -> Value {
         "tags": [
             {"name": "Meta"}, {"name": "Files"}, {"name": "Assistants"}, {"name": "Threads"},
             {"name": "Messages"}, {"name": "Runs"}, {"name": "Models"}, {"name": "Uploads"},
+            {"name": "Vector stores"},
             {"name": "Code interpreter"}
         ],
         "paths": paths,

@@ -13,11 +13,17 @@ use crate::api::files::LIST_LIMIT;
 use crate::api::runs::{CreateRun, CreateThreadAndRun, ModifyRun, SubmitToolOutputs};
 use crate::api::threads::{CreateMessage, CreateThread, ModifyMessage, ModifyThread};
 use crate::api::uploads::{AddUploadPartRequest, CompleteUploadRequest, CreateUploadRequest};
+use crate::api::vector_store_files::{CreateBatch, CreateFile, FileContentPage, UpdateFile};
+use crate::api::vector_stores::{CreateVectorStore, ModifyVectorStore, SearchBody, SearchPage};
 use crate::api::wire::{
     AssistantDeleted, Deleted, FileDeleted, Health, MessageDeleted, ModelList, ModelObject,
     STEP_INCLUDE, SessionDeleted, SessionFileList, SessionId, ThreadDeleted, UploadFileForm,
 };
-use crate::model::{Assistant, FileObject, Message, Run, RunStep, Thread, Upload, UploadPart};
+use crate::api::wire::{VectorStoreDeleted, VectorStoreFileDeleted};
+use crate::model::{
+    Assistant, FileBatch, FileObject, Message, Run, RunStep, Thread, Upload, UploadPart,
+    VectorStore, VectorStoreFile,
+};
 
 pub(super) fn paths(g: &mut Gen) -> Value {
     let thread_id = || path_param("thread_id", "A thread's id (`thread_…`).");
@@ -121,6 +127,7 @@ pub(super) fn paths(g: &mut Gen) -> Value {
         }),
     );
     uploads(g, &mut p);
+    vector_stores(g, &mut p);
     p.insert(
         "/v1/assistants".into(),
         json!({
@@ -446,6 +453,171 @@ fn uploads(g: &mut Gen, p: &mut Map<String, Value>) {
                 "cancelUpload", "Uploads",
                 "Cancel a pending Upload; its Parts are deleted. The body, if any, is ignored.",
                 vec![], None, ok("The cancelled Upload."), BY_ID,
+            ),
+        }),
+    );
+}
+
+/// `/v1/vector_stores`: stores, their files and batches, and search.
+fn vector_stores(g: &mut Gen, p: &mut Map<String, Value>) {
+    let vs_id = || path_param("vector_store_id", "A vector store's id (`vs_…`).");
+    let file_id = || path_param("file_id", "A File's id (`file-…`).");
+    let batch_id = || path_param("batch_id", "A file batch's id (`vsfb_…`).");
+    let status_filter = || {
+        query_param(
+            "filter",
+            "Only files in this state.",
+            json!({"type": "string", "enum": ["in_progress", "completed", "failed", "cancelled"]}),
+        )
+    };
+    let with = |mut params: Vec<Value>, more: Vec<Value>| {
+        params.extend(more);
+        params
+    };
+    let store = g.output::<VectorStore>();
+    let file = g.output::<VectorStoreFile>();
+    let batch = g.output::<FileBatch>();
+    let files_page = g.output::<ListBody<VectorStoreFile>>();
+    p.insert(
+        "/v1/vector_stores".into(),
+        json!({
+            "get": operation(
+                "listVectorStores", "Vector stores", "List vector stores.", list_params(), None,
+                ok_json("A page of vector stores.", g.output::<ListBody<VectorStore>>()), PLAIN,
+            ),
+            "post": operation(
+                "createVectorStore", "Vector stores",
+                "Create a vector store, optionally with files (read into chunks in the \
+                 background).",
+                vec![], Some(json_body(g.input::<CreateVectorStore>(), false)),
+                ok_json("The new store.", store.clone()), WITH_BODY,
+            ),
+        }),
+    );
+    p.insert(
+        "/v1/vector_stores/{vector_store_id}".into(),
+        json!({
+            "parameters": [vs_id()],
+            "get": operation(
+                "getVectorStore", "Vector stores", "A vector store.", vec![], None,
+                ok_json("The store.", store.clone()), BY_ID,
+            ),
+            "post": operation(
+                "modifyVectorStore", "Vector stores",
+                "Change a store's name, expiry or metadata.", vec![],
+                Some(json_body(g.input::<ModifyVectorStore>(), false)),
+                ok_json("The store.", store.clone()), BY_ID_WITH_BODY,
+            ),
+            "delete": operation(
+                "deleteVectorStore", "Vector stores",
+                "Delete a store and its chunks (its Files stay).", vec![], None,
+                ok_json("Deleted.", g.output::<Deleted<VectorStoreDeleted>>()), BY_ID,
+            ),
+        }),
+    );
+    p.insert(
+        "/v1/vector_stores/{vector_store_id}/search".into(),
+        json!({
+            "parameters": [vs_id()],
+            "post": operation(
+                "searchVectorStore", "Vector stores",
+                "The passages that best match a query (BM25 and embeddings, fused).", vec![],
+                Some(json_body(g.input::<SearchBody>(), true)),
+                ok_json("The results.", g.output::<SearchPage>()), BY_ID_WITH_BODY,
+            ),
+        }),
+    );
+    p.insert(
+        "/v1/vector_stores/{vector_store_id}/files".into(),
+        json!({
+            "parameters": [vs_id()],
+            "get": operation(
+                "listVectorStoreFiles", "Vector stores", "List a store's files.",
+                with(list_params(), vec![status_filter()]), None,
+                ok_json("A page of files.", files_page.clone()), BY_ID,
+            ),
+            "post": operation(
+                "createVectorStoreFile", "Vector stores",
+                "Add a File to a store (read into chunks in the background).", vec![],
+                Some(json_body(g.input::<CreateFile>(), true)),
+                ok_json("The store's file.", file.clone()), BY_ID_WITH_BODY,
+            ),
+        }),
+    );
+    p.insert(
+        "/v1/vector_stores/{vector_store_id}/files/{file_id}".into(),
+        json!({
+            "parameters": [vs_id(), file_id()],
+            "get": operation(
+                "getVectorStoreFile", "Vector stores", "A store's file.", vec![], None,
+                ok_json("The store's file.", file.clone()), BY_ID,
+            ),
+            "post": operation(
+                "updateVectorStoreFileAttributes", "Vector stores",
+                "Replace a store's file's attributes.", vec![],
+                Some(json_body(g.input::<UpdateFile>(), true)),
+                ok_json("The store's file.", file.clone()), BY_ID_WITH_BODY,
+            ),
+            "delete": operation(
+                "deleteVectorStoreFile", "Vector stores",
+                "Remove a File from a store (the File stays).", vec![], None,
+                ok_json("Deleted.", g.output::<Deleted<VectorStoreFileDeleted>>()), BY_ID,
+            ),
+        }),
+    );
+    p.insert(
+        "/v1/vector_stores/{vector_store_id}/files/{file_id}/content".into(),
+        json!({
+            "parameters": [vs_id(), file_id()],
+            "get": operation(
+                "retrieveVectorStoreFileContent", "Vector stores",
+                "A store's file's text, as its chunks.", vec![], None,
+                ok_json("The text.", g.output::<FileContentPage>()), BY_ID,
+            ),
+        }),
+    );
+    p.insert(
+        "/v1/vector_stores/{vector_store_id}/file_batches".into(),
+        json!({
+            "parameters": [vs_id()],
+            "post": operation(
+                "createVectorStoreFileBatch", "Vector stores",
+                "Add up to 2000 Files at once.", vec![],
+                Some(json_body(g.input::<CreateBatch>(), true)),
+                ok_json("The batch.", batch.clone()), BY_ID_WITH_BODY,
+            ),
+        }),
+    );
+    p.insert(
+        "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}".into(),
+        json!({
+            "parameters": [vs_id(), batch_id()],
+            "get": operation(
+                "getVectorStoreFileBatch", "Vector stores", "A file batch.", vec![], None,
+                ok_json("The batch.", batch.clone()), BY_ID,
+            ),
+        }),
+    );
+    p.insert(
+        "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/cancel".into(),
+        json!({
+            "parameters": [vs_id(), batch_id()],
+            "post": operation(
+                "cancelVectorStoreFileBatch", "Vector stores",
+                "Cancel the files of a batch not yet read (400 once it has ended). The body, if \
+                 any, is ignored.",
+                vec![], None, ok_json("The batch.", batch), BY_ID,
+            ),
+        }),
+    );
+    p.insert(
+        "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/files".into(),
+        json!({
+            "parameters": [vs_id(), batch_id()],
+            "get": operation(
+                "listFilesInVectorStoreBatch", "Vector stores", "List a batch's files.",
+                with(list_params(), vec![status_filter()]), None,
+                ok_json("A page of files.", files_page), BY_ID,
             ),
         }),
     );

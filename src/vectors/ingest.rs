@@ -1,0 +1,174 @@
+//! Reading files into chunks: the store's `in_progress` files are the queue, worked through
+//! one at a time off the request path, and again after a restart.
+
+use std::time::Duration;
+
+use crate::model::{FileObject, Kind, LastError, StoredVectorStoreFile, VectorStoreFileStatus};
+use crate::retrieval::chunk::{ChunkSpec, chunk};
+use crate::retrieval::extract::{ExtractError, extract_bounded_with};
+use crate::store::{Filter, Order, Page, Record, StoreError, StoreExt, StoredChunk, blobs};
+
+use super::Vectors;
+
+/// How many texts go to the embedder at once.
+const EMBED_BATCH: usize = 256;
+
+/// How often the queue is looked at even when nothing woke it (another node may have added
+/// work).
+const IDLE_POLL: Duration = Duration::from_secs(5);
+
+impl Vectors {
+    /// Work the ingestion queue until the task is dropped.
+    pub async fn ingest_forever(self) {
+        loop {
+            match self.next_pending().await {
+                Ok(Some(f)) => self.ingest_one(f).await,
+                Ok(None) => {
+                    let _ = tokio::time::timeout(IDLE_POLL, self.inner.wake.notified()).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the ingestion queue");
+                    let _ = tokio::time::timeout(IDLE_POLL, self.inner.wake.notified()).await;
+                }
+            }
+        }
+    }
+
+    /// The oldest file waiting to be read, in any store.
+    async fn next_pending(&self) -> anyhow::Result<Option<StoredVectorStoreFile>> {
+        let store = self.inner.store.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let page = Page {
+                limit: 1,
+                order: Order::Asc,
+                after: None,
+                before: None,
+            };
+            let filter = Filter {
+                field: "file.status",
+                value: "in_progress".into(),
+            };
+            store.page::<StoredVectorStoreFile>(None, Some(&filter), &page)
+        })
+        .await??;
+        Ok(found.0.into_iter().next())
+    }
+
+    /// Read one file into chunks and vectors, and record the outcome (never left
+    /// `in_progress`).
+    async fn ingest_one(&self, mut f: StoredVectorStoreFile) {
+        let vs_id = f.file.vector_store_id.clone();
+        let outcome = self.read_chunks(&f).await;
+        let store = self.inner.store.clone();
+        let saved = match outcome {
+            Ok((chunks, usage)) => {
+                f.file.status = VectorStoreFileStatus::Completed;
+                f.file.usage_bytes = usage;
+                f.file.last_error = None;
+                let file_id = f.file.id.clone();
+                let vs = vs_id.clone();
+                tokio::task::spawn_blocking(move || {
+                    let record = Record::of(&f)?;
+                    store.put_chunks(&vs, &file_id, &chunks, &record)
+                })
+                .await
+            }
+            Err(e) => {
+                tracing::info!(file = %f.file.id, vector_store = %vs_id, error = %e, "a file could not be read");
+                f.file.status = VectorStoreFileStatus::Failed;
+                f.file.last_error = Some(LastError {
+                    code: e.code().to_string(),
+                    message: e.to_string(),
+                });
+                tokio::task::spawn_blocking(move || finish_if_pending(&*store, &f)).await
+            }
+        };
+        match saved {
+            Ok(Ok(())) | Ok(Err(StoreError::NotFound { .. })) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "recording a read file"),
+            Err(e) => tracing::warn!(error = %e, "recording a read file"),
+        }
+        self.changed(&vs_id);
+    }
+
+    /// The file's chunks with their vectors, and the bytes they take.
+    async fn read_chunks(
+        &self,
+        f: &StoredVectorStoreFile,
+    ) -> Result<(Vec<StoredChunk>, u64), ExtractError> {
+        let store = self.inner.store.clone();
+        let dir = self.inner.config.files_dir.clone();
+        let id = f.file.id.clone();
+        let file = tokio::task::spawn_blocking(move || {
+            blobs::find_live(&*store, &dir, &id, crate::model::now())
+        })
+        .await
+        .map_err(|e| ExtractError::Failed(e.to_string()))?
+        .map_err(|e| ExtractError::Failed(e.to_string()))?;
+        let Some(file): Option<FileObject> = file else {
+            return Err(ExtractError::Invalid("the file was deleted".into()));
+        };
+        let path = blobs::blob_path(&self.inner.config.files_dir, &file.id);
+        let config = &self.inner.config;
+        let text =
+            extract_bounded_with(&config.extract, &file.filename, &path, &config.limits).await?;
+        let spec = ChunkSpec {
+            max_tokens: f.chunking.max_chunk_size_tokens as usize,
+            overlap_tokens: f.chunking.chunk_overlap_tokens as usize,
+        };
+        let texts = tokio::task::spawn_blocking(move || chunk(&text, spec))
+            .await
+            .map_err(|e| ExtractError::Failed(e.to_string()))?;
+        if texts.is_empty() {
+            return Err(ExtractError::Invalid(
+                "the file holds no text to search".into(),
+            ));
+        }
+        let embedder = self
+            .embedder()
+            .await
+            .map_err(|e| ExtractError::Failed(format!("the embedding model: {e:#}")))?;
+        let mut vectors = Vec::with_capacity(texts.len());
+        for batch in texts.chunks(EMBED_BATCH) {
+            let v = embedder
+                .embed(batch)
+                .await
+                .map_err(|e| ExtractError::Failed(format!("embedding: {e}")))?;
+            vectors.extend(v);
+        }
+        let model = embedder.id();
+        let mut usage = 0u64;
+        let chunks: Vec<StoredChunk> = texts
+            .into_iter()
+            .zip(vectors)
+            .enumerate()
+            .map(|(i, (text, vector))| {
+                usage += (text.len() + vector.len() * 4) as u64;
+                StoredChunk {
+                    file_id: f.file.id.clone(),
+                    index: i as u32,
+                    text,
+                    embedder: model.clone(),
+                    vector,
+                }
+            })
+            .collect();
+        Ok((chunks, usage))
+    }
+}
+
+/// Save a failed file's record, unless it has left `in_progress` meanwhile (cancelled,
+/// removed).
+fn finish_if_pending(
+    store: &dyn crate::store::Store,
+    f: &StoredVectorStoreFile,
+) -> crate::store::Result<()> {
+    match store.find::<StoredVectorStoreFile>(&f.key)? {
+        Some(now) if Vectors::is_pending(&now) => store.update(
+            Kind::VectorStoreFile,
+            &f.key,
+            &serde_json::to_string(f).map_err(|e| StoreError::Other(e.into()))?,
+        ),
+        _ => Ok(()),
+    }
+}

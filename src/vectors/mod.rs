@@ -1,0 +1,211 @@
+//! Vector stores at work: files read into chunks off the request path (`ingest.rs`), and
+//! searches over a store's chunks (`search.rs`).
+//!
+//! The store is the truth: a file's chunks and vectors live in `store` (the `chunks` table),
+//! and the store's files with `in_progress` status are the ingestion queue, so a restart resumes
+//! it. Each node builds its in-memory index of a store from those chunks on first search and
+//! keeps it until the store's files change. Knows no axum and no SQL.
+
+mod ingest;
+mod search;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, OnceCell};
+
+use crate::model::{
+    FileCounts, Kind, StoredVectorStoreFile, VectorStore, VectorStoreFileStatus, VectorStoreStatus,
+    now,
+};
+use crate::retrieval::embed::{Embedder, UpstreamEmbeddings, UpstreamEmbeddingsConfig, WordLlama};
+use crate::retrieval::extract::{ExtractLimits, Isolation};
+use crate::retrieval::index::Index;
+use crate::store::{Filter, Order, Page, Result, Store, StoreExt};
+
+pub use search::{SearchError, SearchHit, SearchRequest};
+
+/// How a node embeds: the built-in model (default) or an upstream `/v1/embeddings`.
+#[derive(Debug, Clone, Default)]
+pub enum EmbeddingsConfig {
+    #[default]
+    BuiltIn,
+    Upstream(UpstreamEmbeddingsConfig),
+}
+
+/// What the vector-store service needs.
+#[derive(Debug, Clone)]
+pub struct VectorsConfig {
+    /// Where the built-in embedding model is cached.
+    pub data_dir: PathBuf,
+    /// Where File bytes live.
+    pub files_dir: PathBuf,
+    pub embeddings: EmbeddingsConfig,
+    pub limits: ExtractLimits,
+    /// Where documents are read: a bounded child process of the `oasis` executable (in
+    /// production always), or this process (unit tests only: no time or memory bound).
+    pub extract: Isolation,
+}
+
+/// The vector-store service, shared by the API and the run workers.
+#[derive(Clone)]
+pub struct Vectors {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    config: VectorsConfig,
+    embedder: OnceCell<Arc<dyn Embedder>>,
+    /// Built indexes by store id, with the change count they were built at.
+    indexes: Mutex<HashMap<String, (u64, Arc<Index>)>>,
+    /// Each store's change count (files added, read, removed, re-attributed) on this node.
+    changes: Mutex<HashMap<String, u64>>,
+    wake: Notify,
+}
+
+impl Vectors {
+    pub fn new(store: Arc<dyn Store>, config: VectorsConfig) -> Vectors {
+        Vectors {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                embedder: OnceCell::new(),
+                indexes: Mutex::new(HashMap::new()),
+                changes: Mutex::new(HashMap::new()),
+                wake: Notify::new(),
+            }),
+        }
+    }
+
+    /// The embedder, loaded (and for the built-in one, downloaded) on first use.
+    async fn embedder(&self) -> anyhow::Result<Arc<dyn Embedder>> {
+        let config = self.inner.config.clone();
+        let e = self
+            .inner
+            .embedder
+            .get_or_try_init(|| async move {
+                let e: Arc<dyn Embedder> = match config.embeddings {
+                    EmbeddingsConfig::BuiltIn => {
+                        let dir = config.data_dir.clone();
+                        Arc::new(tokio::task::spawn_blocking(move || WordLlama::load(&dir)).await??)
+                    }
+                    EmbeddingsConfig::Upstream(c) => Arc::new(UpstreamEmbeddings::new(c)),
+                };
+                anyhow::Ok(e)
+            })
+            .await?;
+        Ok(e.clone())
+    }
+
+    /// Note that a store's files changed: its index is rebuilt on next search, and the
+    /// ingestion worker looks for new work.
+    pub fn changed(&self, vector_store_id: &str) {
+        *self
+            .inner
+            .changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(vector_store_id.to_string())
+            .or_default() += 1;
+        self.inner.wake.notify_one();
+    }
+
+    fn change_count(&self, vector_store_id: &str) -> u64 {
+        self.inner
+            .changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(vector_store_id)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// A store's files (every state), at most 10,000.
+    pub fn files_of(&self, vector_store_id: &str) -> Result<Vec<StoredVectorStoreFile>> {
+        let page = Page {
+            limit: 10_000,
+            order: Order::Asc,
+            after: None,
+            before: None,
+        };
+        Ok(self
+            .inner
+            .store
+            .page::<StoredVectorStoreFile>(Some(vector_store_id), None, &page)?
+            .0)
+    }
+
+    /// `vs` with its counts, usage and status as they are now (and expiry applied).
+    pub fn with_counts(&self, mut vs: VectorStore) -> Result<VectorStore> {
+        let files = self.files_of(&vs.id)?;
+        let mut counts = FileCounts::default();
+        let mut usage = 0;
+        for f in &files {
+            counts.add(f.file.status);
+            usage += f.file.usage_bytes;
+        }
+        vs.file_counts = counts;
+        vs.usage_bytes = usage;
+        vs.status = if vs.expires_at.is_some_and(|t| t <= now()) {
+            VectorStoreStatus::Expired
+        } else if counts.in_progress > 0 {
+            VectorStoreStatus::InProgress
+        } else {
+            VectorStoreStatus::Completed
+        };
+        Ok(vs)
+    }
+
+    /// Every store's file record of `file_id` (a File being deleted leaves every store).
+    pub fn remove_file_everywhere(&self, file_id: &str) -> Result<()> {
+        let page = Page {
+            limit: 10_000,
+            order: Order::Asc,
+            after: None,
+            before: None,
+        };
+        let filter = Filter {
+            field: "file.id",
+            value: file_id.to_string(),
+        };
+        let (records, _) =
+            self.inner
+                .store
+                .list(Kind::VectorStoreFile, None, Some(&filter), &page)?;
+        for r in records {
+            let f: StoredVectorStoreFile = r.decode()?;
+            self.inner.store.delete(Kind::VectorStoreFile, &f.key)?;
+            self.changed(&f.file.vector_store_id);
+        }
+        self.inner.store.delete_chunks(None, Some(file_id))
+    }
+
+    /// Remove one file from one store (its chunks too). Whether it was there.
+    pub fn remove_file(&self, vector_store_id: &str, file_id: &str) -> Result<bool> {
+        let key = StoredVectorStoreFile::key_of(vector_store_id, file_id);
+        let existed = self.inner.store.delete(Kind::VectorStoreFile, &key)?;
+        self.inner
+            .store
+            .delete_chunks(Some(vector_store_id), Some(file_id))?;
+        self.changed(vector_store_id);
+        Ok(existed)
+    }
+
+    /// Mark a store used now (its expiry counts from its last activity).
+    pub fn touch(&self, vector_store_id: &str) -> Result<()> {
+        let Some(mut vs) = self.inner.store.find::<VectorStore>(vector_store_id)? else {
+            return Ok(());
+        };
+        let t = now();
+        vs.last_active_at = Some(t);
+        vs.expires_at = VectorStore::expiry_time(&vs.expires_after, t);
+        self.inner.store.save(&vs)
+    }
+
+    /// Whether a file record is still waiting to be read.
+    pub fn is_pending(f: &StoredVectorStoreFile) -> bool {
+        f.file.status == VectorStoreFileStatus::InProgress
+    }
+}

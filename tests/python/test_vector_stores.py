@@ -1,0 +1,141 @@
+"""file_search's vector stores through the official SDK: stores, files, batches and search."""
+
+import io
+import zipfile
+
+import openai
+import pytest
+
+MANUAL = """# Aquarium pump manual
+
+## Cleaning the impeller
+Switch the pump off and unplug it. Twist the front cover anticlockwise, pull the impeller out
+and rinse it under lukewarm water. Never use soap: residues harm fish.
+
+## Noise
+A rattling pump usually has air trapped in it. Tilt it under water until the bubbles escape.
+
+## Warranty
+The pump is covered for two years from the date of purchase when used in fresh water.
+"""
+
+RECIPES = """Pancakes: mix flour, eggs and milk into a smooth batter, rest it for half an hour,
+then fry thin layers in a hot buttered pan until golden on both sides.
+
+Lemonade: squeeze six lemons, add sugar syrup and cold water, and serve over ice."""
+
+
+def docx(paragraphs):
+    """A minimal Word document holding these paragraphs."""
+    body = "".join(f"<w:p><w:r><w:t>{p}</w:t></w:r></w:p>" for p in paragraphs)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("[Content_Types].xml",
+                   '<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+                   '<Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>')
+        z.writestr("word/document.xml",
+                   '<?xml version="1.0"?><w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
+                   f"<w:body>{body}</w:body></w:document>")
+    return buf.getvalue()
+
+
+def upload(client, name, data):
+    return client.files.create(file=(name, io.BytesIO(data)), purpose="assistants")
+
+
+def test_create_and_poll_then_search_finds_the_right_passage(client):
+    manual = upload(client, "pump-manual.md", MANUAL.encode())
+    recipes = upload(client, "recipes.txt", RECIPES.encode())
+    vs = client.vector_stores.create(name="docs", file_ids=[manual.id, recipes.id])
+    assert vs.object == "vector_store" and vs.name == "docs"
+    assert vs.file_counts.total == 2
+    # The SDK's own poll, per file, until each is read.
+    for f in (manual, recipes):
+        assert client.vector_stores.files.poll(f.id, vector_store_id=vs.id).status == "completed"
+    vs = client.vector_stores.retrieve(vs.id)
+    assert vs.status == "completed"
+    assert vs.file_counts.completed == 2 and vs.file_counts.total == 2
+    assert vs.usage_bytes > 0
+    files = list(client.vector_stores.files.list(vector_store_id=vs.id))
+    assert {f.id for f in files} == {manual.id, recipes.id}
+    assert all(f.status == "completed" and f.last_error is None for f in files)
+    assert files[0].chunking_strategy.type == "static"
+    assert files[0].chunking_strategy.static.max_chunk_size_tokens == 800
+
+    page = client.vector_stores.search(vector_store_id=vs.id, query="how do I wash the impeller")
+    results = list(page)
+    assert results, "no results"
+    assert results[0].file_id == manual.id
+    assert results[0].filename == "pump-manual.md"
+    assert "impeller" in results[0].content[0].text
+    assert 0 <= results[0].score <= 1
+    assert len(results) <= 10
+
+    content = client.vector_stores.files.content(file_id=recipes.id, vector_store_id=vs.id)
+    assert "Pancakes" in "".join(c.text for c in content)
+
+
+def test_upload_and_poll_batches_attributes_and_filters(client):
+    vs = client.vector_stores.create(name="filtered")
+    a = client.vector_stores.files.upload_and_poll(
+        vector_store_id=vs.id, file=("a.txt", io.BytesIO(b"The red fox jumps over the fence.")))
+    assert a.status == "completed"
+    client.vector_stores.files.update(file_id=a.id, vector_store_id=vs.id, attributes={"colour": "red", "year": 2020})
+    batch = client.vector_stores.file_batches.upload_and_poll(
+        vector_store_id=vs.id,
+        files=[("b.docx", io.BytesIO(docx(["The blue fox sleeps under the fence."])))],
+    )
+    assert batch.object == "vector_store.files_batch"
+    assert batch.status == "completed" and batch.file_counts.completed == 1
+    b_id = list(client.vector_stores.file_batches.list_files(batch_id=batch.id, vector_store_id=vs.id))[0].id
+    client.vector_stores.files.update(file_id=b_id, vector_store_id=vs.id, attributes={"colour": "blue", "year": 2024})
+
+    both = list(client.vector_stores.search(vector_store_id=vs.id, query="fox fence"))
+    assert {r.file_id for r in both} == {a.id, b_id}
+    blue = list(client.vector_stores.search(
+        vector_store_id=vs.id, query="fox fence", filters={"type": "eq", "key": "colour", "value": "blue"}))
+    assert [r.file_id for r in blue] == [b_id]
+    assert blue[0].attributes == {"colour": "blue", "year": 2024}
+    recent = list(client.vector_stores.search(
+        vector_store_id=vs.id, query="fox",
+        filters={"type": "and", "filters": [{"type": "gte", "key": "year", "value": 2021},
+                                            {"type": "ne", "key": "colour", "value": "red"}]}))
+    assert [r.file_id for r in recent] == [b_id]
+
+    # Deleting a File removes it from the store.
+    client.files.delete(a.id)
+    left = list(client.vector_stores.files.list(vector_store_id=vs.id))
+    assert [f.id for f in left] == [b_id]
+    assert all(r.file_id != a.id for r in client.vector_stores.search(vector_store_id=vs.id, query="red fox"))
+
+
+def test_files_that_cannot_be_read_fail_with_openais_codes(client):
+    vs = client.vector_stores.create(name="bad files")
+    junk = client.vector_stores.files.upload_and_poll(
+        vector_store_id=vs.id, file=("junk.txt", io.BytesIO(bytes(range(256)) * 64)))
+    assert junk.status == "failed" and junk.last_error.code == "invalid_file"
+    exe = client.vector_stores.files.upload_and_poll(
+        vector_store_id=vs.id, file=("tool.exe", io.BytesIO(b"MZ\x90\x00")))
+    assert exe.status == "failed" and exe.last_error.code == "unsupported_file"
+    vs = client.vector_stores.retrieve(vs.id)
+    assert vs.status == "completed" and vs.file_counts.failed == 2
+
+
+def test_bad_vector_store_requests_are_openai_errors(client):
+    with pytest.raises(openai.NotFoundError):
+        client.vector_stores.retrieve("vs_nope")
+    vs = client.vector_stores.create()
+    with pytest.raises(openai.BadRequestError) as e:
+        client.vector_stores.search(vector_store_id=vs.id, query="x", max_num_results=51)
+    assert e.value.param == "max_num_results"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.vector_stores.files.create(vector_store_id=vs.id, file_id="file-nope")
+    assert e.value.param == "file_id"
+    f = upload(client, "x.txt", b"hello")
+    with pytest.raises(openai.BadRequestError) as e:
+        client.vector_stores.files.create(
+            vector_store_id=vs.id, file_id=f.id,
+            chunking_strategy={"type": "static", "static": {"max_chunk_size_tokens": 200, "chunk_overlap_tokens": 150}})
+    assert e.value.param == "chunking_strategy.static.chunk_overlap_tokens"
+    deleted = client.vector_stores.delete(vs.id)
+    assert deleted.deleted and deleted.object == "vector_store.deleted"
