@@ -6,6 +6,7 @@
 //! - [`server`]: `oasis serve`: settings, state, lifecycle.
 //! - [`model`]: the Assistants API's objects as stored.
 //! - [`backend`]: model backends (an upstream Chat Completions server, the built-in model).
+//! - [`outbound`]: what the HTTP clients share.
 //! - [`orchestrator`]: the run lifecycle (so far its state machine).
 //! - [`retrieval`]: file_search's extraction, chunking, embeddings and hybrid index.
 //! - [`vectors`]: vector stores at work: ingestion queue and searches.
@@ -20,6 +21,7 @@ pub mod bench;
 pub mod cli;
 pub mod model;
 pub mod orchestrator;
+pub mod outbound;
 pub mod retrieval;
 pub mod sandbox;
 pub mod server;

@@ -1,6 +1,5 @@
 //! What goes wrong with an upstream, as [`BackendError`]s that say so plainly; retry timing.
 
-use std::error::Error as _;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -66,23 +65,7 @@ pub(super) fn malformed(what: impl std::fmt::Display) -> BackendError {
     ))
 }
 
-/// `e` and its sources, without the URL (which may hold credentials).
-pub(super) fn error_chain(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = text.replace(&format!(" for url ({url})"), "");
-    }
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
-}
+pub(super) use crate::outbound::error_chain;
 
 /// The upstream's message from an error response: `error.message` (OpenAI), `error` or
 /// `message`/`detail` (vLLM, FastAPI), else the body's text; at most 500 characters.

@@ -6,7 +6,6 @@
 //! (or the server's `Retry-After`); other errors are not. Vectors are scaled to length 1, since
 //! not every server does so. Empty texts are not sent: they get zero vectors.
 
-use std::error::Error as _;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -401,23 +400,7 @@ fn malformed(what: impl fmt::Display) -> EmbedError {
     ))
 }
 
-/// `e` and its sources, without the URL (which may hold credentials).
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = text.replace(&format!(" for url ({url})"), "");
-    }
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
-}
+use crate::outbound::error_chain;
 
 /// The upstream's message from an error response: `error.message` (OpenAI), `error`,
 /// `message` or `detail`, else the body's text; at most 500 characters, on one line.
