@@ -401,6 +401,7 @@ pub fn build_state(settings: &Settings, sandbox: Option<Arc<Sandbox>>) -> anyhow
                 files_dir.clone(),
                 Some(sessions.clone()),
                 upstream,
+                vectors.clone(),
                 settings.runs.clone(),
             ))
         }

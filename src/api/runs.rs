@@ -527,7 +527,7 @@ async fn list_steps(
     RawQuery(query): RawQuery,
     q: ListQuery,
 ) -> ApiResult<Json<ListBody<RunStep>>> {
-    check_step_include(query.as_deref())?;
+    let content = check_step_include(query.as_deref())?;
     orchestrator(&state)?.get_run(&thread_id, &run_id).await?;
     let page = q.page()?;
     let filter = Filter {
@@ -538,7 +538,17 @@ async fn list_steps(
         s.page::<RunStep>(Some(&thread_id), Some(&filter), &page)
     })
     .await?;
+    let data = data.into_iter().map(|s| shown(s, content)).collect();
     Ok(Json(ListBody::new(data, more)))
+}
+
+/// A step as a request sees it: search results' text only when it was included.
+fn shown(step: RunStep, content: bool) -> RunStep {
+    if content {
+        step
+    } else {
+        step.without_result_content()
+    }
 }
 
 async fn retrieve_step(
@@ -546,12 +556,12 @@ async fn retrieve_step(
     Path((thread_id, run_id, step_id)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<RunStep>> {
-    check_step_include(query.as_deref())?;
+    let content = check_step_include(query.as_deref())?;
     orchestrator(&state)?.get_run(&thread_id, &run_id).await?;
     let sid = step_id.clone();
     let step = blocking(&state, move |s| s.find::<RunStep>(&sid)).await?;
     match step {
-        Some(s) if s.run_id == run_id && s.thread_id == thread_id => Ok(Json(s)),
+        Some(s) if s.run_id == run_id && s.thread_id == thread_id => Ok(Json(shown(s, content))),
         _ => Err(ApiError::not_found("run step", &step_id)),
     }
 }

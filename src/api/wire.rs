@@ -209,19 +209,23 @@ pub enum ReasoningEffort {
 /// The one value a run step's `include[]` takes.
 pub const STEP_INCLUDE: &str = "step_details.tool_calls[*].file_search.results[*].content";
 
-/// `?include[]=…` of a run step request: each must be [`STEP_INCLUDE`] (Oasis has no file search
-/// results to add, so it changes nothing).
-pub fn check_step_include(query: Option<&str>) -> Result<(), super::ApiError> {
+/// `?include[]=…` of a run step request: each must be [`STEP_INCLUDE`]; whether it asks for
+/// the search results' text.
+pub fn check_step_include(query: Option<&str>) -> Result<bool, super::ApiError> {
     let pairs: Vec<(String, String)> =
         serde_urlencoded::from_str(query.unwrap_or_default()).unwrap_or_default();
+    let mut included = false;
     for (key, value) in pairs {
-        if (key == "include[]" || key == "include") && value != STEP_INCLUDE {
-            return Err(super::ApiError::invalid(
-                "include",
-                format!("Invalid value: '{value}'. Supported values are: '{STEP_INCLUDE}'."),
-            )
-            .code("invalid_value"));
+        if key == "include[]" || key == "include" {
+            if value != STEP_INCLUDE {
+                return Err(super::ApiError::invalid(
+                    "include",
+                    format!("Invalid value: '{value}'. Supported values are: '{STEP_INCLUDE}'."),
+                )
+                .code("invalid_value"));
+            }
+            included = true;
         }
     }
-    Ok(())
+    Ok(included)
 }

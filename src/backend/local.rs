@@ -97,6 +97,45 @@ fn fence_for(s: &str) -> String {
     "`".repeat((longest + 1).max(3))
 }
 
+/// Passages quoted from a search's results at most.
+const QUOTED: usize = 3;
+
+/// Characters of each quoted passage at most.
+const QUOTE_CHARS: usize = 400;
+
+/// The answer to a searched question: the best passages the search gave (lines starting with
+/// a `【n:i†name】` marker), quoted, each followed by its marker (a citation).
+fn quote_passages(after: &[ChatMessage]) -> String {
+    let results = after
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::Tool)
+        .map(|m| m.content.as_str())
+        .unwrap_or_default();
+    let mut quotes = vec![];
+    for passage in results.split("\n\n") {
+        let passage = passage.trim();
+        let Some(rest) = passage.strip_prefix('【') else {
+            continue;
+        };
+        let Some((head, text)) = rest.split_once('】') else {
+            continue;
+        };
+        let mut text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if text.chars().count() > QUOTE_CHARS {
+            text = text.chars().take(QUOTE_CHARS).collect::<String>() + "…";
+        }
+        quotes.push(format!("> {text} 【{head}】"));
+        if quotes.len() == QUOTED {
+            break;
+        }
+    }
+    if quotes.is_empty() {
+        return "I found nothing about that in your files.".into();
+    }
+    format!("From your files:\n\n{}", quotes.join("\n\n"))
+}
+
 impl Local {
     /// The whole answer (deterministic).
     pub fn answer(&self, req: &ChatRequest) -> (String, Vec<ToolCall>) {
@@ -104,10 +143,35 @@ impl Local {
             return (HELP.to_string(), vec![]);
         };
         let after = &req.messages[last_user + 1..];
+        let blocks = fenced_blocks(&req.messages[last_user].content);
+        // file_search: a question with no blocks is searched, then answered from what was
+        // found.
+        if let Some(search) = &req.search_tool
+            && blocks.is_empty()
+            && req.tool_choice != ToolChoice::None
+        {
+            let searched = after
+                .iter()
+                .flat_map(|m| &m.tool_calls)
+                .any(|c| c.name == *search);
+            if searched {
+                return (quote_passages(after), vec![]);
+            }
+            let question = req.messages[last_user].content.trim();
+            if !question.is_empty() {
+                return (
+                    String::new(),
+                    vec![ToolCall {
+                        id: call_id(),
+                        name: search.clone(),
+                        arguments: serde_json::json!({ "queries": [question] }).to_string(),
+                    }],
+                );
+            }
+        }
         if after.iter().any(|m| !m.tool_calls.is_empty()) {
             return (self.report(req, after), vec![]);
         }
-        let blocks = fenced_blocks(&req.messages[last_user].content);
         let cells: Vec<&Fenced> = blocks.iter().filter(|b| is_code_info(&b.info)).collect();
         let calls: Vec<(&str, &Fenced)> = blocks
             .iter()
@@ -358,6 +422,7 @@ mod tests {
         ChatRequest {
             tools,
             code_tool: code.then(|| "code_interpreter".to_string()),
+            search_tool: None,
             ..ChatRequest::new("oasis-local", messages)
         }
     }

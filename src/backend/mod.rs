@@ -110,6 +110,9 @@ pub struct ChatRequest {
     pub tools: Vec<FunctionSpec>,
     /// The name under which `code_interpreter` is offered, if it is enabled for the run.
     pub code_tool: Option<String>,
+    /// The name under which file_search is offered (a search of the run's vector stores), if
+    /// it is.
+    pub search_tool: Option<String>,
     pub tool_choice: ToolChoice,
     pub parallel_tool_calls: bool,
     pub temperature: Option<f64>,
@@ -128,6 +131,7 @@ impl ChatRequest {
             messages,
             tools: vec![],
             code_tool: None,
+            search_tool: None,
             tool_choice: ToolChoice::Auto,
             parallel_tool_calls: true,
             temperature: None,

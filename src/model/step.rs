@@ -47,14 +47,61 @@ pub enum StepToolCall {
         id: String,
         function: FunctionCall,
     },
+    FileSearch {
+        id: String,
+        file_search: FileSearchCall,
+    },
 }
 
 impl StepToolCall {
     pub fn id(&self) -> &str {
         match self {
-            StepToolCall::CodeInterpreter { id, .. } | StepToolCall::Function { id, .. } => id,
+            StepToolCall::CodeInterpreter { id, .. }
+            | StepToolCall::Function { id, .. }
+            | StepToolCall::FileSearch { id, .. } => id,
         }
     }
+
+    /// The step without its search results' text (shown only when a request includes
+    /// `step_details.tool_calls[*].file_search.results[*].content`).
+    pub fn without_result_content(mut self) -> StepToolCall {
+        if let StepToolCall::FileSearch { file_search, .. } = &mut self {
+            for r in &mut file_search.results {
+                r.content = None;
+            }
+        }
+        self
+    }
+}
+
+/// A `file_search` call: how it ranked and what it found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FileSearchCall {
+    pub ranking_options: FileSearchRanking,
+    pub results: Vec<FileSearchResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FileSearchRanking {
+    pub ranker: String,
+    pub score_threshold: f32,
+}
+
+/// One passage a search found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FileSearchResult {
+    pub file_id: String,
+    pub file_name: String,
+    pub score: f32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Vec<SearchText>>,
+}
+
+/// `{type: "text", text}` of a search result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SearchText {
+    Text { text: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -104,6 +151,17 @@ pub struct RunStep {
 }
 
 impl RunStep {
+    /// The step without its search results' text (see [`StepToolCall::without_result_content`]).
+    pub fn without_result_content(mut self) -> RunStep {
+        if let StepDetails::ToolCalls { tool_calls } = &mut self.step_details {
+            *tool_calls = std::mem::take(tool_calls)
+                .into_iter()
+                .map(StepToolCall::without_result_content)
+                .collect();
+        }
+        self
+    }
+
     /// A new, in-progress step of `run` (usage shows once it ends).
     pub fn start(run: &Run, step_details: StepDetails) -> RunStep {
         let kind = match step_details {

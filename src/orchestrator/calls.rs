@@ -36,6 +36,18 @@ pub fn created(index: usize, id: &str, name: &str, code: bool) -> ToolCallDelta 
     }
 }
 
+/// A file_search call's one delta, as OpenAI sent it: its id, type and an empty
+/// `file_search`.
+pub fn search_created(index: usize, id: &str) -> ToolCallDelta {
+    ToolCallDelta {
+        index,
+        id: Some(id.to_string()),
+        call: CallDelta::FileSearch {
+            file_search: serde_json::Map::new(),
+        },
+    }
+}
+
 /// More of a call's input (code) or arguments (function).
 pub fn piece(index: usize, code: bool, text: &str) -> ToolCallDelta {
     let call = if code {

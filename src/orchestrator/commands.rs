@@ -157,31 +157,11 @@ impl Orchestrator {
         new_thread: Option<&Thread>,
     ) -> Result<(Run, Option<EventStream>)> {
         let (tid, aid) = (thread_id.to_string(), req.assistant_id.clone());
-        let (thread, assistant) = self
+        let (_thread, assistant) = self
             .db(move |s| Ok((s.fetch::<Thread>(&tid)?, s.fetch::<Assistant>(&aid)?)))
             .await?;
         let model = req.model.clone().unwrap_or_else(|| assistant.model.clone());
         self.check_model(&model)?;
-        // Runs do not search vector stores yet: a run that would be expected to is refused,
-        // rather than run without searching.
-        let tools = req.tools.as_ref().unwrap_or(&assistant.tools);
-        let has_store = |r: &crate::model::ToolResources| {
-            r.file_search
-                .as_ref()
-                .is_some_and(|f| !f.vector_store_ids.is_empty())
-        };
-        if tools
-            .iter()
-            .any(|t| matches!(t, crate::model::Tool::FileSearch { .. }))
-            && (has_store(&assistant.tool_resources) || has_store(&thread.tool_resources))
-        {
-            return Err(RunError::invalid(
-                Some("tools"),
-                "Runs on this server do not search vector stores yet (file_search with a \
-                 vector store). Search them with POST /v1/vector_stores/{id}/search, or run \
-                 without the file_search tool.",
-            ));
-        }
         let mut instructions = req
             .instructions
             .clone()

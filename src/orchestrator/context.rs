@@ -71,7 +71,28 @@ impl Orchestrator {
             history,
             pending_images: vec![],
             images,
+            search_tool: None,
+            vector_stores: vec![],
+            searches: vec![],
         };
+        // file_search: the assistant's store and the thread's.
+        for r in assistant
+            .as_ref()
+            .map(|a| &a.tool_resources)
+            .into_iter()
+            .chain(std::iter::once(&thread.tool_resources))
+        {
+            if let Some(fs) = &r.file_search {
+                for id in &fs.vector_store_ids {
+                    if !ctx.vector_stores.contains(id) {
+                        ctx.vector_stores.push(id.clone());
+                    }
+                }
+            }
+        }
+        if !ctx.vector_stores.is_empty() {
+            ctx.search_tool = super::search::search_tool_name(&ctx.run.tools);
+        }
         // Images this run made that none of its messages shows yet (after a pause).
         let shown: Vec<String> = own_messages
             .iter()
@@ -84,6 +105,16 @@ impl Orchestrator {
         for step in self.steps_of(&ctx.run).await? {
             if let StepDetails::ToolCalls { tool_calls } = &step.step_details {
                 for c in tool_calls {
+                    // Earlier searches of this run (before a pause): what citations point at.
+                    if let StepToolCall::FileSearch { file_search, .. } = c {
+                        ctx.searches.push(
+                            file_search
+                                .results
+                                .iter()
+                                .map(|r| r.file_id.clone())
+                                .collect(),
+                        );
+                    }
                     if let StepToolCall::CodeInterpreter {
                         code_interpreter, ..
                     } = c

@@ -157,7 +157,8 @@ impl StreamEvent {
 
     /// The event that says a step ended in `step.status` (`None` while it is in progress).
     pub fn step_ended(step: &RunStep) -> Option<StreamEvent> {
-        let s = Box::new(step.clone());
+        // Search results' text is shown only to a request that includes it.
+        let s = Box::new(step.clone().without_result_content());
         Some(match step.status {
             StepStatus::Completed => StreamEvent::StepCompleted(s),
             StepStatus::Failed => StreamEvent::StepFailed(s),
@@ -245,8 +246,16 @@ pub struct ToolCallDelta {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum CallDelta {
-    CodeInterpreter { code_interpreter: CodeDelta },
-    Function { function: FunctionDelta },
+    CodeInterpreter {
+        code_interpreter: CodeDelta,
+    },
+    Function {
+        function: FunctionDelta,
+    },
+    /// A search's creation: `{}` (its results show on the step once it completes).
+    FileSearch {
+        file_search: serde_json::Map<String, serde_json::Value>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]

@@ -20,6 +20,7 @@ pub mod events;
 mod finish;
 mod prompt;
 mod queue;
+mod search;
 pub mod state;
 mod tools;
 mod turn;
@@ -164,6 +165,8 @@ struct Inner {
     sessions: Option<Sessions>,
     local: Arc<Local>,
     upstream: Option<Arc<Upstream>>,
+    /// Vector stores, which file_search searches.
+    vectors: Option<crate::vectors::Vectors>,
     config: OrchestratorConfig,
     hub: Hub,
     /// Serializes thread-lock checks with the writes they guard.
@@ -213,6 +216,7 @@ impl Orchestrator {
         files_dir: PathBuf,
         sessions: Option<Sessions>,
         upstream: Option<Arc<Upstream>>,
+        vectors: Option<crate::vectors::Vectors>,
         config: OrchestratorConfig,
     ) -> Orchestrator {
         let (queue_tx, queue_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -223,6 +227,7 @@ impl Orchestrator {
                 sessions,
                 local: Arc::new(Local),
                 upstream,
+                vectors,
                 config,
                 hub: Hub::default(),
                 gate: tokio::sync::Mutex::new(()),

@@ -228,6 +228,7 @@ pub fn build(
         tool_choice: tool_choice(&run.tool_choice, code_tool),
         tools,
         code_tool: code_tool.map(str::to_string),
+        search_tool: None,
         parallel_tool_calls: run.parallel_tool_calls,
         temperature: run.temperature,
         top_p: run.top_p,

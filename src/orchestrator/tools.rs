@@ -10,9 +10,9 @@ use super::state::{RunEvent, transition};
 use super::{Orchestrator, Result, RunError, Transcript};
 use crate::backend::{ChatMessage, CodeToolResult, ToolCall};
 use crate::model::{
-    CodeInterpreterCall, CodeOutput, FunctionCall, FunctionType, ImageRef, RequiredAction,
-    RequiredFunction, RequiredToolCall, RunStep, RunUsage, StepDetails, StepStatus, StepToolCall,
-    SubmitToolOutputs, now,
+    CodeInterpreterCall, CodeOutput, FileSearchCall, FileSearchRanking, FunctionCall, FunctionType,
+    ImageRef, RequiredAction, RequiredFunction, RequiredToolCall, RunStep, RunUsage, StepDetails,
+    StepStatus, StepToolCall, SubmitToolOutputs, now,
 };
 use crate::sandbox::{ExecOptions, InputFile, Outcome, Sessions};
 use crate::store::{StoreExt, blobs};
@@ -85,10 +85,22 @@ impl Orchestrator {
     ) -> Result<bool> {
         let rid = ctx.run.id.clone();
         let is_code = |c: &ToolCall| Some(&c.name) == ctx.code_tool.as_ref();
+        let is_search = |c: &ToolCall| Some(&c.name) == ctx.search_tool.as_ref();
         let mut tool_calls: Vec<StepToolCall> = calls
             .iter()
             .map(|c| {
-                if is_code(c) {
+                if is_search(c) {
+                    StepToolCall::FileSearch {
+                        id: c.id.clone(),
+                        file_search: FileSearchCall {
+                            ranking_options: FileSearchRanking {
+                                ranker: "default_2024_08_21".into(),
+                                score_threshold: 0.0,
+                            },
+                            results: vec![],
+                        },
+                    }
+                } else if is_code(c) {
                     StepToolCall::CodeInterpreter {
                         id: c.id.clone(),
                         code_interpreter: CodeInterpreterCall {
@@ -124,6 +136,27 @@ impl Orchestrator {
         // call, so a call's outputs must come before the next call's input.
         let mut results = vec![];
         for i in 0..tool_calls.len() {
+            if let StepToolCall::FileSearch { id, .. } = &tool_calls[i] {
+                let call_id = id.clone();
+                self.emit(
+                    &rid,
+                    StreamEvent::tool_call(&step.id, calls::search_created(i, &call_id)),
+                );
+                let (found, for_model) = self.run_search(ctx, &calls[i].arguments).await?;
+                if let StepToolCall::FileSearch { file_search, .. } = &mut tool_calls[i] {
+                    *file_search = found;
+                }
+                step.step_details = StepDetails::ToolCalls {
+                    tool_calls: tool_calls.clone(),
+                };
+                let s2 = step.clone();
+                self.db(move |s| s.save(&s2)).await?;
+                results.push(ChatMessage::tool_result(&call_id, for_model));
+                if stop.is_stopped() {
+                    return Ok(false);
+                }
+                continue;
+            }
             let (id, name, code, full) = match &tool_calls[i] {
                 StepToolCall::CodeInterpreter {
                     id,
@@ -135,6 +168,7 @@ impl Orchestrator {
                     false,
                     function.arguments.as_str(),
                 ),
+                StepToolCall::FileSearch { .. } => continue,
             };
             let live = streamed
                 .calls

@@ -122,7 +122,8 @@ impl Orchestrator {
                 // message would still be open): the SDKs take a delta for another index as the
                 // end of the current call, and a model may still be writing (or, interleaving,
                 // add to) a call when the next one starts.
-                let live = writer.is_none() && tools.calls.is_empty();
+                let search = Some(&name) == ctx.search_tool.as_ref();
+                let live = writer.is_none() && tools.calls.is_empty() && !search;
                 if live && tools.step.is_none() {
                     tools.step = Some(self.open_tool_step(ctx).await?);
                 }
@@ -298,6 +299,16 @@ impl Orchestrator {
     /// `file_path` annotations for the text's `sandbox:/mnt/data/…` links to existing files;
     /// each linked file becomes a File (purpose `assistants_output`).
     pub(super) async fn annotations(&self, ctx: &Ctx, text: &str) -> Vec<Annotation> {
+        let mut all = self.file_paths(ctx, text).await;
+        all.extend(super::search::citations(text, &ctx.searches));
+        all.sort_by_key(|a| match a {
+            Annotation::FilePath { start_index, .. }
+            | Annotation::FileCitation { start_index, .. } => *start_index,
+        });
+        all
+    }
+
+    async fn file_paths(&self, ctx: &Ctx, text: &str) -> Vec<Annotation> {
         let Some(sessions) = self.inner.sessions.clone() else {
             return vec![];
         };

@@ -31,6 +31,13 @@ pub(super) struct Ctx {
     pub(super) pending_images: Vec<String>,
     /// The images users' messages show (`image_file` parts), as `data:` URLs by File id.
     pub(super) images: std::collections::HashMap<String, String>,
+    /// The name file_search is offered under, when the run has it and a store to search.
+    pub(super) search_tool: Option<String>,
+    /// The vector stores it searches (the assistant's and the thread's).
+    pub(super) vector_stores: Vec<String>,
+    /// The File ids of each of this run's searches' results, in order: what citation markers
+    /// `【search:result†…】` point at.
+    pub(super) searches: Vec<Vec<String>>,
 }
 
 /// What ends a drive early: the client cancelling the run, or the run's `expires_at` passing.
@@ -203,7 +210,12 @@ impl Orchestrator {
                 transcript.usage.completion_tokens,
                 &ctx.images,
             ) {
-                Ok(r) => r,
+                Ok(mut r) => {
+                    if let Some(name) = &ctx.search_tool {
+                        super::search::offer(&mut r, name);
+                    }
+                    r
+                }
                 Err(limit) => {
                     let reason = match limit {
                         PromptLimit::MaxPromptTokens => "max_prompt_tokens",

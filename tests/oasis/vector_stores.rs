@@ -1,11 +1,11 @@
-//! Vector stores: the ingestion queue across a restart, stores made by the `vector_stores`
-//! helper, and runs that would need a search.
+//! Vector stores: the ingestion queue across a restart, and runs that search the stores the
+//! `vector_stores` helper made.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, err_parts};
+use crate::helpers::TestApp;
 
 /// Poll a store's file until it has left `in_progress` (what the SDK's `poll` does).
 async fn read(app: &TestApp, vs: &str, file: &str) -> Value {
@@ -87,23 +87,35 @@ async fn files_waiting_to_be_read_are_read_after_a_restart() {
     app.stop().await;
 }
 
-/// The `vector_stores` helper makes a store from its files; a run that would have to search a
-/// store is refused with a 400 that says so (runs do not search yet), never run without it.
+/// The `vector_stores` helper makes a store from its files; a run with file_search searches it:
+/// the built-in model quotes the best passages with markers that become `file_citation`
+/// annotations of the file they came from, and the step is a `file_search` call whose results'
+/// text shows only with `include[]`.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_helper_makes_a_store_and_runs_that_would_search_are_refused() {
+async fn a_run_searches_the_threads_store_and_cites_the_file() {
     let app = TestApp::spawn().await;
-    let (_, f) = app
+    let (_, faq) = app
         .upload(
             "faq.txt",
-            b"Returns are accepted within 30 days.".to_vec(),
+            b"Returns are accepted within 30 days of delivery, with the receipt.".to_vec(),
             "assistants",
         )
         .await;
-    let fid = f["id"].as_str().unwrap();
+    let (_, other) = app
+        .upload(
+            "menu.txt",
+            b"Soup of the day: tomato with basil.".to_vec(),
+            "assistants",
+        )
+        .await;
+    let (faq, other) = (faq["id"].as_str().unwrap(), other["id"].as_str().unwrap());
     let (s, t) = app
         .post(
             "/v1/threads",
-            json!({"tool_resources": {"file_search": {"vector_stores": [{"file_ids": [fid]}]}}}),
+            json!({
+                "messages": [{"role": "user", "content": "How many days do I have to return an item?"}],
+                "tool_resources": {"file_search": {"vector_stores": [{"file_ids": [faq, other]}]}}
+            }),
         )
         .await;
     assert_eq!(s, 200, "{t}");
@@ -112,8 +124,9 @@ async fn the_helper_makes_a_store_and_runs_that_would_search_are_refused() {
         .unwrap()
         .to_string();
     let tid = t["id"].as_str().unwrap();
-    assert_eq!(read(&app, &vs, fid).await["status"], "completed");
-
+    for f in [faq, other] {
+        assert_eq!(read(&app, &vs, f).await["status"], "completed");
+    }
     let (_, a) = app
         .post(
             "/v1/assistants",
@@ -121,26 +134,51 @@ async fn the_helper_makes_a_store_and_runs_that_would_search_are_refused() {
         )
         .await;
     let aid = a["id"].as_str().unwrap();
-    let (s, e) = app
-        .post(
-            &format!("/v1/threads/{tid}/runs"),
-            json!({"assistant_id": aid}),
-        )
-        .await;
-    assert_eq!(s, 400, "{e}");
-    let (message, _, param) = err_parts(&e);
-    assert_eq!(param.as_deref(), Some("tools"));
-    assert!(
-        message.contains("do not search vector stores yet"),
-        "{message}"
+    let run = crate::runs::start_run(&app, tid, json!({"assistant_id": aid})).await;
+    let rid = run["id"].as_str().unwrap();
+    let done = crate::runs::wait_for(&app, tid, rid, &["completed", "failed"]).await;
+    assert_eq!(done["status"], "completed", "{done}");
+
+    let msgs = crate::runs::messages(&app, tid).await;
+    let answer = msgs.last().unwrap();
+    let text = &answer["content"][0]["text"];
+    let value = text["value"].as_str().unwrap();
+    assert!(value.contains("30 days"), "{value}");
+    let notes = text["annotations"].as_array().unwrap();
+    assert!(!notes.is_empty(), "{text}");
+    assert_eq!(notes[0]["type"], "file_citation");
+    assert_eq!(notes[0]["file_citation"]["file_id"], faq);
+    let chars: Vec<char> = value.chars().collect();
+    let (start, end) = (
+        notes[0]["start_index"].as_u64().unwrap() as usize,
+        notes[0]["end_index"].as_u64().unwrap() as usize,
     );
-    // Without the tool, the thread runs.
-    let (s, r) = app
-        .post(
-            &format!("/v1/threads/{tid}/runs"),
-            json!({"assistant_id": aid, "tools": []}),
-        )
+    let marker: String = chars[start..end].iter().collect();
+    assert_eq!(marker, notes[0]["text"].as_str().unwrap());
+    assert!(
+        marker.starts_with('【') && marker.contains("faq.txt"),
+        "{marker}"
+    );
+
+    let steps = crate::runs::steps(&app, tid, rid).await;
+    let call = &steps[0]["step_details"]["tool_calls"][0];
+    assert_eq!(call["type"], "file_search", "{call}");
+    let results = call["file_search"]["results"].as_array().unwrap();
+    assert_eq!(results[0]["file_id"], faq);
+    assert_eq!(results[0]["file_name"], "faq.txt");
+    assert!(results[0].get("content").is_none(), "{call}");
+    let sid = steps[0]["id"].as_str().unwrap();
+    let include = "step_details.tool_calls[*].file_search.results[*].content";
+    let (_, step) = app
+        .get(&format!(
+            "/v1/threads/{tid}/runs/{rid}/steps/{sid}?include[]={include}"
+        ))
         .await;
-    assert_eq!(s, 200, "{r}");
+    let content = &step["step_details"]["tool_calls"][0]["file_search"]["results"][0]["content"];
+    assert!(
+        content[0]["text"].as_str().unwrap().contains("30 days"),
+        "{step}"
+    );
+    let _: &Value = content;
     app.stop().await;
 }

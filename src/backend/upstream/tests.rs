@@ -313,6 +313,7 @@ async fn the_request_has_openais_shape() {
             },
         ],
         code_tool: Some("python".into()),
+        search_tool: None,
         tool_choice: ToolChoice::Function("get_weather".into()),
         parallel_tool_calls: false,
         temperature: Some(0.5),
@@ -863,6 +864,7 @@ fn with_tools() -> ChatRequest {
     ChatRequest {
         tools: vec![tool("code_interpreter"), tool("get_weather")],
         code_tool: Some("code_interpreter".into()),
+        search_tool: None,
         ..hello()
     }
 }

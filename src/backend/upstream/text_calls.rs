@@ -627,6 +627,7 @@ mod tests {
             messages: vec![ChatMessage::new(Role::User, "hi")],
             tools: vec![tool("code_interpreter"), tool("get_weather")],
             code_tool: Some("code_interpreter".into()),
+            search_tool: None,
             tool_choice: ToolChoice::Auto,
             parallel_tool_calls: true,
             temperature: None,
