@@ -8,6 +8,10 @@ model, so that one test message drives both backends:
   each block becomes one call of it with `{"code": block}`;
 - fenced blocks whose info string is `call NAME` hold JSON arguments for a call of function NAME.
 
+When Oasis offers `file_search` (its vector-store search), a message without blocks is searched;
+after the results it answers `From the files: <best passage> 【n:i†file】`, citing as OpenAI's
+models did.
+
 After tool results it writes one line per result (`Result: <logs>` plus `[name](sandbox:path)`
 links for a code call, `NAME returned: <output>` otherwise); with nothing to call it answers
 `Scripted reply to: <user text>`, and with `tool_choice: "none"` it answers
@@ -164,6 +168,15 @@ def tool_results_reply(body) -> str:
             continue
         name = names[m["tool_call_id"]]
         content = text_of(m.get("content"))
+        if name == "file_search":
+            # Cite the best passage as OpenAI's models did: its marker after what it supports.
+            first = content.strip().split("\n\n")[0]
+            if first.startswith("【") and "】" in first:
+                marker, passage = first.split("】", 1)
+                lines.append(f"From the files: {passage.strip()[:120]} {marker}】")
+            else:
+                lines.append("The files say nothing about that.")
+            continue
         if code_tool is not None and name == code_tool:
             try:
                 result = json.loads(content)
@@ -209,6 +222,9 @@ def decide(body) -> tuple[str | None, list[dict]]:
         calls = calls[:1]
     if calls:
         return None, calls
+    if "file_search" in offered and not fenced_blocks(user_text):
+        return None, [{"id": new_call_id(), "name": "file_search",
+                       "arguments": json.dumps({"queries": [user_text]})}]
     return f"Scripted reply to: {user_text}", []
 
 

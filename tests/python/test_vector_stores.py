@@ -139,3 +139,49 @@ def test_bad_vector_store_requests_are_openai_errors(client):
     assert e.value.param == "chunking_strategy.static.chunk_overlap_tokens"
     deleted = client.vector_stores.delete(vs.id)
     assert deleted.deleted and deleted.object == "vector_store.deleted"
+
+
+def test_ask_a_manual_and_get_an_answer_citing_it(backend):
+    """The cookbook's file_search flow, with both backends: upload a manual, put it in a store,
+    ask an assistant with file_search, get an answer whose citation points at the manual;
+    polled and streamed."""
+    client, model = backend
+    manual = upload(client, "pump-manual.md", MANUAL.encode())
+    other = upload(client, "recipes.txt", RECIPES.encode())
+    vs = client.vector_stores.create(name="manuals")
+    batch = client.vector_stores.file_batches.create_and_poll(vector_store_id=vs.id, file_ids=[manual.id, other.id])
+    assert batch.file_counts.completed == 2
+    assistant = client.beta.assistants.create(
+        model=model, instructions="Answer from the user's files.", tools=[{"type": "file_search"}],
+        tool_resources={"file_search": {"vector_store_ids": [vs.id]}})
+    assert assistant.tool_resources.file_search.vector_store_ids == [vs.id]
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "How do I clean the impeller?"}])
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
+    assert run.status == "completed", run.last_error
+    reply = client.beta.threads.messages.list(thread_id=thread.id, run_id=run.id).data[0]
+    text = reply.content[0].text
+    citations = [a for a in text.annotations if a.type == "file_citation"]
+    assert citations, text
+    assert citations[0].file_citation.file_id == manual.id
+    assert text.value[citations[0].start_index:citations[0].end_index] == citations[0].text
+    steps = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id).data
+    searches = [c for s in steps if s.type == "tool_calls" for c in s.step_details.tool_calls if c.type == "file_search"]
+    assert searches and searches[0].file_search.results[0].file_id == manual.id
+    assert searches[0].file_search.results[0].content is None
+    with_content = client.beta.threads.runs.steps.retrieve(
+        step_id=[s for s in steps if s.type == "tool_calls"][0].id, thread_id=thread.id, run_id=run.id,
+        include=["step_details.tool_calls[*].file_search.results[*].content"])
+    assert "impeller" in with_content.step_details.tool_calls[0].file_search.results[0].content[0].text
+
+    # Streamed: the same question, the same kind of answer.
+    client.beta.threads.messages.create(thread_id=thread.id, role="user", content="Is the pump covered by a warranty?")
+    events = []
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
+        for event in stream:
+            events.append(event.event)
+    final = stream.get_final_run()
+    assert final.status == "completed"
+    assert "thread.run.step.created" in events and "thread.message.delta" in events
+    (message,) = stream.get_final_messages()
+    cited = [a for a in message.content[0].text.annotations if a.type == "file_citation"]
+    assert cited and cited[0].file_citation.file_id == manual.id
