@@ -365,6 +365,7 @@ async fn create_run(
         "additional_messages",
     )
     .await?;
+    super::threads::attach_to_thread(&state, &thread_id, &additional).await?;
     let new = NewRun {
         assistant_id: req.assistant_id,
         model: req.model,
@@ -430,6 +431,8 @@ async fn create_thread_and_run(
         metadata: validate::metadata(&params.metadata)?,
     };
     let msgs = build_messages(&state, &thread.id, params.messages, "thread.messages").await?;
+    let mut thread = thread;
+    super::vector_stores::attach_for_search(&state, &mut thread.tool_resources, &msgs).await?;
     let new = NewRun {
         assistant_id: req.assistant_id,
         model: req.model,

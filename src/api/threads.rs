@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ListBody, ListQuery, deleted};
+use super::vector_stores::attach_for_search;
 use super::wire::{Deleted, MessageDeleted, MetadataParam, ThreadDeleted};
 use super::{AppState, blocking, insert_returning, save_returning, validate};
 use crate::model::{
@@ -77,6 +78,21 @@ pub struct ModifyMessage {
     metadata: Option<Metadata>,
 }
 
+/// Files attached to `messages` for file_search go into the stored thread's store (made when
+/// it has none).
+pub async fn attach_to_thread(
+    state: &AppState,
+    thread_id: &str,
+    messages: &[Message],
+) -> ApiResult<()> {
+    let tid = thread_id.to_string();
+    let mut thread = blocking(state, move |s| s.fetch::<Thread>(&tid)).await?;
+    if attach_for_search(state, &mut thread.tool_resources, messages).await? {
+        blocking(state, move |s| s.save(&thread)).await?;
+    }
+    Ok(())
+}
+
 /// Validate a message request and build the message (not stored).
 pub async fn build_message(
     state: &AppState,
@@ -105,7 +121,8 @@ async fn create_thread(
         tool_resources: validate::tool_resources(&state, &req.tool_resources).await?,
         metadata: validate::metadata(&req.metadata)?,
     };
-    let mut records = vec![Record::of(&thread)?];
+    let mut thread = thread;
+    let mut msgs = vec![];
     for (i, m) in req.messages.unwrap_or_default().into_iter().enumerate() {
         let msg = build_message(&state, &thread.id, m)
             .await
@@ -113,7 +130,12 @@ async fn create_thread(
                 e.param = Some(format!("messages[{i}].{}", e.param.unwrap_or_default()));
                 e
             })?;
-        records.push(Record::of(&msg)?);
+        msgs.push(msg);
+    }
+    attach_for_search(&state, &mut thread.tool_resources, &msgs).await?;
+    let mut records = vec![Record::of(&thread)?];
+    for m in &msgs {
+        records.push(Record::of(m)?);
     }
     blocking(&state, move |s| s.insert_all(&records)).await?;
     Ok(Json(thread))
@@ -189,14 +211,17 @@ async fn create_message(
     let tid = thread_id.clone();
     blocking(&state, move |s| s.fetch::<Thread>(&tid)).await?;
     let msg = build_message(&state, &thread_id, req).await?;
-    match &state.runs {
+    let msg = match &state.runs {
         // The thread is locked while a run is active.
         Some(runs) => {
             runs.add_messages(&thread_id, vec![msg.clone()]).await?;
-            Ok(Json(msg))
+            msg
         }
-        None => Ok(Json(insert_returning(&state, msg).await?)),
-    }
+        None => insert_returning(&state, msg).await?,
+    };
+    // Once the message is in (a refused one leaves no store behind).
+    attach_to_thread(&state, &thread_id, std::slice::from_ref(&msg)).await?;
+    Ok(Json(msg))
 }
 
 async fn fetch_message(

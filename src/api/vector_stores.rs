@@ -14,8 +14,8 @@ use super::vector_store_files::{Resolve, add_files};
 use super::wire::{Deleted, MetadataParam, VectorStoreDeleted};
 use super::{AppState, blocking, validate};
 use crate::model::{
-    ChunkingParam, FileCounts, Kind, Metadata, StoreExpiry, VectorStore, VectorStoreStatus,
-    VectorStoreTag, new_id, now,
+    ChunkingParam, FileCounts, Kind, Metadata, StaticChunking, StoreExpiry, VectorStore,
+    VectorStoreStatus, VectorStoreTag, new_id, now,
 };
 use crate::retrieval::filter::{Attributes, Filter};
 use crate::store::StoreExt;
@@ -433,5 +433,57 @@ pub fn search_error(e: crate::vectors::SearchError) -> ApiError {
         ),
         SearchError::Store(e) => e.into(),
         SearchError::Internal(e) => ApiError::internal(format!("{e:#}")),
+    }
+}
+
+/// Files attached to `messages` for file_search go into the thread's store, made (and put in
+/// `resources`) when the thread has none, as OpenAI did. Whether `resources` changed.
+pub async fn attach_for_search(
+    state: &AppState,
+    resources: &mut crate::model::ToolResources,
+    messages: &[crate::model::Message],
+) -> ApiResult<bool> {
+    let files: Vec<String> = messages
+        .iter()
+        .flat_map(|m| &m.attachments)
+        .filter(|a| {
+            a.tools
+                .iter()
+                .any(|t| matches!(t, crate::model::AttachmentTool::FileSearch))
+        })
+        .map(|a| a.file_id.clone())
+        .collect();
+    if files.is_empty() || state.vectors.is_none() {
+        return Ok(false);
+    }
+    let existing = resources
+        .file_search
+        .as_ref()
+        .and_then(|f| f.vector_store_ids.first().cloned());
+    match existing {
+        Some(id) => {
+            let files = files
+                .into_iter()
+                .map(|f| (f, StaticChunking::AUTO, Attributes::new()))
+                .collect();
+            add_files(state, &id, files, None).await?;
+            Ok(false)
+        }
+        None => {
+            let id = make_store(
+                state,
+                Some("Thread store".into()),
+                files,
+                &None,
+                "attachments",
+                None,
+            )
+            .await?;
+            resources
+                .file_search
+                .get_or_insert_with(Default::default)
+                .vector_store_ids = vec![id];
+            Ok(true)
+        }
     }
 }

@@ -182,3 +182,57 @@ async fn a_run_searches_the_threads_store_and_cites_the_file() {
     let _: &Value = content;
     app.stop().await;
 }
+
+/// A file attached to a message for file_search goes into the thread's own store, made on
+/// demand (as OpenAI did), and a later attachment joins that same store.
+#[tokio::test(flavor = "multi_thread")]
+async fn attachments_for_file_search_go_into_the_threads_store() {
+    let app = TestApp::spawn().await;
+    let (_, a) = app
+        .upload("a.txt", b"Alpha notes.".to_vec(), "assistants")
+        .await;
+    let (_, b) = app
+        .upload("b.txt", b"Beta notes.".to_vec(), "assistants")
+        .await;
+    let (a, b) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    let search = json!([{"type": "file_search"}]);
+    let (s, t) = app
+        .post(
+            "/v1/threads",
+            json!({"messages": [{"role": "user", "content": "see a",
+                                 "attachments": [{"file_id": a, "tools": search}]}]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    let tid = t["id"].as_str().unwrap();
+    let vs = t["tool_resources"]["file_search"]["vector_store_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, m) = app
+        .post(
+            &format!("/v1/threads/{tid}/messages"),
+            json!({"role": "user", "content": "and b",
+                   "attachments": [{"file_id": b, "tools": search}]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{m}");
+    let (_, t) = app.get(&format!("/v1/threads/{tid}")).await;
+    assert_eq!(
+        t["tool_resources"]["file_search"]["vector_store_ids"],
+        json!([vs])
+    );
+    for f in [a, b] {
+        assert_eq!(read(&app, &vs, f).await["status"], "completed");
+    }
+    // A code_interpreter attachment does not.
+    let (_, t2) = app
+        .post(
+            "/v1/threads",
+            json!({"messages": [{"role": "user", "content": "x",
+                "attachments": [{"file_id": a, "tools": [{"type": "code_interpreter"}]}]}]}),
+        )
+        .await;
+    assert!(t2["tool_resources"].get("file_search").is_none(), "{t2}");
+    app.stop().await;
+}
