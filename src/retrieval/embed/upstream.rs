@@ -13,16 +13,10 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{EmbedError, Embedder, normalize};
-
-/// The longest wait between two attempts, whatever `Retry-After` asks for.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
-/// How much of an upstream's error message an error quotes.
-const MAX_DETAIL_CHARS: usize = 500;
 
 /// Where and how to reach the upstream (the server reads it from `OASIS_EMBEDDINGS_*`).
 #[derive(Clone, PartialEq, Eq)]
@@ -400,54 +394,7 @@ fn malformed(what: impl fmt::Display) -> EmbedError {
     ))
 }
 
-use crate::outbound::error_chain;
-
-/// The upstream's message from an error response: `error.message` (OpenAI), `error`,
-/// `message` or `detail`, else the body's text; at most 500 characters, on one line.
-async fn error_detail(resp: reqwest::Response) -> String {
-    let body = resp.bytes().await.unwrap_or_default();
-    let body = &body[..body.len().min(64 * 1024)];
-    let text = match serde_json::from_slice::<Value>(body) {
-        Ok(value) => {
-            let message = value
-                .pointer("/error/message")
-                .or_else(|| value.get("error").filter(|e| e.is_string()))
-                .or_else(|| value.get("message"))
-                .or_else(|| value.get("detail"))
-                .unwrap_or(&value);
-            match message {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            }
-        }
-        Err(_) => String::from_utf8_lossy(body).into_owned(),
-    };
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match text.char_indices().nth(MAX_DETAIL_CHARS) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
-    }
-}
-
-/// `Retry-After` (or OpenAI's `retry-after-ms`) as a wait; HTTP dates are ignored.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let number = |name: &str| {
-        headers
-            .get(name)?
-            .to_str()
-            .ok()?
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|n| n.is_finite() && *n >= 0.0)
-    };
-    let secs = number("retry-after-ms")
-        .map(|ms| ms / 1000.0)
-        .or_else(|| number("retry-after"))?;
-    Some(Duration::from_secs_f64(
-        secs.min(MAX_RETRY_DELAY.as_secs_f64()),
-    ))
-}
+use crate::outbound::{MAX_RETRY_DELAY, error_chain, error_detail, retry_after};
 
 #[cfg(test)]
 mod tests {
