@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ListBody};
-use super::vector_stores::{TextContent, current, vectors};
+use super::vector_stores::{TextContent, existing, vectors};
 use super::wire::{Deleted, VectorStoreFileDeleted};
 use super::{AppState, blocking, validate};
 use crate::model::{
@@ -229,7 +229,7 @@ async fn create_file(
     Path(vs): Path<String>,
     ApiJson(req): ApiJson<CreateFile>,
 ) -> ApiResult<Json<VectorStoreFile>> {
-    current(&state, &vs).await?;
+    existing(&state, &vs).await?;
     let attrs = attributes(req.attributes, "attributes")?;
     let chunking = ChunkingParam::resolve(&req.chunking_strategy, "chunking_strategy")?;
     validate::files_exist(&state, "file_id", std::slice::from_ref(&req.file_id)).await?;
@@ -301,7 +301,7 @@ async fn list_files(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<ListBody<VectorStoreFile>>> {
     let q = FileListQuery::parse(q)?;
-    current(&state, &vs).await?;
+    existing(&state, &vs).await?;
     Ok(Json(page_files(&state, &vs, q, None).await?))
 }
 
@@ -309,7 +309,7 @@ async fn retrieve_file(
     State(state): State<AppState>,
     Path((vs, file_id)): Path<(String, String)>,
 ) -> ApiResult<Json<VectorStoreFile>> {
-    current(&state, &vs).await?;
+    existing(&state, &vs).await?;
     Ok(Json(stored_file(&state, &vs, &file_id).await?.file))
 }
 
@@ -318,7 +318,7 @@ async fn update_file(
     Path((vs, file_id)): Path<(String, String)>,
     ApiJson(req): ApiJson<UpdateFile>,
 ) -> ApiResult<Json<VectorStoreFile>> {
-    current(&state, &vs).await?;
+    existing(&state, &vs).await?;
     let attrs = attributes(Some(req.attributes), "attributes")?;
     let mut f = stored_file(&state, &vs, &file_id).await?;
     f.file.attributes = attrs;
@@ -332,7 +332,7 @@ async fn remove_file(
     State(state): State<AppState>,
     Path((vs, file_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Deleted<VectorStoreFileDeleted>>> {
-    current(&state, &vs).await?;
+    existing(&state, &vs).await?;
     let v = vectors(&state)?.clone();
     let (vs2, f2) = (vs.clone(), file_id.clone());
     let existed = blocking(&state, move |_| v.remove_file(&vs2, &f2)).await?;
@@ -346,7 +346,7 @@ async fn file_content(
     State(state): State<AppState>,
     Path((vs, file_id)): Path<(String, String)>,
 ) -> ApiResult<Json<FileContentPage>> {
-    current(&state, &vs).await?;
+    existing(&state, &vs).await?;
     stored_file(&state, &vs, &file_id).await?;
     let vs2 = vs.clone();
     let chunks = blocking(&state, move |s| s.chunks(&vs2)).await?;
@@ -368,7 +368,7 @@ async fn create_batch(
     Path(vs): Path<String>,
     ApiJson(req): ApiJson<CreateBatch>,
 ) -> ApiResult<Json<FileBatch>> {
-    current(&state, &vs).await?;
+    existing(&state, &vs).await?;
     let common_attrs = attributes(req.attributes, "attributes")?;
     let common = ChunkingParam::resolve(&req.chunking_strategy, "chunking_strategy")?;
     let files: Vec<(String, StaticChunking, Attributes)> = match (req.file_ids, req.files) {
@@ -460,7 +460,7 @@ async fn retrieve_batch(
     State(state): State<AppState>,
     Path((vs, batch_id)): Path<(String, String)>,
 ) -> ApiResult<Json<FileBatch>> {
-    current(&state, &vs).await?;
+    existing(&state, &vs).await?;
     Ok(Json(batch_now(&state, &vs, &batch_id).await?))
 }
 
@@ -468,7 +468,7 @@ async fn cancel_batch(
     State(state): State<AppState>,
     Path((vs, batch_id)): Path<(String, String)>,
 ) -> ApiResult<Json<FileBatch>> {
-    current(&state, &vs).await?;
+    existing(&state, &vs).await?;
     let b = batch_now(&state, &vs, &batch_id).await?;
     if b.status != FileBatchStatus::InProgress {
         return Err(ApiError::bad_request(format!(
@@ -507,7 +507,7 @@ async fn list_batch_files(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<ListBody<VectorStoreFile>>> {
     let q = FileListQuery::parse(q)?;
-    current(&state, &vs).await?;
+    existing(&state, &vs).await?;
     batch_now(&state, &vs, &batch_id).await?;
     Ok(Json(page_files(&state, &vs, q, Some(batch_id)).await?))
 }

@@ -164,6 +164,12 @@ pub fn vectors(state: &AppState) -> ApiResult<&Vectors> {
         .ok_or_else(|| ApiError::internal("vector stores are not served in this mode"))
 }
 
+/// The store, or its 404 (without counting its files).
+pub async fn existing(state: &AppState, id: &str) -> ApiResult<VectorStore> {
+    let id = id.to_string();
+    blocking(state, move |s| s.fetch::<VectorStore>(&id)).await
+}
+
 /// A store as it is now (counts, usage, status).
 pub async fn current(state: &AppState, id: &str) -> ApiResult<VectorStore> {
     let v = vectors(state)?.clone();
@@ -391,7 +397,6 @@ async fn search(
         req.rewrite_query,
         req.ranking_options.and_then(|r| r.ranker),
     );
-    current(&state, &id).await?;
     let v = vectors(&state)?;
     let hits = v
         .search(

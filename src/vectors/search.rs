@@ -51,6 +51,8 @@ impl Vectors {
         req: &SearchRequest,
     ) -> Result<Vec<SearchHit>, SearchError> {
         let mut hits = vec![];
+        // The queries' vectors, made once (for the first store that has vectors).
+        let mut vectors: Option<Vec<Vec<f32>>> = None;
         for id in stores {
             let vs = {
                 let store = self.inner.store.clone();
@@ -66,17 +68,16 @@ impl Vectors {
             if index.is_empty() {
                 continue;
             }
-            let vectors = if index.dim() > 0 {
+            if index.dim() > 0 && vectors.is_none() {
                 let embedder = self.embedder().await.map_err(SearchError::Internal)?;
-                Some(
+                vectors = Some(
                     embedder
                         .embed(&req.queries)
                         .await
                         .map_err(|e| SearchError::Internal(anyhow::anyhow!("{e}")))?,
-                )
-            } else {
-                None
-            };
+                );
+            }
+            let vectors = vectors.as_ref().filter(|_| index.dim() > 0);
             let queries: Vec<(&str, Option<&[f32]>)> = req
                 .queries
                 .iter()
