@@ -322,11 +322,50 @@ pub enum Tool {
     CodeInterpreter,
     FileSearch {
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        file_search: Option<serde_json::Value>,
+        file_search: Option<FileSearchOptions>,
     },
     Function {
         function: FunctionDef,
     },
+}
+
+/// The `file_search` tool's overrides.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSearchOptions {
+    /// How many passages a search returns at most: 1 to 50 (20 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 50))]
+    pub max_num_results: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranking_options: Option<RankingOptions>,
+}
+
+impl FileSearchOptions {
+    /// The passages a search returns at most.
+    pub fn max_results(&self) -> usize {
+        self.max_num_results.unwrap_or(20).clamp(1, 50) as usize
+    }
+}
+
+/// How a file search ranks: the ranker and the lowest score kept (0 to 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RankingOptions {
+    #[serde(default)]
+    pub ranker: Ranker,
+    #[schemars(range(min = 0, max = 1))]
+    pub score_threshold: f32,
+}
+
+/// `auto` is Oasis's one ranker, `default_2024_08_21` (hybrid BM25 + vectors, fused).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Ranker {
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(rename = "default_2024_08_21")]
+    Default20240821,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -287,14 +287,20 @@ fn run_response(run: Run) -> Response {
     r
 }
 
-/// Stream a run's events as SSE until its end (or `requires_action`), then `done`.
-fn sse(rx: EventStream) -> Response {
-    let stream = futures::stream::unfold((rx, false), |(mut rx, over)| async move {
+/// Stream a run's events as SSE until its end (or `requires_action`), then `done`; search
+/// results' text only if the request `include`d it.
+fn sse(rx: EventStream, include: bool) -> Response {
+    let stream = futures::stream::unfold((rx, false), move |(mut rx, over)| async move {
         if over {
             return None;
         }
         match rx.recv().await {
             Some(ev) => {
+                let ev = if include {
+                    ev
+                } else {
+                    ev.without_result_content()
+                };
                 let ends = ev.ends_stream();
                 let event = Event::default()
                     .event(ev.name())
@@ -337,8 +343,10 @@ async fn build_messages(
 async fn create_run(
     State(state): State<AppState>,
     Path(thread_id): Path<String>,
+    RawQuery(query): RawQuery,
     ApiJson(req): ApiJson<CreateRun>,
 ) -> ApiResult<Response> {
+    let include = check_step_include(query.as_deref())?;
     let orch = orchestrator(&state)?.clone();
     let tool_choice = check_run_fields(
         &req.instructions,
@@ -386,7 +394,7 @@ async fn create_run(
     let stream = req.stream.unwrap_or(false);
     let (run, rx) = orch.create_run(&thread_id, new, stream, None).await?;
     Ok(match rx {
-        Some(rx) => sse(rx),
+        Some(rx) => sse(rx, include),
         None => run_response(run),
     })
 }
@@ -454,7 +462,7 @@ async fn create_thread_and_run(
         .create_thread_and_run(thread, msgs, new, stream)
         .await?;
     Ok(match rx {
-        Some(rx) => sse(rx),
+        Some(rx) => sse(rx, false),
         None => run_response(run),
     })
 }
@@ -519,7 +527,7 @@ async fn submit_tool_outputs(
         .submit_tool_outputs(&thread_id, &run_id, outputs, req.stream.unwrap_or(false))
         .await?;
     Ok(match rx {
-        Some(rx) => sse(rx),
+        Some(rx) => sse(rx, false),
         None => run_response(run),
     })
 }

@@ -68,6 +68,12 @@ pub fn tools(tools: &[Tool]) -> ApiResult<()> {
         ));
     }
     for (i, t) in tools.iter().enumerate() {
+        if let Tool::FileSearch {
+            file_search: Some(fs),
+        } = t
+        {
+            file_search_options(i, fs)?;
+        }
         if let Tool::Function { function } = t {
             let ok = !function.name.is_empty()
                 && function.name.len() <= 64
@@ -93,6 +99,44 @@ pub fn tools(tools: &[Tool]) -> ApiResult<()> {
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// A file_search tool's `max_num_results` (1 to 50) and `score_threshold` (0 to 1).
+fn file_search_options(i: usize, fs: &crate::model::FileSearchOptions) -> ApiResult<()> {
+    if let Some(n) = fs.max_num_results {
+        let param = format!("tools[{i}].file_search.max_num_results");
+        let (code, msg) = match n {
+            0 => (
+                "integer_below_min_value",
+                "integer below minimum value. Expected a value >= 1",
+            ),
+            51.. => (
+                "integer_above_max_value",
+                "integer above maximum value. Expected a value <= 50",
+            ),
+            _ => ("", ""),
+        };
+        if !code.is_empty() {
+            return Err(ApiError::invalid(
+                &param,
+                format!("Invalid '{param}': {msg}, but got {n} instead."),
+            )
+            .code(code));
+        }
+    }
+    if let Some(r) = &fs.ranking_options
+        && !(0.0..=1.0).contains(&r.score_threshold)
+    {
+        let param = format!("tools[{i}].file_search.ranking_options.score_threshold");
+        return Err(ApiError::invalid(
+            &param,
+            format!(
+                "Invalid '{param}': expected a number between 0 and 1, got {}.",
+                r.score_threshold
+            ),
+        ));
     }
     Ok(())
 }

@@ -83,7 +83,7 @@ pub struct FileSearchCall {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FileSearchRanking {
-    pub ranker: String,
+    pub ranker: crate::model::Ranker,
     pub score_threshold: f32,
 }
 

@@ -111,6 +111,22 @@ impl StreamEvent {
         }
     }
 
+    /// The event without its search results' text, which is shown only to a request that
+    /// includes `step_details.tool_calls[*].file_search.results[*].content`.
+    pub fn without_result_content(self) -> StreamEvent {
+        use StreamEvent::*;
+        let strip = |s: Box<RunStep>| Box::new(s.without_result_content());
+        match self {
+            StepCompleted(s) => StepCompleted(strip(s)),
+            StepFailed(s) => StepFailed(strip(s)),
+            StepCancelled(s) => StepCancelled(strip(s)),
+            StepExpired(s) => StepExpired(strip(s)),
+            StepCreated(s) => StepCreated(strip(s)),
+            StepInProgress(s) => StepInProgress(strip(s)),
+            other => other,
+        }
+    }
+
     /// A stream ends after the run's terminal event or `requires_action`.
     pub fn ends_stream(&self) -> bool {
         use StreamEvent::*;
@@ -157,8 +173,7 @@ impl StreamEvent {
 
     /// The event that says a step ended in `step.status` (`None` while it is in progress).
     pub fn step_ended(step: &RunStep) -> Option<StreamEvent> {
-        // Search results' text is shown only to a request that includes it.
-        let s = Box::new(step.clone().without_result_content());
+        let s = Box::new(step.clone());
         Some(match step.status {
             StepStatus::Completed => StreamEvent::StepCompleted(s),
             StepStatus::Failed => StreamEvent::StepFailed(s),

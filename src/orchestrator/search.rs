@@ -6,13 +6,10 @@ use super::worker::Ctx;
 use super::{Orchestrator, Result};
 use crate::backend::FunctionSpec;
 use crate::model::{
-    Annotation, FileRef, FileSearchCall, FileSearchRanking, FileSearchResult, SearchText, Tool,
+    Annotation, FileRef, FileSearchCall, FileSearchOptions, FileSearchRanking, FileSearchResult,
+    Ranker, SearchText, Tool,
 };
 use crate::vectors::SearchRequest;
-
-/// Results a search gives the model when the tool does not say (OpenAI's default for gpt-4
-/// models).
-const DEFAULT_RESULTS: usize = 20;
 
 /// Most characters of one passage handed to the model.
 const MAX_PASSAGE_CHARS: usize = 4000;
@@ -87,19 +84,27 @@ fn queries_of(arguments: &str) -> Vec<String> {
         .collect()
 }
 
-/// How many results the run's file_search tool asks for (1 to 50).
-fn max_results(tools: &[Tool]) -> usize {
+/// The run's file_search tool's overrides (defaults when it gives none).
+fn options(tools: &[Tool]) -> FileSearchOptions {
     tools
         .iter()
         .find_map(|t| match t {
-            Tool::FileSearch { file_search } => file_search
-                .as_ref()
-                .and_then(|f| f.get("max_num_results"))
-                .and_then(|n| n.as_u64()),
+            Tool::FileSearch { file_search } => file_search.clone(),
             _ => None,
         })
-        .map(|n| n.clamp(1, 50) as usize)
-        .unwrap_or(DEFAULT_RESULTS)
+        .unwrap_or_default()
+}
+
+/// How the run's searches rank, as its steps show it: `auto` is Oasis's one ranker.
+pub fn ranking(tools: &[Tool]) -> FileSearchRanking {
+    let threshold = options(tools)
+        .ranking_options
+        .map(|r| r.score_threshold)
+        .unwrap_or(0.0);
+    FileSearchRanking {
+        ranker: Ranker::Default20240821,
+        score_threshold: threshold,
+    }
 }
 
 impl Orchestrator {
@@ -109,10 +114,7 @@ impl Orchestrator {
         ctx: &mut Ctx,
         arguments: &str,
     ) -> Result<(FileSearchCall, String)> {
-        let ranking = FileSearchRanking {
-            ranker: "default_2024_08_21".into(),
-            score_threshold: 0.0,
-        };
+        let ranking = ranking(&ctx.run.tools);
         let queries = queries_of(arguments);
         let Some(vectors) = self.inner.vectors.clone() else {
             return Ok((
@@ -134,8 +136,8 @@ impl Orchestrator {
         }
         let req = SearchRequest {
             queries,
-            max_results: max_results(&ctx.run.tools),
-            score_threshold: 0.0,
+            max_results: options(&ctx.run.tools).max_results(),
+            score_threshold: ranking.score_threshold,
             filter: None,
         };
         let hits = match vectors.search(&ctx.vector_stores, &req).await {

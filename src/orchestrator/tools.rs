@@ -10,9 +10,9 @@ use super::state::{RunEvent, transition};
 use super::{Orchestrator, Result, RunError, Transcript};
 use crate::backend::{ChatMessage, CodeToolResult, ToolCall};
 use crate::model::{
-    CodeInterpreterCall, CodeOutput, FileSearchCall, FileSearchRanking, FunctionCall, FunctionType,
-    ImageRef, RequiredAction, RequiredFunction, RequiredToolCall, RunStep, RunUsage, StepDetails,
-    StepStatus, StepToolCall, SubmitToolOutputs, now,
+    CodeInterpreterCall, CodeOutput, FileSearchCall, FunctionCall, FunctionType, ImageRef,
+    RequiredAction, RequiredFunction, RequiredToolCall, RunStep, RunUsage, StepDetails, StepStatus,
+    StepToolCall, SubmitToolOutputs, now,
 };
 use crate::sandbox::{ExecOptions, InputFile, Outcome, Sessions};
 use crate::store::{StoreExt, blobs};
@@ -93,10 +93,7 @@ impl Orchestrator {
                     StepToolCall::FileSearch {
                         id: c.id.clone(),
                         file_search: FileSearchCall {
-                            ranking_options: FileSearchRanking {
-                                ranker: "default_2024_08_21".into(),
-                                score_threshold: 0.0,
-                            },
+                            ranking_options: super::search::ranking(&ctx.run.tools),
                             results: vec![],
                         },
                     }

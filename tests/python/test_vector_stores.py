@@ -176,12 +176,64 @@ def test_ask_a_manual_and_get_an_answer_citing_it(backend):
     # Streamed: the same question, the same kind of answer.
     client.beta.threads.messages.create(thread_id=thread.id, role="user", content="Is the pump covered by a warranty?")
     events = []
+    searched = []
     with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
         for event in stream:
             events.append(event.event)
+            if event.event == "thread.run.step.completed" and event.data.type == "tool_calls":
+                searched += [c.file_search for c in event.data.step_details.tool_calls if c.type == "file_search"]
     final = stream.get_final_run()
     assert final.status == "completed"
     assert "thread.run.step.created" in events and "thread.message.delta" in events
     (message,) = stream.get_final_messages()
     cited = [a for a in message.content[0].text.annotations if a.type == "file_citation"]
     assert cited and cited[0].file_citation.file_id == manual.id
+    assert searched and searched[0].results and searched[0].results[0].content is None
+
+    # Streamed with include[]: the step's results carry their text.
+    client.beta.threads.messages.create(thread_id=thread.id, role="user", content="Why does my pump rattle?")
+    searched = []
+    with client.beta.threads.runs.stream(
+            thread_id=thread.id, assistant_id=assistant.id,
+            include=["step_details.tool_calls[*].file_search.results[*].content"]) as stream:
+        for event in stream:
+            if event.event == "thread.run.step.completed" and event.data.type == "tool_calls":
+                searched += [c.file_search for c in event.data.step_details.tool_calls if c.type == "file_search"]
+    assert stream.get_final_run().status == "completed"
+    assert searched and searched[0].results
+    assert "air" in " ".join(r.content[0].text for r in searched[0].results)
+
+
+def test_the_file_search_tools_options_shape_its_searches(backend):
+    """`max_num_results` and `ranking_options` of the tool bound what a search returns, and
+    the step shows the ranking it used; out-of-range options are refused."""
+    client, model = backend
+    vs = client.vector_stores.create(name="two")
+    a = upload(client, "pump-manual.md", MANUAL.encode())
+    b = upload(client, "recipes.txt", RECIPES.encode())
+    client.vector_stores.file_batches.create_and_poll(vector_store_id=vs.id, file_ids=[a.id, b.id])
+    tool = {"type": "file_search",
+            "file_search": {"max_num_results": 1, "ranking_options": {"score_threshold": 0.01}}}
+    assistant = client.beta.assistants.create(
+        model=model, tools=[tool], tool_resources={"file_search": {"vector_store_ids": [vs.id]}})
+    assert assistant.tools[0].file_search.max_num_results == 1
+    assert assistant.tools[0].file_search.ranking_options.ranker == "auto"
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "How do I clean the impeller?"}])
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
+    assert run.status == "completed", run.last_error
+    steps = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id).data
+    calls = [c for s in steps if s.type == "tool_calls" for c in s.step_details.tool_calls if c.type == "file_search"]
+    assert calls
+    assert len(calls[0].file_search.results) == 1
+    assert calls[0].file_search.ranking_options.score_threshold == pytest.approx(0.01)
+    assert calls[0].file_search.ranking_options.ranker == "default_2024_08_21"
+
+    for bad, param in [
+        ({"max_num_results": 0}, "tools[0].file_search.max_num_results"),
+        ({"max_num_results": 51}, "tools[0].file_search.max_num_results"),
+        ({"ranking_options": {"score_threshold": 1.5}}, "tools[0].file_search.ranking_options.score_threshold"),
+        ({"ranking_options": {"ranker": "best", "score_threshold": 0.5}}, "tools[0].file_search.ranking_options.ranker"),
+    ]:
+        with pytest.raises(openai.BadRequestError) as e:
+            client.beta.assistants.create(model=model, tools=[{"type": "file_search", "file_search": bad}])
+        assert e.value.body["param"] == param, e.value.body

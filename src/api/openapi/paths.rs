@@ -258,7 +258,7 @@ pub(super) fn paths(g: &mut Gen) -> Value {
             "post": operation(
                 "createRun", "Runs",
                 "Start a run (refused with a 400 while another run is active on the thread).",
-                vec![], Some(json_body(g.input::<CreateRun>(), true)),
+                vec![include()], Some(json_body(g.input::<CreateRun>(), true)),
                 ok_run(g, true), BY_ID_WITH_BODY,
             ),
         }),
