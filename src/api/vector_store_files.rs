@@ -4,6 +4,8 @@
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -305,12 +307,24 @@ async fn list_files(
     Ok(Json(page_files(&state, &vs, q, None).await?))
 }
 
+/// An answer the SDKs' `poll` helpers read: `openai-poll-after-ms` says when to ask again
+/// (soon while the files are being read).
+fn polled(body: impl Serialize, in_progress: bool) -> Response {
+    let ms: u32 = if in_progress { 250 } else { 1000 };
+    let mut r = Json(body).into_response();
+    r.headers_mut()
+        .insert("openai-poll-after-ms", HeaderValue::from(ms));
+    r
+}
+
 async fn retrieve_file(
     State(state): State<AppState>,
     Path((vs, file_id)): Path<(String, String)>,
-) -> ApiResult<Json<VectorStoreFile>> {
+) -> ApiResult<Response> {
     existing(&state, &vs).await?;
-    Ok(Json(stored_file(&state, &vs, &file_id).await?.file))
+    let f = stored_file(&state, &vs, &file_id).await?.file;
+    let busy = f.status == VectorStoreFileStatus::InProgress;
+    Ok(polled(f, busy))
 }
 
 async fn update_file(
@@ -459,9 +473,11 @@ async fn batch_now(state: &AppState, vs: &str, batch_id: &str) -> ApiResult<File
 async fn retrieve_batch(
     State(state): State<AppState>,
     Path((vs, batch_id)): Path<(String, String)>,
-) -> ApiResult<Json<FileBatch>> {
+) -> ApiResult<Response> {
     existing(&state, &vs).await?;
-    Ok(Json(batch_now(&state, &vs, &batch_id).await?))
+    let b = batch_now(&state, &vs, &batch_id).await?;
+    let busy = b.status == FileBatchStatus::InProgress;
+    Ok(polled(b, busy))
 }
 
 async fn cancel_batch(

@@ -105,7 +105,105 @@ const QUOTE_CHARS: usize = 400;
 
 /// The answer to a searched question: the best passages the search gave (lines starting with
 /// a `【n:i†name】` marker), quoted, each followed by its marker (a citation).
-fn quote_passages(after: &[ChatMessage]) -> String {
+/// The numbered passages of a search's results (`【n:i†name】 text`, one after another, each
+/// starting a paragraph): each marker's inside and the text up to the next marker, blank lines
+/// included.
+fn passages(results: &str) -> Vec<(&str, &str)> {
+    let is_marker = |s: &str| {
+        let Some((head, _)) = s.split_once('】') else {
+            return false;
+        };
+        let Some((nums, _name)) = head.split_once('†') else {
+            return false;
+        };
+        let mut parts = nums.split(':');
+        let digits = |p: Option<&str>| {
+            p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        };
+        digits(parts.next()) && digits(parts.next()) && parts.next().is_none()
+    };
+    let starts: Vec<usize> = results
+        .match_indices('【')
+        .map(|(i, _)| i)
+        .filter(|&i| {
+            (i == 0 || results[..i].ends_with("\n\n")) && is_marker(&results[i + '【'.len_utf8()..])
+        })
+        .collect();
+    let mut out = vec![];
+    for (k, &start) in starts.iter().enumerate() {
+        let end = starts.get(k + 1).copied().unwrap_or(results.len());
+        if let Some((head, text)) = results[start + '【'.len_utf8()..end].split_once('】') {
+            out.push((head, text.trim()));
+        }
+    }
+    out
+}
+
+/// The words of `text` worth matching: lowercase, three letters or more.
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 3)
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// At most [`QUOTE_CHARS`] of `passage` (whitespace collapsed): all of it if it fits, else the
+/// sentence sharing the most words with `question`, widened by its neighbours while they fit,
+/// with `…` where it was cut.
+fn quote(passage: &str, question: &str) -> String {
+    let text = passage.split_whitespace().collect::<Vec<_>>().join(" ");
+    let len = |s: &str| s.chars().count();
+    if len(&text) <= QUOTE_CHARS {
+        return text;
+    }
+    let asked: std::collections::HashSet<String> = words(question).into_iter().collect();
+    // Sentences, each keeping its end (". ", "! ", "? ").
+    let mut sentences: Vec<&str> = vec![];
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        if matches!(c, '.' | '!' | '?') && text[i + 1..].starts_with(' ') {
+            sentences.push(&text[start..=i]);
+            start = i + 2;
+        }
+    }
+    if start < text.len() {
+        sentences.push(&text[start..]);
+    }
+    let score = |s: &str| {
+        let found: std::collections::HashSet<String> =
+            words(s).into_iter().filter(|w| asked.contains(w)).collect();
+        found.len()
+    };
+    let best = (0..sentences.len())
+        .max_by_key(|&i| (score(sentences[i]), std::cmp::Reverse(i)))
+        .unwrap_or(0);
+    let (mut lo, mut hi) = (best, best + 1);
+    let width = |lo: usize, hi: usize| len(&sentences[lo..hi].join(" "));
+    loop {
+        if hi < sentences.len() && width(lo, hi + 1) <= QUOTE_CHARS {
+            hi += 1;
+        } else if lo > 0 && width(lo - 1, hi) <= QUOTE_CHARS {
+            lo -= 1;
+        } else {
+            break;
+        }
+    }
+    let mut out = sentences[lo..hi].join(" ");
+    if len(&out) > QUOTE_CHARS {
+        out = out.chars().take(QUOTE_CHARS).collect();
+    }
+    format!(
+        "{}{out}{}",
+        if lo > 0 { "… " } else { "" },
+        if hi < sentences.len() || len(&out) >= QUOTE_CHARS {
+            " …"
+        } else {
+            ""
+        }
+    )
+}
+
+fn quote_passages(after: &[ChatMessage], question: &str) -> String {
     let results = after
         .iter()
         .rev()
@@ -113,18 +211,8 @@ fn quote_passages(after: &[ChatMessage]) -> String {
         .map(|m| m.content.as_str())
         .unwrap_or_default();
     let mut quotes = vec![];
-    for passage in results.split("\n\n") {
-        let passage = passage.trim();
-        let Some(rest) = passage.strip_prefix('【') else {
-            continue;
-        };
-        let Some((head, text)) = rest.split_once('】') else {
-            continue;
-        };
-        let mut text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        if text.chars().count() > QUOTE_CHARS {
-            text = text.chars().take(QUOTE_CHARS).collect::<String>() + "…";
-        }
+    for (head, text) in passages(results) {
+        let text = quote(text, question);
         quotes.push(format!("> {text} 【{head}】"));
         if quotes.len() == QUOTED {
             break;
@@ -155,7 +243,10 @@ impl Local {
                 .flat_map(|m| &m.tool_calls)
                 .any(|c| c.name == *search);
             if searched {
-                return (quote_passages(after), vec![]);
+                return (
+                    quote_passages(after, &req.messages[last_user].content),
+                    vec![],
+                );
             }
             let question = req.messages[last_user].content.trim();
             if !question.is_empty() {
@@ -400,6 +491,39 @@ fn pieces_of(s: &str) -> impl Iterator<Item = &str> {
 mod tests {
     use super::*;
     use crate::backend::FunctionSpec;
+
+    #[test]
+    fn a_long_passage_is_quoted_where_it_answers_the_question() {
+        let mut passage = String::new();
+        for i in 0..40 {
+            passage.push_str(&format!("Crate {i} sits on shelf {i}. "));
+        }
+        passage.push_str("The keeper's cat is called Marmalade. ");
+        for i in 40..60 {
+            passage.push_str(&format!("Crate {i} sits on shelf {i}. "));
+        }
+        let q = quote(&passage, "What is the keeper's cat called?");
+        assert!(q.contains("The keeper's cat is called Marmalade."), "{q}");
+        assert!(q.starts_with("… ") && q.ends_with(" …"), "{q}");
+        assert!(q.chars().count() <= QUOTE_CHARS + 4, "{q}");
+        assert_eq!(quote("Short and whole.", "anything"), "Short and whole.");
+    }
+
+    #[test]
+    fn passages_keep_their_paragraphs_and_split_only_at_markers() {
+        let results = "【0:0†manual.md】 # Manual\n\n## Cleaning\nRinse the impeller.\n\n\
+                       【0:1†notes.txt】 See 【the box】 and 【1:x†not a marker】.";
+        assert_eq!(
+            passages(results),
+            vec![
+                (
+                    "0:0†manual.md",
+                    "# Manual\n\n## Cleaning\nRinse the impeller."
+                ),
+                ("0:1†notes.txt", "See 【the box】 and 【1:x†not a marker】."),
+            ]
+        );
+    }
 
     fn req(messages: Vec<ChatMessage>, code: bool, functions: &[&str]) -> ChatRequest {
         let mut tools: Vec<FunctionSpec> = functions

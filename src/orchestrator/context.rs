@@ -73,6 +73,7 @@ impl Orchestrator {
             images,
             search_tool: None,
             vector_stores: vec![],
+            thread_store: None,
             searches: vec![],
         };
         // file_search: the assistant's store and the thread's.
@@ -93,6 +94,11 @@ impl Orchestrator {
         if !ctx.vector_stores.is_empty() {
             ctx.search_tool = super::search::search_tool_name(&ctx.run.tools);
         }
+        ctx.thread_store = thread
+            .tool_resources
+            .file_search
+            .as_ref()
+            .and_then(|fs| fs.vector_store_ids.first().cloned());
         // Images this run made that none of its messages shows yet (after a pause).
         let shown: Vec<String> = own_messages
             .iter()

@@ -107,7 +107,34 @@ pub fn ranking(tools: &[Tool]) -> FileSearchRanking {
     }
 }
 
+/// How long a run waits for its thread's store to finish reading files (OpenAI's minute).
+const THREAD_FILES_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Orchestrator {
+    /// Before a run with file_search starts, wait (at most a minute, or until the run is
+    /// stopped) for the files of its thread's store that are still being read, as OpenAI did:
+    /// a file just attached to a message is then found by the run's first search.
+    pub(super) async fn wait_for_thread_files(&self, ctx: &Ctx, stop: &super::worker::Stop) {
+        let (Some(_), Some(store), Some(vectors)) = (
+            &ctx.search_tool,
+            &ctx.thread_store,
+            self.inner.vectors.clone(),
+        ) else {
+            return;
+        };
+        let until = tokio::time::Instant::now() + THREAD_FILES_WAIT;
+        tokio::select! {
+            _ = stop.token().cancelled() => {}
+            r = vectors.wait_until_read(store, until) => match r {
+                Ok(true) => {}
+                Ok(false) => tracing::info!(run = %ctx.run.id, store = %store,
+                    "the thread's files were still being read after a minute; the run goes on"),
+                Err(e) => tracing::warn!(run = %ctx.run.id, error = %e,
+                    "could not check the thread's files"),
+            },
+        }
+    }
+
     /// Run one search call of the model: what the step shows, and what the model reads.
     pub(super) async fn run_search(
         &self,

@@ -35,6 +35,8 @@ pub(super) struct Ctx {
     pub(super) search_tool: Option<String>,
     /// The vector stores it searches (the assistant's and the thread's).
     pub(super) vector_stores: Vec<String>,
+    /// The thread's own store, whose files a run waits for (up to a minute) before it starts.
+    pub(super) thread_store: Option<String>,
     /// The File ids of each of this run's searches' results, in order: what citation markers
     /// `【search:result†…】` point at.
     pub(super) searches: Vec<Vec<String>>,
@@ -191,6 +193,7 @@ impl Orchestrator {
         })
         .await?;
         let mut ctx = self.context(run).await?;
+        self.wait_for_thread_files(&ctx, stop).await;
         loop {
             if stop.is_stopped() {
                 return Ok(());

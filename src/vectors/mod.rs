@@ -63,6 +63,8 @@ struct Inner {
     /// Each store's change count (files added, read, removed, re-attributed) on this node.
     changes: Mutex<HashMap<String, u64>>,
     wake: Notify,
+    /// Told whenever a store's files change (a file read, added or removed).
+    changes_seen: Notify,
 }
 
 impl Vectors {
@@ -75,6 +77,7 @@ impl Vectors {
                 indexes: Mutex::new(HashMap::new()),
                 changes: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
+                changes_seen: Notify::new(),
             }),
         }
     }
@@ -110,6 +113,38 @@ impl Vectors {
             .entry(vector_store_id.to_string())
             .or_default() += 1;
         self.inner.wake.notify_one();
+        self.inner.changes_seen.notify_waiters();
+    }
+
+    /// Wait until none of the store's files is waiting to be read, or until `until`: whether
+    /// they all were read. (Changes made on this node wake it; others are seen within a
+    /// second.)
+    pub async fn wait_until_read(
+        &self,
+        vector_store_id: &str,
+        until: tokio::time::Instant,
+    ) -> Result<bool> {
+        loop {
+            let seen = self.inner.changes_seen.notified();
+            tokio::pin!(seen);
+            seen.as_mut().enable();
+            let (this, id) = (self.clone(), vector_store_id.to_string());
+            let pending = tokio::task::spawn_blocking(move || {
+                this.files_of(&id)
+                    .map(|files| files.iter().any(Vectors::is_pending))
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("checking a store's files panicked: {e}"))??;
+            if !pending {
+                return Ok(true);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                return Ok(false);
+            }
+            let next = until.min(now + std::time::Duration::from_secs(1));
+            let _ = tokio::time::timeout_at(next, seen).await;
+        }
     }
 
     fn change_count(&self, vector_store_id: &str) -> u64 {

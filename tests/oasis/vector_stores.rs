@@ -236,3 +236,66 @@ async fn attachments_for_file_search_go_into_the_threads_store() {
     assert!(t2["tool_resources"].get("file_search").is_none(), "{t2}");
     app.stop().await;
 }
+
+/// A run waits (up to a minute) for the files of its thread's store that are still being
+/// read, as OpenAI's did: a large file attached to the message that starts the run is found
+/// and cited by the run's first search.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_waits_for_the_files_attached_to_its_thread() {
+    let app = TestApp::spawn().await;
+    let mut text = String::new();
+    let mut i = 0;
+    while text.len() < 3 << 20 {
+        text.push_str(&format!(
+            "Section {i}. The warehouse inventory lists crates of item {i} on shelf {}.\n",
+            i % 97
+        ));
+        i += 1;
+    }
+    text.push_str("The lighthouse keeper's cat is called Marmalade.\n");
+    let (_, f) = app.upload("log.txt", text.into_bytes(), "assistants").await;
+    let fid = f["id"].as_str().unwrap();
+    let (_, a) = app
+        .post(
+            "/v1/assistants",
+            json!({"model": "oasis-local", "tools": [{"type": "file_search"}]}),
+        )
+        .await;
+    let (s, t) = app
+        .post(
+            "/v1/threads",
+            json!({"messages": [{"role": "user", "content": "What is the lighthouse keeper's cat called?",
+                "attachments": [{"file_id": fid, "tools": [{"type": "file_search"}]}]}]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    let tid = t["id"].as_str().unwrap();
+    let vs = t["tool_resources"]["file_search"]["vector_store_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run = crate::runs::start_run(&app, tid, json!({"assistant_id": a["id"]})).await;
+    let (_, file) = app
+        .get(&format!("/v1/vector_stores/{vs}/files/{fid}"))
+        .await;
+    assert_eq!(
+        file["status"], "in_progress",
+        "the file was read before the run started, so this proves nothing: make it larger"
+    );
+    let rid = run["id"].as_str().unwrap();
+    let done = crate::runs::wait_for(&app, tid, rid, &["completed", "failed"]).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let (_, msgs) = app
+        .get(&format!("/v1/threads/{tid}/messages?run_id={rid}"))
+        .await;
+    let text = &msgs["data"][0]["content"][0]["text"];
+    assert!(
+        text["value"].as_str().unwrap().contains("Marmalade"),
+        "{text}"
+    );
+    assert_eq!(
+        text["annotations"][0]["file_citation"]["file_id"], fid,
+        "{text}"
+    );
+    app.stop().await;
+}

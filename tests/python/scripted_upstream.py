@@ -170,10 +170,13 @@ def tool_results_reply(body) -> str:
         content = text_of(m.get("content"))
         if name == "file_search":
             # Cite the best passage as OpenAI's models did: its marker after what it supports.
-            first = content.strip().split("\n\n")[0]
+            # Passages follow one another, each opening a paragraph with its marker; a
+            # passage may hold blank lines of its own.
+            first = re.split(r"\n\n(?=【\d+:\d+†)", content.strip())[0]
             if first.startswith("【") and "】" in first:
                 marker, passage = first.split("】", 1)
-                lines.append(f"From the files: {passage.strip()[:120]} {marker}】")
+                passage = " ".join(passage.split())
+                lines.append(f"From the files: {passage[:120]} {marker}】")
             else:
                 lines.append("The files say nothing about that.")
             continue
