@@ -61,6 +61,20 @@ pub struct Knobs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_ttl_secs: Option<u64>,
+    /// Hibernate idle or evicted interpreters to disk instead of dropping them, so a session
+    /// keeps its variables [default: true].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hibernate: Option<bool>,
+    /// Also write each session's state after every call, so a crash loses nothing that
+    /// finished [default: false].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hibernate_every_turn: Option<bool>,
+    /// A session unused this many days is deleted with its files [default: 30].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_retention_days: Option<u64>,
     /// Most live interpreters [default: 256].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -179,6 +193,9 @@ impl Knobs {
             max_upload_bytes: Some(0),
             cache_dir: Some(PathBuf::new()),
             idle_ttl_secs: Some(0),
+            hibernate: Some(true),
+            hibernate_every_turn: Some(false),
+            session_retention_days: Some(0),
             max_live_sessions: Some(0),
             max_parallel: Some(0),
             warm_pool: Some(0),
@@ -302,6 +319,15 @@ impl Settings {
                 max_export_bytes: k
                     .max_session_export_mib
                     .map_or(defaults.max_export_bytes, |m| m.saturating_mul(1 << 20)),
+                hibernate: k.hibernate.unwrap_or(defaults.hibernate),
+                hibernate_every_turn: k
+                    .hibernate_every_turn
+                    .unwrap_or(defaults.hibernate_every_turn),
+                session_retention: k
+                    .session_retention_days
+                    .map_or(defaults.session_retention, |d| {
+                        Duration::from_secs(d.saturating_mul(24 * 3600))
+                    }),
             },
             isolation: k.isolation.unwrap_or(Isolation::Process),
             sandbox_workers,

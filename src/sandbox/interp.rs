@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use wasmtime::{Instance, Memory, Store, TypedFunc, UpdateDeadline};
+use wasmtime::{Global, Instance, Memory, Store, TypedFunc, UpdateDeadline, Val, ValType};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+use super::hibernate::{self, GlobalKind, HostState, SavedGlobal};
 use super::wasi::{DiskQuota, Door, MemoryLimiter, OutputSink, State, StreamKind};
 use super::{LoadedImage, SessionDirs};
 
@@ -43,6 +44,10 @@ pub struct Clock {
 pub struct Interpreter {
     store: Store<State>,
     memory: Memory,
+    /// The mutable globals the image exports for hibernation, by export name.
+    globals: Vec<(String, Global)>,
+    /// The guest's monotonic clock (it goes on from where a hibernated state left it).
+    monotonic: MonoClock,
     turn: TypedFunc<(i32, i32), i32>,
     alloc: TypedFunc<i32, i32>,
     pub stdout: OutputSink,
@@ -53,16 +58,160 @@ pub struct Interpreter {
     pub figures_hooked: bool,
     /// Per-call deadline and cancel flag, shared with the epoch callback.
     clock: Arc<std::sync::Mutex<Clock>>,
+    /// The plain binary's constructors (run once by [`Self::start`], never on a resume).
+    init: Option<TypedFunc<(), ()>>,
+}
+
+/// The guest's monotonic clock: nanoseconds since the interpreter first started, carried over
+/// a hibernation (wasmtime-wasi's own starts at zero with each instance).
+#[derive(Debug, Clone, Copy)]
+struct MonoClock {
+    start: Instant,
+    offset: u64,
+}
+
+impl MonoClock {
+    fn now_ns(&self) -> u64 {
+        self.offset
+            .saturating_add(u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for MonoClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+    fn now(&self) -> u64 {
+        self.now_ns()
+    }
 }
 
 impl Interpreter {
-    /// Instantiate the image with `dirs` mounted. `/tmp` is emptied first.
+    /// Instantiate the image with `dirs` mounted, as a new interpreter: `/tmp` is emptied
+    /// first.
     pub async fn start(
         image: &LoadedImage,
         dirs: &SessionDirs,
         memory_bytes: u64,
     ) -> anyhow::Result<Interpreter> {
         reset_tmp(dirs, &image.image.env)?;
+        let mut interp = Self::instantiate(image, dirs, memory_bytes, 0).await?;
+        // The plain (non-snapshot) binary needs its constructors run once.
+        if let Some(init) = interp.init.clone() {
+            init.call_async(&mut interp.store, ()).await?;
+        }
+        Ok(interp)
+    }
+
+    /// Bring back a hibernated interpreter: a fresh instance of the image with the state's
+    /// memory, globals and host flags applied. `/tmp` is kept as the session left it. On
+    /// `Err`, nothing of the state was kept: start a new interpreter instead.
+    pub async fn resume(
+        image: &LoadedImage,
+        dirs: &SessionDirs,
+        memory_bytes: u64,
+        state: &hibernate::Parsed<'_>,
+    ) -> Result<Interpreter, hibernate::Refused> {
+        let internal = |e: anyhow::Error| hibernate::Refused(format!("{e:#}"));
+        for d in [&dirs.data, &dirs.tmp.join("home")] {
+            std::fs::create_dir_all(d)
+                .map_err(|e| hibernate::Refused(format!("creating {}: {e}", d.display())))?;
+        }
+        let host = state.host();
+        let mut interp = Self::instantiate(image, dirs, memory_bytes, host.monotonic_ns)
+            .await
+            .map_err(internal)?;
+        let have = interp.memory.data_size(&interp.store) as u64;
+        let want = state.memory_bytes();
+        if want < have {
+            return Err(hibernate::Refused(
+                "its memory is smaller than the image's".into(),
+            ));
+        }
+        if want > have {
+            interp
+                .memory
+                .grow(&mut interp.store, (want - have) / 65536)
+                .map_err(|_| {
+                    hibernate::Refused(format!(
+                        "its memory ({} MiB) does not fit the session's memory limit",
+                        want >> 20
+                    ))
+                })?;
+        }
+        state.apply(interp.memory.data_mut(&mut interp.store))?;
+        if state.globals().len() != interp.globals.len() {
+            return Err(hibernate::Refused("its globals are not the image's".into()));
+        }
+        for saved in state.globals() {
+            let Some((_, g)) = interp.globals.iter().find(|(n, _)| *n == saved.name) else {
+                return Err(hibernate::Refused(format!(
+                    "it sets a global the image does not have ({})",
+                    saved.name
+                )));
+            };
+            let val = match (g.ty(&interp.store).content(), saved.kind) {
+                (ValType::I32, GlobalKind::I32) => Val::I32(saved.bits as u32 as i32),
+                (ValType::I64, GlobalKind::I64) => Val::I64(saved.bits as i64),
+                (ValType::F32, GlobalKind::F32) => Val::F32(saved.bits as u32),
+                (ValType::F64, GlobalKind::F64) => Val::F64(saved.bits),
+                _ => {
+                    return Err(hibernate::Refused(format!(
+                        "its global {} has another type",
+                        saved.name
+                    )));
+                }
+            };
+            g.set(&mut interp.store, val)
+                .map_err(|e| hibernate::Refused(format!("setting {}: {e}", saved.name)))?;
+        }
+        interp.installed = host.installed;
+        interp.figures_hooked = host.figures_hooked;
+        Ok(interp)
+    }
+
+    /// This interpreter's state, to be written and resumed later: call it between turns only.
+    pub fn hibernate(&mut self, key: &str, base: &[u8]) -> anyhow::Result<hibernate::Encoded> {
+        let mut globals = vec![];
+        for (name, g) in &self.globals {
+            let (kind, bits) = match g.get(&mut self.store) {
+                Val::I32(v) => (GlobalKind::I32, v as u32 as u64),
+                Val::I64(v) => (GlobalKind::I64, v as u64),
+                Val::F32(v) => (GlobalKind::F32, v as u64),
+                Val::F64(v) => (GlobalKind::F64, v),
+                other => anyhow::bail!("global {name} holds a {other:?}, which cannot be saved"),
+            };
+            globals.push(SavedGlobal {
+                name: name.clone(),
+                kind,
+                bits,
+            });
+        }
+        let host = HostState {
+            installed: self.installed,
+            figures_hooked: self.figures_hooked,
+            monotonic_ns: self.monotonic.now_ns(),
+        };
+        hibernate::encode(key, self.memory.data(&self.store), base, globals, host)
+    }
+
+    /// A copy of the instance's linear memory (the image's fresh memory, before any turn).
+    pub fn memory_copy(&self) -> Vec<u8> {
+        self.memory.data(&self.store).to_vec()
+    }
+
+    /// A fresh instance of the image over `dirs` (which must exist), its monotonic clock
+    /// starting at `monotonic_ns`; no code of the guest has run.
+    pub async fn instantiate(
+        image: &LoadedImage,
+        dirs: &SessionDirs,
+        memory_bytes: u64,
+        monotonic_ns: u64,
+    ) -> anyhow::Result<Interpreter> {
+        let monotonic = MonoClock {
+            start: Instant::now(),
+            offset: monotonic_ns,
+        };
         let stdout = OutputSink::new(StreamKind::Stdout);
         let stderr = OutputSink::new(StreamKind::Stderr);
         let mut b = WasiCtxBuilder::new();
@@ -86,7 +235,8 @@ impl Interpreter {
             .allow_blocking_current_thread(true)
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false);
+            .allow_ip_name_lookup(false)
+            .monotonic_clock(monotonic);
         let rt = &image.runtime;
         b.preopened_dir(rt.stdlib_dir(), GUEST_STDLIB, FsPerms::ReadOnly)?;
         b.preopened_dir(
@@ -147,13 +297,27 @@ impl Interpreter {
             .context("the runtime exports no memory")?;
         let turn = instance.get_typed_func::<(i32, i32), i32>(&mut store, "turn")?;
         let alloc = instance.get_typed_func::<i32, i32>(&mut store, "host_alloc")?;
-        // The plain (non-snapshot) binary needs its constructors run once.
-        if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
-            init.call_async(&mut store, ()).await?;
+        let init = instance
+            .get_typed_func::<(), ()>(&mut store, "_initialize")
+            .ok();
+        let names: Vec<String> = instance
+            .exports(&mut store)
+            .filter(|e| e.name().starts_with(super::globals::PREFIX))
+            .map(|e| e.name().to_string())
+            .collect();
+        let mut globals = vec![];
+        for name in names {
+            let g = instance
+                .get_global(&mut store, &name)
+                .with_context(|| format!("{name} is not a global"))?;
+            globals.push((name, g));
         }
         Ok(Interpreter {
             store,
             memory,
+            globals,
+            monotonic,
+            init,
             turn,
             alloc,
             stdout,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::sync::Semaphore;
 
+use super::hibernate;
 use super::interp::Interpreter;
 use super::result::ExecResult;
 use super::session::{ExecOptions, Session};
@@ -33,6 +34,14 @@ pub struct ManagerConfig {
     /// Bytes of Files (images, changed and linked files) one session may add to the file
     /// store over its life; what is past it stays in `/mnt/data` only.
     pub max_export_bytes: u64,
+    /// Interpreters dropped for idleness or room are hibernated first (their state written
+    /// to the session's folder and resumed on the next call); off, they are discarded.
+    pub hibernate: bool,
+    /// Also write each session's state after every call (a crash then loses nothing that
+    /// finished), keeping the interpreter live.
+    pub hibernate_every_turn: bool,
+    /// A session unused this long is deleted with its files and state.
+    pub session_retention: Duration,
 }
 
 /// Half the machine's memory: the default budget for live interpreters (over all workers).
@@ -63,11 +72,38 @@ impl Default for ManagerConfig {
             warm_pool: 2,
             max_live_memory: default_live_memory(),
             max_export_bytes: 1 << 30,
+            hibernate: true,
+            hibernate_every_turn: false,
+            session_retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
 
 type Slot = Arc<tokio::sync::Mutex<Session>>;
+/// A session taken (locked) to have its interpreter hibernated or dropped.
+type Victim = tokio::sync::OwnedMutexGuard<Session>;
+
+/// What [`SessionManager::info`] reports of a session.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionInfo {
+    /// An interpreter is live (in memory).
+    pub live: bool,
+    /// No interpreter is live, and a hibernated state waits to be resumed.
+    pub hibernated: bool,
+    /// Bytes of its hibernated state (0 if none).
+    pub state_bytes: u64,
+    /// When a call last ended on it.
+    pub last_used: Option<std::time::SystemTime>,
+}
+
+/// Mark a session used now: its folder's modification time is what retention reads.
+fn mark_used(state_path: &Path) {
+    if let Some(dir) = state_path.parent()
+        && let Ok(f) = std::fs::File::open(dir)
+    {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
 
 /// Folder under the root that holds the warm pool's folders (not a valid session id).
 const WARM_DIR: &str = ".warm";
@@ -217,12 +253,23 @@ impl SessionManager {
         };
         self.touch(id, None);
         if !session.is_live() {
-            self.make_room(id, NEW_INTERPRETER_BYTES);
-            self.adopt_warm(id, &mut session);
+            let victims = self.make_room(id, NEW_INTERPRETER_BYTES);
+            self.retire(victims).await;
+            if !session.is_hibernated() {
+                self.adopt_warm(id, &mut session);
+            }
         }
         let handle = tokio::runtime::Handle::current();
+        let every_turn = self.inner.config.hibernate_every_turn;
         let (res, memory) = tokio::task::spawn_blocking(move || {
             let r = handle.block_on(session.exec(&code, &opts));
+            if every_turn
+                && r.is_ok()
+                && let Err(e) = handle.block_on(session.hibernate(true))
+            {
+                tracing::warn!(session = %session.id, error = %e, "could not hibernate after a call");
+            }
+            mark_used(&session.state_path());
             let memory = session.memory_bytes();
             drop(session);
             drop(permit);
@@ -232,7 +279,8 @@ impl SessionManager {
         .context("the sandbox worker panicked")?;
         self.touch(id, Some(memory));
         // The call may have grown its interpreter: keep the live ones within the budget.
-        self.make_room(id, 0);
+        let victims = self.make_room(id, 0);
+        self.retire(victims).await;
         // Top the pool up after the call, so refilling does not compete with it.
         self.refill_warm();
         res
@@ -371,7 +419,8 @@ impl SessionManager {
     /// Drop least recently used idle interpreters (other than `id`'s) until there is room for
     /// `extra` more bytes within the memory budget, and, if `extra` is a new interpreter, for one
     /// more within `max_live`. Busy sessions are never dropped.
-    fn make_room(&self, id: &str, extra: u64) {
+    fn make_room(&self, id: &str, extra: u64) -> Vec<Victim> {
+        let mut victims = vec![];
         let mut sessions = self.inner.sessions.lock().expect("sessions lock");
         let (mut count, mut memory) = (usize::from(extra > 0), extra);
         let mut idle: Vec<(Instant, String)> = vec![];
@@ -404,20 +453,144 @@ impl SessionManager {
             let Some(e) = sessions.get_mut(&sid) else {
                 continue;
             };
-            if let Ok(mut s) = e.slot.try_lock() {
+            if let Ok(s) = e.slot.clone().try_lock_owned() {
                 tracing::debug!(session = %sid, "evicting least recently used interpreter");
-                s.evict();
+                victims.push(s);
                 count -= 1;
                 memory = memory.saturating_sub(e.memory);
                 e.memory = 0;
             }
         }
+        victims
     }
 
-    /// Drop interpreters idle longer than the TTL. Returns how many were dropped.
-    pub fn reap_idle(&self) -> usize {
-        let ttl = self.inner.config.idle_ttl;
+    /// Put interpreters taken for eviction to sleep: hibernated (when on; discarded if that
+    /// fails) or discarded. Their sessions stay locked meanwhile, so no call runs on one
+    /// half-written.
+    async fn retire(&self, victims: Vec<Victim>) {
+        for mut s in victims {
+            if self.inner.config.hibernate {
+                let handle = tokio::runtime::Handle::current();
+                let done = tokio::task::spawn_blocking(move || {
+                    let r = handle.block_on(s.hibernate(false));
+                    if let Err(e) = &r {
+                        tracing::warn!(session = %s.id, error = %e,
+                            "could not hibernate; the interpreter is discarded");
+                        let _ = hibernate::remove(&s.state_path());
+                    }
+                    s.evict();
+                })
+                .await;
+                if done.is_err() {
+                    tracing::warn!("hibernating an interpreter panicked");
+                }
+            } else {
+                s.evict();
+            }
+        }
+    }
+
+    /// Hibernate every live interpreter (a graceful shutdown): waits for calls in flight.
+    pub async fn hibernate_all(&self) -> usize {
+        let slots: Vec<Slot> = self
+            .inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .values_mut()
+            .map(|e| {
+                e.memory = 0;
+                e.slot.clone()
+            })
+            .collect();
+        let mut victims = vec![];
+        for slot in slots {
+            let s = slot.lock_owned().await;
+            if s.is_live() {
+                victims.push(s);
+            }
+        }
+        let n = victims.len();
+        if self.inner.config.hibernate {
+            self.retire(victims).await;
+        }
+        n
+    }
+
+    /// What is known of session `id`: whether its interpreter is live or hibernated, the
+    /// bytes its state takes, when it was last used. `None` if it has no folder.
+    pub fn info(&self, id: &str) -> Result<Option<SessionInfo>, SandboxError> {
+        if !valid_session_id(id) {
+            return Err(SandboxError::InvalidSessionId(id.to_string()));
+        }
+        let dir = self.inner.root.join(id);
+        let Ok(meta) = std::fs::metadata(&dir) else {
+            return Ok(None);
+        };
+        let live = self
+            .inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .get(id)
+            .is_some_and(|e| e.slot.try_lock().map(|s| s.is_live()).unwrap_or(true));
+        let state = std::fs::metadata(dir.join(hibernate::STATE_FILE)).ok();
+        Ok(Some(SessionInfo {
+            live,
+            hibernated: !live && state.is_some(),
+            state_bytes: state.as_ref().map_or(0, |m| m.len()),
+            last_used: meta.modified().ok(),
+        }))
+    }
+
+    /// Delete sessions unused for longer than `session_retention` (folders, files, state);
+    /// returns how many.
+    pub async fn sweep_retired(&self) -> usize {
+        let retention = self.inner.config.session_retention;
+        let root = self.inner.root.clone();
+        let old: Vec<String> = tokio::task::spawn_blocking(move || {
+            let Ok(rd) = std::fs::read_dir(&root) else {
+                return vec![];
+            };
+            rd.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let age = e.metadata().ok()?.modified().ok()?.elapsed().ok()?;
+                    (valid_session_id(&name) && age > retention).then_some(name)
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default();
         let mut n = 0;
+        for id in old {
+            // A session in use was marked used when its last call ended; one busy now is not
+            // old: `remove` waits for it, so check again after.
+            let busy = self
+                .inner
+                .sessions
+                .lock()
+                .expect("sessions lock")
+                .get(&id)
+                .is_some_and(|e| e.last_used.elapsed() < retention);
+            if busy {
+                continue;
+            }
+            match self.remove(&id).await {
+                Ok(true) => n += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(session = %id, error = %e, "could not delete a retired session")
+                }
+            }
+        }
+        n
+    }
+
+    /// Hibernate (or drop) interpreters idle longer than the TTL. Returns how many.
+    pub async fn reap_idle(&self) -> usize {
+        let ttl = self.inner.config.idle_ttl;
+        let mut victims = vec![];
         for e in self
             .inner
             .sessions
@@ -426,14 +599,15 @@ impl SessionManager {
             .values_mut()
             .filter(|e| e.last_used.elapsed() >= ttl)
         {
-            if let Ok(mut s) = e.slot.try_lock()
+            if let Ok(s) = e.slot.clone().try_lock_owned()
                 && s.is_live()
             {
-                s.evict();
+                victims.push(s);
                 e.memory = 0;
-                n += 1;
             }
         }
+        let n = victims.len();
+        self.retire(victims).await;
         n
     }
 
@@ -457,9 +631,14 @@ impl SessionManager {
             loop {
                 tokio::time::sleep(period).await;
                 let Some(inner) = weak.upgrade() else { return };
-                let n = SessionManager { inner }.reap_idle();
+                let m = SessionManager { inner };
+                let n = m.reap_idle().await;
                 if n > 0 {
-                    tracing::debug!(evicted = n, "idle interpreters dropped");
+                    tracing::debug!(evicted = n, "idle interpreters hibernated or dropped");
+                }
+                let n = m.sweep_retired().await;
+                if n > 0 {
+                    tracing::info!(deleted = n, "sessions past their retention deleted");
                 }
             }
         })

@@ -10,6 +10,8 @@
 //!   one, talking over pipes ([`wire`]).
 
 mod engine;
+mod globals;
+mod hibernate;
 mod image;
 mod interp;
 mod limits;
@@ -34,7 +36,7 @@ use wasmtime::{Engine, InstancePre, Linker};
 
 pub use image::{DEFAULT_IMAGE, Image, Warm};
 pub use limits::Limits;
-pub use manager::{ManagerConfig, SessionManager};
+pub use manager::{ManagerConfig, SessionInfo, SessionManager};
 pub use progress::Progress;
 pub use result::{ExecResult, FileChange, Outcome, PythonError};
 pub use runtime::{Pin, Runtime};
@@ -111,7 +113,8 @@ impl Sandbox {
             return Ok(img.clone());
         }
         let image = Image::load(name)?;
-        let module = match image.warm {
+        // Every module gets its mutable globals exported (hibernation reads and sets them).
+        let (module, key) = match image.warm {
             Warm::Snapshot if !image.preimport.is_empty() => preinit::module(
                 &self.engine,
                 &self.cache,
@@ -122,12 +125,18 @@ impl Sandbox {
             _ => {
                 let artifact = "python-snapshot.wasm";
                 let sha = self.runtime.pin.artifact_sha256(artifact)?;
-                let key = self.cache.key(&self.engine, "python-snapshot", sha, "");
+                let key = self
+                    .cache
+                    .key(&self.engine, "python-snapshot", sha, globals::VERSION);
                 let path = self.runtime.artifact(artifact);
-                self.cache
-                    .get_or_compile(&self.engine, &key, &self.progress, || {
-                        std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
-                    })?
+                let module =
+                    self.cache
+                        .get_or_compile(&self.engine, &key, &self.progress, || {
+                            let wasm = std::fs::read(&path)
+                                .with_context(|| format!("reading {}", path.display()))?;
+                            globals::export_mutable_globals(&wasm)
+                        })?;
+                (module, key)
             }
         };
         let pre = self
@@ -140,6 +149,8 @@ impl Sandbox {
             pre,
             engine: self.engine.clone(),
             runtime: self.runtime.clone(),
+            state_key: key,
+            base: tokio::sync::OnceCell::new(),
         });
         images.insert(name.to_string(), loaded.clone());
         Ok(loaded)
@@ -152,6 +163,38 @@ pub struct LoadedImage {
     pre: InstancePre<wasi::State>,
     engine: Engine,
     runtime: Runtime,
+    /// What a hibernated state must have been made for: the compiled module's cache key
+    /// (runtime pin, image recipe, wasmtime version, engine configuration).
+    state_key: String,
+    /// A fresh instance's linear memory, which hibernated states are diffed against (made on
+    /// first use).
+    base: tokio::sync::OnceCell<Arc<Vec<u8>>>,
+}
+
+impl LoadedImage {
+    /// The key hibernated states of this image carry.
+    pub fn state_key(&self) -> &str {
+        &self.state_key
+    }
+
+    /// The image's fresh linear memory (instantiated once, on scratch folders).
+    pub async fn base_memory(&self) -> anyhow::Result<Arc<Vec<u8>>> {
+        self.base
+            .get_or_try_init(|| async {
+                let scratch = tempfile::tempdir().context("creating a scratch folder")?;
+                let dirs = SessionDirs {
+                    data: scratch.path().join("data"),
+                    tmp: scratch.path().join("tmp"),
+                };
+                std::fs::create_dir_all(&dirs.data)?;
+                std::fs::create_dir_all(&dirs.tmp)?;
+                let limit = self.image.limits().memory_bytes;
+                let interp = interp::Interpreter::instantiate(self, &dirs, limit, 0).await?;
+                Ok(Arc::new(interp.memory_copy()))
+            })
+            .await
+            .cloned()
+    }
 }
 
 impl std::fmt::Debug for LoadedImage {

@@ -28,19 +28,23 @@ const STOCK_LINE: &[u8] = b"import encodings, io, os, sys, json, csv, re, _color
 /// What Oasis puts there instead (padded with spaces to the same length).
 const INIT_LINE: &str = "exec(open('/tmp/oasis-init.py').read(),{})";
 
-/// The compiled pre-initialized module of `image`, built on first use.
+/// The compiled pre-initialized module of `image`, built on first use, and its cache key.
 pub fn module(
     engine: &Engine,
     cache: &ModuleCache,
     runtime: &Runtime,
     image: &Image,
     progress: &Progress,
-) -> anyhow::Result<Module> {
+) -> anyhow::Result<(Module, String)> {
     let sha = runtime.pin.artifact_sha256(&image.artifact)?;
     let script = init_script(image);
-    let recipe = format!("preinit {RECIPE_VERSION}\n{script}\n{:?}", image.env);
+    let recipe = format!(
+        "preinit {RECIPE_VERSION}\n{}\n{script}\n{:?}",
+        super::globals::VERSION,
+        image.env
+    );
     let key = cache.key(engine, &format!("{}-preinit", image.name), sha, &recipe);
-    cache.get_or_compile(engine, &key, progress, || {
+    let module = cache.get_or_compile(engine, &key, progress, || {
         let bar = progress.spinner(&format!(
             "pre-initializing image `{}` (importing {}; once per runtime pin)",
             image.name,
@@ -48,8 +52,9 @@ pub fn module(
         ));
         let out = build(engine, runtime, image, &script);
         bar.finish_and_clear();
-        out
-    })
+        super::globals::export_mutable_globals(&out?)
+    })?;
+    Ok((module, key))
 }
 
 fn init_script(image: &Image) -> String {

@@ -93,6 +93,10 @@ pub struct ExecResult {
     /// is the host's, not the code's. Never set in process (`Sessions::InProcess`).
     #[serde(skip)]
     pub worker_lost: bool,
+    /// Something the caller should be told about the session itself, e.g. that its
+    /// hibernated state could not be restored and a new interpreter started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
 }
 
 impl ExecResult {
@@ -114,6 +118,7 @@ impl ExecResult {
             duration: Duration::ZERO,
             interpreter_reset: false,
             worker_lost: false,
+            notice: None,
         }
     }
 

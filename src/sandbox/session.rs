@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::disk::sha256_file;
 use tokio_util::sync::CancellationToken;
 
+use super::hibernate;
 use super::interp::{Clock, GUEST_DATA, Interpreter, TurnEnd};
 use super::limits::{MAX_CODE_BYTES, MIN_MEMORY_BYTES};
 use super::result::{ExecResult, FileChange, Outcome, PythonError};
@@ -51,6 +52,19 @@ pub struct Session {
     dirs: SessionDirs,
     interp: Option<Interpreter>,
     pub last_used: Instant,
+    /// Said in the next call's result (e.g. that a hibernated state could not be restored).
+    notice: Option<String>,
+}
+
+/// What one hibernation wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hibernated {
+    /// Bytes of the state file.
+    pub bytes: u64,
+    /// 4 KiB chunks of memory that differ from the image.
+    pub chunks: usize,
+    /// The interpreter's linear memory.
+    pub memory: u64,
 }
 
 impl std::fmt::Debug for Session {
@@ -74,7 +88,43 @@ impl Session {
             dirs,
             interp: None,
             last_used: Instant::now(),
+            notice: None,
         }
+    }
+
+    /// The session's state file (beside its folders; never visible to the guest).
+    pub fn state_path(&self) -> std::path::PathBuf {
+        state_path(&self.dirs)
+    }
+
+    /// Whether a hibernated state waits to be resumed (no interpreter is live).
+    pub fn is_hibernated(&self) -> bool {
+        self.interp.is_none() && self.state_path().exists()
+    }
+
+    /// Write the live interpreter's state to the session's state file, between calls (the
+    /// caller holds the session), and drop the interpreter unless `keep`. `None` if no
+    /// interpreter is live or it never ran a call (there is nothing to keep).
+    pub async fn hibernate(&mut self, keep: bool) -> anyhow::Result<Option<Hibernated>> {
+        let Some(interp) = self.interp.as_mut() else {
+            return Ok(None);
+        };
+        if !interp.installed {
+            self.interp = None;
+            return Ok(None);
+        }
+        let base = self.image.base_memory().await?;
+        let memory = interp.memory_bytes();
+        let encoded = interp.hibernate(self.image.state_key(), &base)?;
+        hibernate::write(&self.state_path(), &encoded.bytes)?;
+        if !keep {
+            self.interp = None;
+        }
+        Ok(Some(Hibernated {
+            bytes: encoded.bytes.len() as u64,
+            chunks: encoded.chunks,
+            memory,
+        }))
     }
 
     pub fn image_name(&self) -> &str {
@@ -106,10 +156,39 @@ impl Session {
 
     async fn ensure_interp(&mut self, limits: &Limits) -> Result<&mut Interpreter, SandboxError> {
         if self.interp.is_none() {
+            self.interp = match self.resume(limits.memory_bytes).await {
+                Ok(Some(interp)) => Some(interp),
+                Ok(None) => None,
+                Err(refused) => {
+                    tracing::warn!(session = %self.id, reason = %refused,
+                        "a hibernated state was not restored");
+                    let _ = hibernate::remove(&self.state_path());
+                    self.notice = Some(format!(
+                        "The session's saved interpreter state could not be restored ({refused}); \
+                         a new interpreter started: variables and imports from before are gone \
+                         (files in /mnt/data are kept)."
+                    ));
+                    None
+                }
+            };
+        }
+        if self.interp.is_none() {
             let interp = Interpreter::start(&self.image, &self.dirs, limits.memory_bytes).await?;
             self.interp = Some(interp);
         }
         Ok(self.interp.as_mut().expect("just set"))
+    }
+
+    /// The interpreter the session's state file holds, if it has one.
+    async fn resume(&self, memory_limit: u64) -> Result<Option<Interpreter>, hibernate::Refused> {
+        let path = self.state_path();
+        let Some(bytes) = hibernate::read(&path, hibernate::max_file_bytes(memory_limit))? else {
+            return Ok(None);
+        };
+        let parsed = hibernate::parse(&bytes, self.image.state_key(), memory_limit)?;
+        Interpreter::resume(&self.image, &self.dirs, memory_limit, &parsed)
+            .await
+            .map(Some)
     }
 
     /// Run `code` as the next cell. Blocking for the length of the call: run it on a thread
@@ -210,6 +289,7 @@ impl Session {
             duration: Duration::ZERO,
             interpreter_reset: false,
             worker_lost: false,
+            notice: self.notice.take(),
         };
         read_frames(&mut result, door.frames, &limits);
 
@@ -457,6 +537,7 @@ fn failed_setup(end: TurnEnd, stderr: &[u8], started: Instant) -> ExecResult {
         duration: started.elapsed(),
         interpreter_reset: true,
         worker_lost: false,
+        notice: None,
     }
 }
 
@@ -528,4 +609,12 @@ fn changed_files(dir: &Path, before: &FileState, after: &FileState) -> Vec<FileC
         .collect();
     out.sort_by(|a, b| a.relative.cmp(&b.relative));
     out
+}
+
+/// The state file of a session whose folders are `dirs` (their common parent holds it).
+pub(super) fn state_path(dirs: &SessionDirs) -> std::path::PathBuf {
+    dirs.data
+        .parent()
+        .unwrap_or(&dirs.data)
+        .join(hibernate::STATE_FILE)
 }

@@ -395,6 +395,7 @@ fn lost(why: &str, started: Instant) -> ExecResult {
         duration: started.elapsed(),
         interpreter_reset: true,
         worker_lost: true,
+        notice: None,
     }
 }
 
@@ -609,6 +610,12 @@ impl Worker {
             .arg(s.idle_ttl.as_millis().to_string())
             .arg("--max-live-memory")
             .arg((s.max_live_memory / n as u64).to_string())
+            .arg("--hibernate")
+            .arg(s.hibernate.to_string())
+            .arg("--hibernate-every-turn")
+            .arg(s.hibernate_every_turn.to_string())
+            .arg("--session-retention-secs")
+            .arg(s.session_retention.as_secs().to_string())
             .env_clear()
             .envs(
                 WORKER_ENV

@@ -199,6 +199,8 @@ pub struct WireResult {
     files: Vec<FileChange>,
     duration: Duration,
     interpreter_reset: bool,
+    #[serde(default)]
+    notice: Option<String>,
 }
 
 /// The [`Head::Done`] frame for `r`.
@@ -219,6 +221,7 @@ pub fn done(call: u64, r: ExecResult) -> Frame {
         files: r.files,
         duration: r.duration,
         interpreter_reset: r.interpreter_reset,
+        notice: r.notice,
     };
     Frame::with(
         Head::Done {
@@ -255,6 +258,7 @@ pub fn result_of(w: WireResult, blobs: Vec<Vec<u8>>) -> anyhow::Result<ExecResul
         duration: w.duration,
         interpreter_reset: w.interpreter_reset,
         worker_lost: false,
+        notice: w.notice,
     })
 }
 

@@ -61,6 +61,15 @@ pub struct WorkerArgs {
     /// [default: half the machine's memory].
     #[arg(long)]
     pub max_live_memory: Option<u64>,
+    /// Hibernate interpreters instead of dropping them (`true` or `false`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub hibernate: bool,
+    /// Also write each session's state after every call.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub hibernate_every_turn: bool,
+    /// A session unused this long (seconds) is deleted with its files.
+    #[arg(long, default_value_t = 30 * 24 * 3600)]
+    pub session_retention_secs: u64,
 }
 
 /// Run the worker until the server closes its stdin (or dies).
@@ -162,6 +171,9 @@ async fn serve(args: WorkerArgs, input: OwnedFd, output: OwnedFd) -> anyhow::Res
         max_live_memory: args.max_live_memory.unwrap_or(defaults.max_live_memory),
         // Workers export nothing: the server charges and stores Files.
         max_export_bytes: 0,
+        hibernate: args.hibernate,
+        hibernate_every_turn: args.hibernate_every_turn,
+        session_retention: Duration::from_secs(args.session_retention_secs),
     };
     let manager = SessionManager::with_warm_dir(
         Arc::new(sandbox),

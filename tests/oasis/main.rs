@@ -10,6 +10,7 @@ mod durability;
 mod expiry;
 mod files;
 mod helpers;
+mod hibernation;
 mod hostile;
 mod hostile2;
 mod hostile_net;

@@ -340,8 +340,10 @@ async fn writes_past_the_storage_quota_fail_with_enospc() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn evicted_sessions_keep_their_files_but_not_their_variables() {
+    // With hibernation off (see hibernation.rs for it on).
     let s = sessions(ManagerConfig {
         max_live: 2,
+        hibernate: false,
         ..ManagerConfig::default()
     })
     .await;
@@ -364,15 +366,17 @@ async fn evicted_sessions_keep_their_files_but_not_their_variables() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_interpreters_are_dropped_after_the_ttl() {
+    // With hibernation off (see hibernation.rs for it on).
     let s = sessions(ManagerConfig {
         idle_ttl: Duration::from_millis(100),
+        hibernate: false,
         ..ManagerConfig::default()
     })
     .await;
     run(&s, "idle", "w = 1").await;
     assert_eq!(s.manager.live_count(), 1);
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(s.manager.reap_idle(), 1);
+    assert_eq!(s.manager.reap_idle().await, 1);
     let r = run(&s, "idle", "'w' in globals()").await;
     assert_eq!(r.result.as_deref(), Some("False"));
 }
