@@ -20,5 +20,6 @@ mod runs;
 mod sandbox;
 mod upstream_fake;
 mod upstream_stream;
+mod vector_store_limits;
 mod vector_stores;
 mod workers;
