@@ -1,5 +1,5 @@
 //! Reading files into chunks: the store's `in_progress` files are the queue, worked through
-//! one at a time off the request path, and again after a restart.
+//! a few at a time off the request path, and again after a restart.
 
 use std::time::Duration;
 
@@ -17,12 +17,25 @@ const EMBED_BATCH: usize = 256;
 /// work).
 const IDLE_POLL: Duration = Duration::from_secs(5);
 
+/// Files read at once on this node, so that one slow file (a PDF that runs into the
+/// extraction time limit) does not hold up every other store's.
+const LANES: usize = 2;
+
 impl Vectors {
-    /// Work the ingestion queue until the task is dropped.
+    /// Work the ingestion queue until the task is dropped: [`LANES`] files at a time.
     pub async fn ingest_forever(self) {
+        futures::future::join_all((0..LANES).map(|_| self.clone().lane())).await;
+    }
+
+    async fn lane(self) {
         loop {
             match self.next_pending().await {
-                Ok(Some(f)) => self.ingest_one(f).await,
+                Ok(Some((f, claim))) => {
+                    // Another lane may be idle while more files wait.
+                    self.inner.wake.notify_one();
+                    self.ingest_one(f).await;
+                    drop(claim);
+                }
                 Ok(None) => {
                     let _ = tokio::time::timeout(IDLE_POLL, self.inner.wake.notified()).await;
                 }
@@ -34,12 +47,14 @@ impl Vectors {
         }
     }
 
-    /// The oldest file waiting to be read, in any store.
-    async fn next_pending(&self) -> anyhow::Result<Option<StoredVectorStoreFile>> {
+    /// The oldest file waiting to be read, in any store, that no other lane of this node is
+    /// reading, claimed for this lane.
+    async fn next_pending(&self) -> anyhow::Result<Option<(StoredVectorStoreFile, Claim)>> {
         let store = self.inner.store.clone();
         let found = tokio::task::spawn_blocking(move || {
+            // Other lanes hold at most LANES - 1 of the oldest: one more is free.
             let page = Page {
-                limit: 1,
+                limit: LANES,
                 order: Order::Asc,
                 after: None,
                 before: None,
@@ -51,7 +66,17 @@ impl Vectors {
             store.page::<StoredVectorStoreFile>(None, Some(&filter), &page)
         })
         .await??;
-        Ok(found.0.into_iter().next())
+        let mut claimed = self.inner.reading.lock().unwrap_or_else(|p| p.into_inner());
+        for f in found.0 {
+            if claimed.insert(f.key.clone()) {
+                let claim = Claim {
+                    vectors: self.clone(),
+                    key: f.key.clone(),
+                };
+                return Ok(Some((f, claim)));
+            }
+        }
+        Ok(None)
     }
 
     /// Read one file into chunks and vectors, and record the outcome (never left
@@ -170,5 +195,22 @@ fn finish_if_pending(
             &serde_json::to_string(f).map_err(|e| StoreError::Other(e.into()))?,
         ),
         _ => Ok(()),
+    }
+}
+
+/// A file a lane of this node is reading (released when dropped).
+struct Claim {
+    vectors: Vectors,
+    key: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.vectors
+            .inner
+            .reading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
     }
 }

@@ -65,6 +65,8 @@ struct Inner {
     wake: Notify,
     /// Told whenever a store's files change (a file read, added or removed).
     changes_seen: Notify,
+    /// Keys of the files this node's ingestion lanes are reading.
+    reading: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Vectors {
@@ -78,6 +80,7 @@ impl Vectors {
                 changes: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
                 changes_seen: Notify::new(),
+                reading: Mutex::new(Default::default()),
             }),
         }
     }

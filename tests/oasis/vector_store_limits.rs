@@ -598,6 +598,45 @@ async fn a_pdf_inflating_past_the_memory_bound_is_stopped() {
     app.stop().await;
 }
 
+/// A PDF that takes the extractor until its time limit (10,000 pages sharing one content
+/// stream of 40,000 operators) does not hold up another store's small file: files are read
+/// several at a time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_file_does_not_hold_up_other_stores() {
+    let app = TestApp::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slow.pdf");
+    let ops = "1 0 0 1 0 0 cm\n".repeat(40_000);
+    let pages = 10_000;
+    let mut pdf = PdfFile::create(&path);
+    pdf.object("<< /Type /Catalog /Pages 2 0 R >>");
+    let kids: Vec<String> = (0..pages).map(|i| format!("{} 0 R", 4 + i)).collect();
+    pdf.object(&format!(
+        "<< /Type /Pages /Kids [{}] /Count {pages} >>",
+        kids.join(" ")
+    ));
+    pdf.stream("", ops.as_bytes());
+    for _ in 0..pages {
+        pdf.object("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R >>");
+    }
+    pdf.finish();
+    let slow = upload_path(&app, "slow.pdf", &path).await;
+    let slow_vs = store_of(&app, "slow", &[&slow]).await;
+    let small = upload(&app, "note.md", b"The quokka smiles.".to_vec()).await;
+    let small_vs = store_of(&app, "small", &[&small]).await;
+    let f = settled(&app, &small_vs, &small, Duration::from_secs(60)).await;
+    assert_eq!(f["status"], "completed", "{f}");
+    let (_, s) = app
+        .get(&format!("/v1/vector_stores/{slow_vs}/files/{slow}"))
+        .await;
+    assert_eq!(
+        s["status"], "in_progress",
+        "the slow PDF was done before the small file, so this proves nothing: {s}"
+    );
+    finds(&app, &small_vs, &small, "quokka").await;
+    app.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2,000 files in one batch
 
