@@ -1,6 +1,8 @@
 //! `oasis bench sandbox`: latency percentiles and memory of the sandbox, printed (never asserted).
-//! `oasis bench retrieval` is in `bench/retrieval.rs`.
+//! Its hibernation section is in `bench/hibernation.rs`; `oasis bench retrieval` is in
+//! `bench/retrieval.rs`.
 
+pub mod hibernation;
 pub mod retrieval;
 
 use std::path::Path;
@@ -11,8 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::sandbox::{
-    DEFAULT_IMAGE, ExecOptions, ManagerConfig, Outcome, Progress, Sandbox, Session, SessionDirs,
-    SessionManager,
+    DEFAULT_IMAGE, ExecOptions, LoadedImage, ManagerConfig, Outcome, Progress, Sandbox, Session,
+    SessionDirs, SessionManager,
 };
 
 #[derive(Debug, clap::Args)]
@@ -26,6 +28,18 @@ pub struct SandboxBenchArgs {
     /// Idle sessions to hold open for the memory measurement.
     #[arg(long, default_value_t = 50)]
     pub idle_sessions: usize,
+    /// Run one section only.
+    #[arg(long, value_enum)]
+    pub only: Option<Section>,
+}
+
+/// A section of `oasis bench sandbox`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    /// New sessions, warm turns, the chart, idle memory.
+    Latency,
+    /// Hibernate and resume (issue 11), and the cost of `hibernate_every_turn`.
+    Hibernation,
 }
 
 /// The CSV→PNG chart every chart benchmark runs.
@@ -87,25 +101,13 @@ fn rss_bytes() -> u64 {
 }
 
 pub fn sandbox(data_dir: &Path, args: SandboxBenchArgs) -> anyhow::Result<()> {
-    let sandbox = Sandbox::open(data_dir, Progress::stderr())?;
+    let sandbox = Arc::new(Sandbox::open(data_dir, Progress::stderr())?);
     let image = sandbox.image(&args.image)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let scratch = tempfile::tempdir()?;
-    let opts = ExecOptions::default();
     let n = args.samples.max(3);
-    let mk = |i: usize, name: &str| {
-        let dir = scratch.path().join(format!("{name}-{i}"));
-        Session::new(
-            format!("{name}-{i}"),
-            image.clone(),
-            SessionDirs {
-                data: dir.join("data"),
-                tmp: dir.join("tmp"),
-            },
-        )
-    };
     println!(
         "oasis bench sandbox: image `{}` (warm = {:?})",
         image.image.name, image.image.warm
@@ -127,12 +129,42 @@ pub fn sandbox(data_dir: &Path, args: SandboxBenchArgs) -> anyhow::Result<()> {
             )
             .unwrap_or_default()
     );
+    if args.only != Some(Section::Hibernation) {
+        latency(&rt, &sandbox, &image, scratch.path(), &args)?;
+    }
+    if args.only != Some(Section::Latency) {
+        hibernation::run(&rt, &sandbox, &image, scratch.path(), n)?;
+    }
+    Ok(())
+}
+
+/// New sessions, warm turns, the chart against native CPython, idle sessions' memory.
+fn latency(
+    rt: &tokio::runtime::Runtime,
+    sandbox: &Arc<Sandbox>,
+    image: &Arc<LoadedImage>,
+    scratch: &Path,
+    args: &SandboxBenchArgs,
+) -> anyhow::Result<()> {
+    let opts = ExecOptions::default();
+    let n = args.samples.max(3);
+    let mk = |i: usize, name: &str| {
+        let dir = scratch.join(format!("{name}-{i}"));
+        Session::new(
+            format!("{name}-{i}"),
+            image.clone(),
+            SessionDirs {
+                data: dir.join("data"),
+                tmp: dir.join("tmp"),
+            },
+        )
+    };
 
     // 1. New session + print(1): through the session manager, with its warm pool topped up
     //    between samples (as between new threads on a server), and without a pool.
     let manager = SessionManager::new(
-        Arc::new(sandbox),
-        scratch.path().join("sessions"),
+        sandbox.clone(),
+        scratch.join("sessions"),
         ManagerConfig::default(),
     );
     let wait_warm = |m: &SessionManager| {

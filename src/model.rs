@@ -321,12 +321,29 @@ pub struct UploadPart {
 pub enum Tool {
     CodeInterpreter,
     FileSearch {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "object_only"
+        )]
         file_search: Option<FileSearchOptions>,
     },
     Function {
         function: FunctionDef,
     },
+}
+
+/// An optional struct read only from a JSON object (serde would also take an array, filling
+/// the fields in order).
+fn object_only<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::Error;
+    let map: Option<serde_json::Map<String, serde_json::Value>> = Option::deserialize(d)?;
+    map.map(|m| serde_json::from_value(serde_json::Value::Object(m)).map_err(D::Error::custom))
+        .transpose()
 }
 
 /// The `file_search` tool's overrides.

@@ -323,11 +323,13 @@ impl Settings {
                 hibernate_every_turn: k
                     .hibernate_every_turn
                     .unwrap_or(defaults.hibernate_every_turn),
-                session_retention: k
-                    .session_retention_days
-                    .map_or(defaults.session_retention, |d| {
-                        Duration::from_secs(d.saturating_mul(24 * 3600))
-                    }),
+                session_retention: match k.session_retention_days {
+                    None => defaults.session_retention,
+                    Some(d @ 1..=36_500) => Duration::from_secs(d * 24 * 3600),
+                    Some(d) => {
+                        anyhow::bail!("session_retention_days must be 1 to 36500, not {d}")
+                    }
+                },
             },
             isolation: k.isolation.unwrap_or(Isolation::Process),
             sandbox_workers,
@@ -485,6 +487,7 @@ pub async fn serve(
         .vectors
         .clone()
         .map(|v| tokio::spawn(v.ingest_forever()));
+    let sessions = state.sessions.clone();
     let app = api::router(state);
     let served = api::serve_http(listener, app, limits, shutdown)
         .await
@@ -492,6 +495,12 @@ pub async fn serve(
     sweeper.abort();
     if let Some(i) = ingester {
         i.abort();
+    }
+    // Requests in flight are answered: put the live interpreters to sleep, so their sessions
+    // resume after a restart, then stop the sandbox workers.
+    if let Some(sessions) = sessions {
+        let n = sessions.shutdown(Sessions::SHUTDOWN_BUSY_WAIT).await;
+        tracing::info!(hibernated = n, "sandbox sessions hibernated");
     }
     served
 }
@@ -575,7 +584,7 @@ pub fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async {
+    let served = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(settings.addr)
             .await
             .with_context(|| format!("binding {}", settings.addr))?;
@@ -585,7 +594,11 @@ pub fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
         // wait in the backlog until `serve` accepts them.
         eprintln!("oasis: listening on http://{}", listener.local_addr()?);
         serve(listener, state, shutdown_signal()).await
-    })
+    });
+    // Guest code still running on a blocking thread (a run's cell at shutdown) is not waited
+    // for beyond this: its session keeps its last hibernated state.
+    rt.shutdown_timeout(Duration::from_secs(5));
+    served
 }
 
 #[cfg(test)]
@@ -601,6 +614,30 @@ mod tests {
         assert_eq!(connection_cap(1024, Some(1024)), 768);
         assert_eq!(connection_cap(100, Some(1024)), 100);
         assert_eq!(connection_cap(1024, Some(64)), 16);
+    }
+
+    #[test]
+    fn hibernation_knobs_reach_the_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = ServeArgs::default();
+        let s = Settings::resolve(dir.path(), &args).unwrap();
+        assert!(s.sessions.hibernate && !s.sessions.hibernate_every_turn);
+        assert_eq!(
+            s.sessions.session_retention,
+            Duration::from_secs(30 * 24 * 3600)
+        );
+        args.knobs.hibernate = Some(false);
+        args.knobs.hibernate_every_turn = Some(true);
+        args.knobs.session_retention_days = Some(2);
+        let s = Settings::resolve(dir.path(), &args).unwrap();
+        assert!(!s.sessions.hibernate && s.sessions.hibernate_every_turn);
+        assert_eq!(
+            s.sessions.session_retention,
+            Duration::from_secs(2 * 24 * 3600)
+        );
+        // 0 days would delete every session at once.
+        args.knobs.session_retention_days = Some(0);
+        assert!(Settings::resolve(dir.path(), &args).is_err());
     }
 
     #[test]

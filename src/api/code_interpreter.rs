@@ -1,6 +1,7 @@
 //! Oasis's own code-interpreter endpoints: run code in a session without assistants.
 //!
 //! - `POST /v1/code_interpreter/execute` `{code, session_id?, file_ids?, timeout_ms?, image?, stream?}`
+//! - `GET /v1/code_interpreter/sessions/{id}` (live, hibernated or idle; state bytes; last used)
 //! - `GET /v1/code_interpreter/sessions/{id}/files`
 //! - `DELETE /v1/code_interpreter/sessions/{id}`
 
@@ -13,7 +14,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use futures::StreamExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -22,7 +23,10 @@ use serde_json::json;
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
 use super::files::{blob_path, clean_filename, create_from_bytes};
-use super::wire::{Deleted, ListTag, SessionDeleted, SessionFile, SessionFileList, SessionId};
+use super::wire::{
+    Deleted, ListTag, SessionDeleted, SessionFile, SessionFileList, SessionId, SessionObject,
+    SessionStatus, SessionTag,
+};
 use super::{AppState, blocking};
 use crate::model::{FileObject, FileRef, Thread, new_id};
 use crate::sandbox::{
@@ -39,7 +43,7 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/v1/code_interpreter/sessions/{session_id}",
-            delete(end_session),
+            get(get_session).delete(end_session),
         )
 }
 
@@ -81,6 +85,10 @@ pub struct ExecuteResponse {
     #[schemars(range(min = 0))]
     pub duration_ms: f64,
     pub truncated: bool,
+    /// What to know about the session's state, when there is something: its saved
+    /// interpreter could not be restored (a new one started), or the sandbox worker running
+    /// the call died.
+    pub notice: Option<String>,
 }
 
 /// How an execute call ended.
@@ -453,6 +461,7 @@ impl Call {
             outputs,
             files,
             duration_ms: r.duration.as_secs_f64() * 1000.0,
+            notice: r.notice,
         })
     }
 }
@@ -474,6 +483,33 @@ async fn list_files(
         object: ListTag,
         session_id: id,
         data,
+    }))
+}
+
+async fn get_session(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SessionObject>> {
+    let Some(info) = sessions(&state)?.info(&id).await? else {
+        return Err(ApiError::not_found("session", &id));
+    };
+    let status = if info.live {
+        SessionStatus::Live
+    } else if info.hibernated {
+        SessionStatus::Hibernated
+    } else {
+        SessionStatus::Idle
+    };
+    let last_used_at = info
+        .last_used
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_secs()).ok());
+    Ok(Json(SessionObject {
+        id,
+        object: SessionTag,
+        status,
+        state_bytes: info.state_bytes,
+        last_used_at,
     }))
 }
 

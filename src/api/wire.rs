@@ -25,6 +25,8 @@ object_tag! {
     ThreadDeleted = "thread.deleted";
     /// `"thread.message.deleted"`.
     MessageDeleted = "thread.message.deleted";
+    /// `"code_interpreter.session"`.
+    SessionTag = "code_interpreter.session";
     /// `"code_interpreter.session.deleted"`.
     SessionDeleted = "code_interpreter.session.deleted";
     /// `"vector_store.deleted"`.
@@ -156,6 +158,31 @@ impl JsonSchema for SessionId {
 pub struct SessionFile {
     pub path: String,
     pub bytes: u64,
+}
+
+/// `GET /v1/code_interpreter/sessions/{id}`: a session's interpreter and when it was used.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "CodeInterpreterSession")]
+pub struct SessionObject {
+    pub id: String,
+    pub object: SessionTag,
+    pub status: SessionStatus,
+    /// Bytes of the session's hibernated interpreter state on disk (0 if none).
+    pub state_bytes: u64,
+    /// When a call last ended on the session (Unix seconds).
+    pub last_used_at: Option<i64>,
+}
+
+/// Where a session's interpreter is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// In memory (or running a call).
+    Live,
+    /// Written to disk; the next call resumes it, variables and imports included.
+    Hibernated,
+    /// Neither: the next call starts a new interpreter (its files in /mnt/data are kept).
+    Idle,
 }
 
 /// `GET /v1/code_interpreter/sessions/{id}/files`.

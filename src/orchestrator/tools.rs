@@ -339,7 +339,13 @@ impl Orchestrator {
         if r.outcome == Outcome::Cancelled && stop.expired() {
             r.detail = Some("execution was stopped: the run expired".into());
         }
-        let mut logs = r.stdout.clone();
+        // What the session's state went through (a saved interpreter that could not be
+        // restored) comes first, so the step's logs and the model both see it.
+        let mut logs = match &r.notice {
+            Some(n) => format!("[{n}]\n"),
+            None => String::new(),
+        };
+        logs.push_str(&r.stdout);
         if let Some(v) = &r.result {
             logs.push_str(v);
             logs.push('\n');

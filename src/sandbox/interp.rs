@@ -111,8 +111,10 @@ impl Interpreter {
         dirs: &SessionDirs,
         memory_bytes: u64,
         state: &hibernate::Parsed<'_>,
+        timings: &mut hibernate::ResumeTimings,
     ) -> Result<Interpreter, hibernate::Refused> {
         let internal = |e: anyhow::Error| hibernate::Refused(format!("{e:#}"));
+        let started = Instant::now();
         for d in [&dirs.data, &dirs.tmp.join("home")] {
             std::fs::create_dir_all(d)
                 .map_err(|e| hibernate::Refused(format!("creating {}: {e}", d.display())))?;
@@ -121,6 +123,8 @@ impl Interpreter {
         let mut interp = Self::instantiate(image, dirs, memory_bytes, host.monotonic_ns)
             .await
             .map_err(internal)?;
+        let instantiated = Instant::now();
+        timings.instantiate = instantiated - started;
         let have = interp.memory.data_size(&interp.store) as u64;
         let want = state.memory_bytes();
         if want < have {
@@ -167,11 +171,19 @@ impl Interpreter {
         }
         interp.installed = host.installed;
         interp.figures_hooked = host.figures_hooked;
+        timings.apply = instantiated.elapsed();
         Ok(interp)
     }
 
     /// This interpreter's state, to be written and resumed later: call it between turns only.
-    pub fn hibernate(&mut self, key: &str, base: &[u8]) -> anyhow::Result<hibernate::Encoded> {
+    /// With `pagemap` (the image passed [`hibernate::pagemap_probe`]), chunks the kernel shows
+    /// untouched are not compared.
+    pub fn hibernate(
+        &mut self,
+        key: &str,
+        base: &[u8],
+        pagemap: bool,
+    ) -> anyhow::Result<hibernate::Encoded> {
         let mut globals = vec![];
         for (name, g) in &self.globals {
             let (kind, bits) = match g.get(&mut self.store) {
@@ -192,12 +204,28 @@ impl Interpreter {
             figures_hooked: self.figures_hooked,
             monotonic_ns: self.monotonic.now_ns(),
         };
-        hibernate::encode(key, self.memory.data(&self.store), base, globals, host)
+        let memory = self.memory.data(&self.store);
+        let started = Instant::now();
+        let clean = if pagemap {
+            hibernate::clean_chunks(memory)
+        } else {
+            None
+        };
+        let pagemap_time = started.elapsed();
+        let mut encoded = hibernate::encode(key, memory, base, clean.as_deref(), globals, host)?;
+        encoded.timings.diff += pagemap_time;
+        Ok(encoded)
     }
 
     /// A copy of the instance's linear memory (the image's fresh memory, before any turn).
     pub fn memory_copy(&self) -> Vec<u8> {
         self.memory.data(&self.store).to_vec()
+    }
+
+    /// Whether the kernel's pagemap tells this instance's written pages from the image's
+    /// ([`hibernate::pagemap_probe`]). Changes a byte of memory: only for a scratch instance.
+    pub fn pagemap_probe(&mut self) -> bool {
+        hibernate::pagemap_probe(self.memory.data_mut(&mut self.store))
     }
 
     /// A fresh instance of the image over `dirs` (which must exist), its monotonic clock

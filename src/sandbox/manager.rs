@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::sync::Semaphore;
 
-use super::hibernate;
 use super::interp::Interpreter;
 use super::result::ExecResult;
 use super::session::{ExecOptions, Session};
@@ -79,31 +78,15 @@ impl Default for ManagerConfig {
     }
 }
 
+mod lifecycle;
+
+pub use lifecycle::SessionInfo;
+pub(super) use lifecycle::info_on_disk;
+use lifecycle::mark_used;
+
 type Slot = Arc<tokio::sync::Mutex<Session>>;
 /// A session taken (locked) to have its interpreter hibernated or dropped.
 type Victim = tokio::sync::OwnedMutexGuard<Session>;
-
-/// What [`SessionManager::info`] reports of a session.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SessionInfo {
-    /// An interpreter is live (in memory).
-    pub live: bool,
-    /// No interpreter is live, and a hibernated state waits to be resumed.
-    pub hibernated: bool,
-    /// Bytes of its hibernated state (0 if none).
-    pub state_bytes: u64,
-    /// When a call last ended on it.
-    pub last_used: Option<std::time::SystemTime>,
-}
-
-/// Mark a session used now: its folder's modification time is what retention reads.
-fn mark_used(state_path: &Path) {
-    if let Some(dir) = state_path.parent()
-        && let Ok(f) = std::fs::File::open(dir)
-    {
-        let _ = f.set_modified(std::time::SystemTime::now());
-    }
-}
 
 /// Folder under the root that holds the warm pool's folders (not a valid session id).
 const WARM_DIR: &str = ".warm";
@@ -133,6 +116,9 @@ struct Inner {
     warm: Mutex<Vec<Pooled>>,
     warm_seq: AtomicU64,
     refilling: AtomicBool,
+    /// In a sandbox worker: (its index, how many there are). It owns the sessions whose ids
+    /// shard to it, and sweeps only those for retention.
+    shard: Option<(usize, usize)>,
 }
 
 /// A started interpreter waiting for a new session, on its own fresh folders.
@@ -161,16 +147,28 @@ pub fn valid_session_id(id: &str) -> bool {
 
 impl SessionManager {
     pub fn new(sandbox: Arc<Sandbox>, root: impl Into<PathBuf>, config: ManagerConfig) -> Self {
-        Self::with_warm_dir(sandbox, root, config, WARM_DIR)
+        Self::with_warm_dir(sandbox, root, config, WARM_DIR, None)
     }
 
-    /// A manager whose warm pool lives in `root/<warm>` (`warm` must not be a valid session
-    /// id), for several managers sharing one root (one per sandbox worker process).
-    pub fn with_warm_dir(
+    /// The manager of sandbox worker `index` of `workers` sharing one root: its warm pool
+    /// lives in `root/.warm-<index>`, and it sweeps only the sessions that shard to it.
+    pub fn in_worker(
+        sandbox: Arc<Sandbox>,
+        root: impl Into<PathBuf>,
+        config: ManagerConfig,
+        index: usize,
+        workers: usize,
+    ) -> Self {
+        let warm = format!("{WARM_DIR}-{index}");
+        Self::with_warm_dir(sandbox, root, config, &warm, Some((index, workers.max(1))))
+    }
+
+    fn with_warm_dir(
         sandbox: Arc<Sandbox>,
         root: impl Into<PathBuf>,
         config: ManagerConfig,
         warm: &str,
+        shard: Option<(usize, usize)>,
     ) -> Self {
         debug_assert!(!valid_session_id(warm));
         let pool = Arc::new(Semaphore::new(config.max_parallel.max(1)));
@@ -189,6 +187,7 @@ impl SessionManager {
                 warm: Mutex::new(Vec::new()),
                 warm_seq: AtomicU64::new(0),
                 refilling: AtomicBool::new(false),
+                shard,
             }),
         }
     }
@@ -464,153 +463,6 @@ impl SessionManager {
         victims
     }
 
-    /// Put interpreters taken for eviction to sleep: hibernated (when on; discarded if that
-    /// fails) or discarded. Their sessions stay locked meanwhile, so no call runs on one
-    /// half-written.
-    async fn retire(&self, victims: Vec<Victim>) {
-        for mut s in victims {
-            if self.inner.config.hibernate {
-                let handle = tokio::runtime::Handle::current();
-                let done = tokio::task::spawn_blocking(move || {
-                    let r = handle.block_on(s.hibernate(false));
-                    if let Err(e) = &r {
-                        tracing::warn!(session = %s.id, error = %e,
-                            "could not hibernate; the interpreter is discarded");
-                        let _ = hibernate::remove(&s.state_path());
-                    }
-                    s.evict();
-                })
-                .await;
-                if done.is_err() {
-                    tracing::warn!("hibernating an interpreter panicked");
-                }
-            } else {
-                s.evict();
-            }
-        }
-    }
-
-    /// Hibernate every live interpreter (a graceful shutdown): waits for calls in flight.
-    pub async fn hibernate_all(&self) -> usize {
-        let slots: Vec<Slot> = self
-            .inner
-            .sessions
-            .lock()
-            .expect("sessions lock")
-            .values_mut()
-            .map(|e| {
-                e.memory = 0;
-                e.slot.clone()
-            })
-            .collect();
-        let mut victims = vec![];
-        for slot in slots {
-            let s = slot.lock_owned().await;
-            if s.is_live() {
-                victims.push(s);
-            }
-        }
-        let n = victims.len();
-        if self.inner.config.hibernate {
-            self.retire(victims).await;
-        }
-        n
-    }
-
-    /// What is known of session `id`: whether its interpreter is live or hibernated, the
-    /// bytes its state takes, when it was last used. `None` if it has no folder.
-    pub fn info(&self, id: &str) -> Result<Option<SessionInfo>, SandboxError> {
-        if !valid_session_id(id) {
-            return Err(SandboxError::InvalidSessionId(id.to_string()));
-        }
-        let dir = self.inner.root.join(id);
-        let Ok(meta) = std::fs::metadata(&dir) else {
-            return Ok(None);
-        };
-        let live = self
-            .inner
-            .sessions
-            .lock()
-            .expect("sessions lock")
-            .get(id)
-            .is_some_and(|e| e.slot.try_lock().map(|s| s.is_live()).unwrap_or(true));
-        let state = std::fs::metadata(dir.join(hibernate::STATE_FILE)).ok();
-        Ok(Some(SessionInfo {
-            live,
-            hibernated: !live && state.is_some(),
-            state_bytes: state.as_ref().map_or(0, |m| m.len()),
-            last_used: meta.modified().ok(),
-        }))
-    }
-
-    /// Delete sessions unused for longer than `session_retention` (folders, files, state);
-    /// returns how many.
-    pub async fn sweep_retired(&self) -> usize {
-        let retention = self.inner.config.session_retention;
-        let root = self.inner.root.clone();
-        let old: Vec<String> = tokio::task::spawn_blocking(move || {
-            let Ok(rd) = std::fs::read_dir(&root) else {
-                return vec![];
-            };
-            rd.flatten()
-                .filter_map(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    let age = e.metadata().ok()?.modified().ok()?.elapsed().ok()?;
-                    (valid_session_id(&name) && age > retention).then_some(name)
-                })
-                .collect()
-        })
-        .await
-        .unwrap_or_default();
-        let mut n = 0;
-        for id in old {
-            // A session in use was marked used when its last call ended; one busy now is not
-            // old: `remove` waits for it, so check again after.
-            let busy = self
-                .inner
-                .sessions
-                .lock()
-                .expect("sessions lock")
-                .get(&id)
-                .is_some_and(|e| e.last_used.elapsed() < retention);
-            if busy {
-                continue;
-            }
-            match self.remove(&id).await {
-                Ok(true) => n += 1,
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(session = %id, error = %e, "could not delete a retired session")
-                }
-            }
-        }
-        n
-    }
-
-    /// Hibernate (or drop) interpreters idle longer than the TTL. Returns how many.
-    pub async fn reap_idle(&self) -> usize {
-        let ttl = self.inner.config.idle_ttl;
-        let mut victims = vec![];
-        for e in self
-            .inner
-            .sessions
-            .lock()
-            .expect("sessions lock")
-            .values_mut()
-            .filter(|e| e.last_used.elapsed() >= ttl)
-        {
-            if let Ok(s) = e.slot.clone().try_lock_owned()
-                && s.is_live()
-            {
-                victims.push(s);
-                e.memory = 0;
-            }
-        }
-        let n = victims.len();
-        self.retire(victims).await;
-        n
-    }
-
     /// Linear memory held by live interpreters, as of their last calls.
     pub fn live_memory(&self) -> u64 {
         self.inner
@@ -620,28 +472,6 @@ impl SessionManager {
             .values()
             .map(|e| e.memory)
             .sum()
-    }
-
-    /// Run [`Self::reap_idle`] periodically until the manager is dropped.
-    pub fn spawn_reaper(&self) -> tokio::task::JoinHandle<()> {
-        let weak = Arc::downgrade(&self.inner);
-        let period = (self.inner.config.idle_ttl / 4)
-            .clamp(Duration::from_millis(50), Duration::from_secs(60));
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(period).await;
-                let Some(inner) = weak.upgrade() else { return };
-                let m = SessionManager { inner };
-                let n = m.reap_idle().await;
-                if n > 0 {
-                    tracing::debug!(evicted = n, "idle interpreters hibernated or dropped");
-                }
-                let n = m.sweep_retired().await;
-                if n > 0 {
-                    tracing::info!(deleted = n, "sessions past their retention deleted");
-                }
-            }
-        })
     }
 
     /// Number of live interpreters (sessions busy right now count as live).
@@ -674,6 +504,12 @@ impl SessionManager {
     /// start over on a new interpreter and empty folders. Calls never overlap, and a session is
     /// either gone or whole.
     pub async fn remove(&self, id: &str) -> Result<bool, SandboxError> {
+        self.remove_unless(id, || false).await
+    }
+
+    /// [`Self::remove`], unless `keep` (asked once the session is held, so no call runs)
+    /// says to keep it; then `Ok(false)`.
+    async fn remove_unless(&self, id: &str, keep: impl Fn() -> bool) -> Result<bool, SandboxError> {
         if !valid_session_id(id) {
             return Err(SandboxError::InvalidSessionId(id.to_string()));
         }
@@ -685,9 +521,15 @@ impl SessionManager {
             .get(id)
             .map(|e| e.slot.clone());
         let Some(slot) = slot else {
+            if keep() {
+                return Ok(false);
+            }
             return remove_session_dirs(&self.inner.root, id);
         };
         let mut session = slot.lock().await;
+        if keep() {
+            return Ok(false);
+        }
         session.evict();
         let existed = remove_session_dirs(&self.inner.root, id);
         let mut sessions = self.inner.sessions.lock().expect("sessions lock");

@@ -34,13 +34,14 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use wasmtime::{Engine, InstancePre, Linker};
 
+pub use hibernate::{HibernateTimings, ResumeTimings};
 pub use image::{DEFAULT_IMAGE, Image, Warm};
 pub use limits::Limits;
 pub use manager::{ManagerConfig, SessionInfo, SessionManager};
 pub use progress::Progress;
 pub use result::{ExecResult, FileChange, Outcome, PythonError};
 pub use runtime::{Pin, Runtime};
-pub use session::{ExecOptions, InputFile, Session};
+pub use session::{ExecOptions, Hibernated, InputFile, Session};
 pub use sessions::Sessions;
 pub use supervisor::{Supervisor, SupervisorConfig, shard_of};
 pub use wasi::{OutputTap, StreamKind};
@@ -168,7 +169,15 @@ pub struct LoadedImage {
     state_key: String,
     /// A fresh instance's linear memory, which hibernated states are diffed against (made on
     /// first use).
-    base: tokio::sync::OnceCell<Arc<Vec<u8>>>,
+    base: tokio::sync::OnceCell<Arc<BaseMemory>>,
+}
+
+/// An image's fresh linear memory, and whether the kernel's pagemap may be used to skip the
+/// chunks of an instance that still hold it ([`hibernate::pagemap_probe`]).
+#[derive(Debug)]
+pub struct BaseMemory {
+    pub bytes: Vec<u8>,
+    pub pagemap: bool,
 }
 
 impl LoadedImage {
@@ -178,7 +187,7 @@ impl LoadedImage {
     }
 
     /// The image's fresh linear memory (instantiated once, on scratch folders).
-    pub async fn base_memory(&self) -> anyhow::Result<Arc<Vec<u8>>> {
+    pub async fn base_memory(&self) -> anyhow::Result<Arc<BaseMemory>> {
         self.base
             .get_or_try_init(|| async {
                 let scratch = tempfile::tempdir().context("creating a scratch folder")?;
@@ -189,8 +198,14 @@ impl LoadedImage {
                 std::fs::create_dir_all(&dirs.data)?;
                 std::fs::create_dir_all(&dirs.tmp)?;
                 let limit = self.image.limits().memory_bytes;
-                let interp = interp::Interpreter::instantiate(self, &dirs, limit, 0).await?;
-                Ok(Arc::new(interp.memory_copy()))
+                let mut interp = interp::Interpreter::instantiate(self, &dirs, limit, 0).await?;
+                let bytes = interp.memory_copy();
+                let pagemap = interp.pagemap_probe();
+                if !pagemap {
+                    tracing::info!(image = %self.image.name,
+                        "hibernation compares every chunk (the pagemap cannot tell written pages)");
+                }
+                Ok(Arc::new(BaseMemory { bytes, pagemap }))
             })
             .await
             .cloned()

@@ -54,6 +54,8 @@ pub struct Session {
     pub last_used: Instant,
     /// Said in the next call's result (e.g. that a hibernated state could not be restored).
     notice: Option<String>,
+    /// Where the last resume's time went (`None` until one succeeds).
+    last_resume: Option<hibernate::ResumeTimings>,
 }
 
 /// What one hibernation wrote.
@@ -65,6 +67,8 @@ pub struct Hibernated {
     pub chunks: usize,
     /// The interpreter's linear memory.
     pub memory: u64,
+    /// Where the time went.
+    pub timings: hibernate::HibernateTimings,
 }
 
 impl std::fmt::Debug for Session {
@@ -89,6 +93,7 @@ impl Session {
             interp: None,
             last_used: Instant::now(),
             notice: None,
+            last_resume: None,
         }
     }
 
@@ -115,15 +120,20 @@ impl Session {
         }
         let base = self.image.base_memory().await?;
         let memory = interp.memory_bytes();
-        let encoded = interp.hibernate(self.image.state_key(), &base)?;
+        let mut encoded = interp.hibernate(self.image.state_key(), &base.bytes, base.pagemap)?;
+        let t = Instant::now();
         hibernate::write(&self.state_path(), &encoded.bytes)?;
+        encoded.timings.write = t.elapsed();
         if !keep {
+            let t = Instant::now();
             self.interp = None;
+            encoded.timings.release = t.elapsed();
         }
         Ok(Some(Hibernated {
             bytes: encoded.bytes.len() as u64,
             chunks: encoded.chunks,
             memory,
+            timings: encoded.timings,
         }))
     }
 
@@ -139,6 +149,11 @@ impl Session {
     /// Bytes of linear memory its interpreter holds (0 if none is live).
     pub fn memory_bytes(&self) -> u64 {
         self.interp.as_ref().map_or(0, Interpreter::memory_bytes)
+    }
+
+    /// Where the time of this session's last resume went, taken (for `oasis bench sandbox`).
+    pub fn take_last_resume(&mut self) -> Option<hibernate::ResumeTimings> {
+        self.last_resume.take()
     }
 
     /// Drop the interpreter; files stay.
@@ -180,15 +195,28 @@ impl Session {
     }
 
     /// The interpreter the session's state file holds, if it has one.
-    async fn resume(&self, memory_limit: u64) -> Result<Option<Interpreter>, hibernate::Refused> {
+    async fn resume(
+        &mut self,
+        memory_limit: u64,
+    ) -> Result<Option<Interpreter>, hibernate::Refused> {
+        let started = Instant::now();
         let path = self.state_path();
         let Some(bytes) = hibernate::read(&path, hibernate::max_file_bytes(memory_limit))? else {
             return Ok(None);
         };
+        let read = started.elapsed();
         let parsed = hibernate::parse(&bytes, self.image.state_key(), memory_limit)?;
-        Interpreter::resume(&self.image, &self.dirs, memory_limit, &parsed)
-            .await
-            .map(Some)
+        let mut timings = hibernate::ResumeTimings {
+            read,
+            check: started.elapsed() - read,
+            ..Default::default()
+        };
+        let interp =
+            Interpreter::resume(&self.image, &self.dirs, memory_limit, &parsed, &mut timings)
+                .await?;
+        timings.total = started.elapsed();
+        self.last_resume = Some(timings);
+        Ok(Some(interp))
     }
 
     /// Run `code` as the next cell. Blocking for the length of the call: run it on a thread
@@ -376,7 +404,7 @@ impl Session {
                 self.finish(&mut result, deadline, &cancel, &limits).await;
             }
         } else {
-            self.interp = None;
+            self.discard_interp();
             result.interpreter_reset = true;
         }
         // An uncaught MemoryError is the memory limit, whether the cap refused a grow or
@@ -457,8 +485,17 @@ impl Session {
                 tracing::warn!(session = %self.id, end = ?other, "post-turn hook failed; replacing the interpreter");
             }
         }
-        self.interp = None;
+        self.discard_interp();
         result.interpreter_reset = true;
+    }
+
+    /// The interpreter ended mid-call (timeout, cancel, crash, exit): the next call starts a
+    /// new one, so an older hibernated state must not come back in its place.
+    fn discard_interp(&mut self) {
+        self.interp = None;
+        if let Err(e) = hibernate::remove(&self.state_path()) {
+            tracing::warn!(session = %self.id, error = %e, "could not remove a stale hibernated state");
+        }
     }
 }
 

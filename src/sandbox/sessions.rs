@@ -2,14 +2,18 @@
 //! this process ([`SessionManager`]) or in supervised worker processes ([`Supervisor`]).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::image::Image;
 use super::limits::Limits;
-use super::manager::{SessionManager, charge_export};
+use super::manager::{SessionInfo, SessionManager, charge_export};
 use super::result::ExecResult;
 use super::session::ExecOptions;
 use super::supervisor::Supervisor;
 use super::{DEFAULT_IMAGE, SandboxError};
+
+/// How long the writing of states at a shutdown may take on top of that, in this process.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 #[derive(Clone, Debug)]
 pub enum Sessions {
@@ -21,6 +25,10 @@ pub enum Sessions {
 }
 
 impl Sessions {
+    /// How long a graceful shutdown waits for a session busy with a call before leaving it as
+    /// it is (its last hibernated state, if any, stays on disk).
+    pub const SHUTDOWN_BUSY_WAIT: Duration = Duration::from_secs(5);
+
     /// Run `code` in session `id` (see [`SessionManager::execute`]).
     pub async fn execute(
         &self,
@@ -72,6 +80,29 @@ impl Sessions {
             Sessions::Workers(s) => (s.root(), s.config()),
         };
         charge_export(root, id, bytes, config.max_export_bytes)
+    }
+
+    /// What is known of session `id`: live, hibernated (a saved state waits), or neither;
+    /// the bytes its state takes; when it was last used. `None` if it has no folder.
+    pub async fn info(&self, id: &str) -> Result<Option<SessionInfo>, SandboxError> {
+        match self {
+            Sessions::InProcess(m) => m.info(id),
+            Sessions::Workers(s) => s.info(id).await,
+        }
+    }
+
+    /// The server is shutting down: hibernate every live interpreter (bounded: sessions busy
+    /// for longer than `busy_wait` are left as they are), then, with workers, stop them.
+    /// Returns how many interpreters were hibernated.
+    pub async fn shutdown(&self, busy_wait: Duration) -> u64 {
+        match self {
+            Sessions::InProcess(m) => {
+                tokio::time::timeout(busy_wait + SHUTDOWN_GRACE, m.hibernate_all(busy_wait))
+                    .await
+                    .map_or(0, |n| n as u64)
+            }
+            Sessions::Workers(s) => s.shutdown(busy_wait).await,
+        }
     }
 
     /// End a session: its interpreter and its folders.

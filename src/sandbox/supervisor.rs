@@ -11,30 +11,35 @@
 //! [`HANG_LIMIT`]) takes only its own sessions down: their calls in flight end at once as
 //! `crashed` with [`ExecResult::worker_lost`] set, and the worker is started again after a
 //! backoff ([`MIN_BACKOFF`] doubling to [`MAX_BACKOFF`] while it keeps dying young). Later calls
-//! on its sessions get fresh interpreters over the same folders.
+//! on its sessions resume their last hibernated state if they have one (it is on disk, in the
+//! session's folder), or get fresh interpreters, over the same folders.
+//!
+//! At a graceful shutdown ([`Supervisor::shutdown`]) every worker hibernates its live
+//! interpreters before it is stopped.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdout};
+use anyhow::bail;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::limits::MAX_CODE_BYTES;
 use super::manager::{
-    ManagerConfig, list_regular_files, read_inside, remove_session_dirs, session_data_dir,
-    valid_session_id,
+    ManagerConfig, SessionInfo, info_on_disk, list_regular_files, read_inside, remove_session_dirs,
+    session_data_dir, valid_session_id,
 };
 use super::result::{ExecResult, Outcome};
 use super::session::ExecOptions;
 use super::wasi::{OutputTap, StreamKind};
 use super::wire::{self, Frame, Head};
 use super::{DEFAULT_IMAGE, Image, Sandbox, SandboxError};
+
+mod process;
+
+use process::supervise;
 
 /// First restart delay after a worker died; doubled while it keeps dying young.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -50,6 +55,10 @@ pub const HANG_LIMIT: Duration = Duration::from_secs(60);
 const HELLO_WAIT: Duration = Duration::from_secs(60);
 /// How long a call waits for a dead worker's replacement before it ends `crashed`.
 const RESTART_WAIT: Duration = Duration::from_secs(30);
+/// How long a shutdown waits for a worker to hibernate its interpreters beyond the time it
+/// may wait for busy sessions, and then for the stopped workers to be reaped.
+const HIBERNATE_GRACE: Duration = Duration::from_secs(20);
+const STOP_WAIT: Duration = Duration::from_secs(5);
 /// Environment variables a worker keeps; everything else (API keys, the upstream's key) stays
 /// in the server.
 const WORKER_ENV: &[&str] = &[
@@ -104,8 +113,8 @@ struct Inner {
     /// then dropped, so workers only ever load the cached module.
     sandbox: Mutex<Option<Arc<Sandbox>>>,
     started: AtomicBool,
-    /// Dropped with the supervisor: the monitors then stop their workers.
-    _stop: watch::Sender<()>,
+    /// Sent to (or dropped with the supervisor): the monitors then stop their workers.
+    stop: watch::Sender<()>,
     stop_rx: watch::Receiver<()>,
 }
 
@@ -151,7 +160,7 @@ impl Supervisor {
                 shards,
                 sandbox: Mutex::new(sandbox),
                 started: AtomicBool::new(false),
-                _stop: stop,
+                stop,
                 stop_rx,
             }),
         }
@@ -275,10 +284,89 @@ impl Supervisor {
             }
             Reply::Failed(e) => Err(e),
             Reply::Lost(why) => Ok(lost(&why, started)),
-            Reply::Removed(_) => Err(SandboxError::Internal(anyhow::anyhow!(
-                "the sandbox worker answered a call with a remove"
-            ))),
+            Reply::Removed(_) | Reply::Status(_) | Reply::HibernatedAll(_) => {
+                Err(SandboxError::Internal(anyhow::anyhow!(
+                    "the sandbox worker answered a call with something else"
+                )))
+            }
         }
+    }
+
+    /// The live connection of worker `shard`, if it is up now (no waiting).
+    fn up(&self, shard: usize) -> Option<Arc<Conn>> {
+        match &*self.inner.shards[shard].state.borrow() {
+            ShardState::Up(c) => Some(c.clone()),
+            _ => None,
+        }
+    }
+
+    /// What is known of session `id` (see [`super::SessionManager::info`]): whether it is
+    /// live comes from the worker that owns it (not live if that worker is down), the rest
+    /// from the session's folder. `None` if it has no folder.
+    pub async fn info(&self, id: &str) -> Result<Option<SessionInfo>, SandboxError> {
+        if !valid_session_id(id) {
+            return Err(SandboxError::InvalidSessionId(id.to_string()));
+        }
+        let mut live = false;
+        if let Some(conn) = self.up(self.shard(id))
+            && let Ok((call, rx)) = conn.register(None)
+        {
+            let _forget = Forget { conn: &conn, call };
+            conn.send(Frame::new(Head::Info {
+                call,
+                session: id.to_string(),
+            }));
+            match rx.await {
+                Ok(Reply::Status(l)) => live = l,
+                Ok(Reply::Failed(e)) => return Err(e),
+                // The worker died: nothing of the session is live.
+                _ => {}
+            }
+        }
+        Ok(info_on_disk(&self.inner.config.root, id, live))
+    }
+
+    /// A graceful shutdown: every running worker hibernates its live interpreters (waiting at
+    /// most `busy_wait` for sessions busy with a call, and at most [`HIBERNATE_GRACE`] more
+    /// for the writing), then the workers are stopped. Returns how many interpreters were
+    /// hibernated. Calls made afterwards end `crashed`.
+    pub async fn shutdown(&self, busy_wait: Duration) -> u64 {
+        let asks = (0..self.inner.shards.len()).map(|shard| async move {
+            let conn = self.up(shard)?;
+            let (call, rx) = conn.register(None).ok()?;
+            let _forget = Forget { conn: &conn, call };
+            conn.send(Frame::new(Head::HibernateAll {
+                call,
+                busy_wait_ms: u64::try_from(busy_wait.as_millis()).unwrap_or(u64::MAX),
+            }));
+            match tokio::time::timeout(busy_wait + HIBERNATE_GRACE, rx).await {
+                Ok(Ok(Reply::HibernatedAll(n))) => Some(n),
+                Ok(Ok(Reply::Failed(e))) => {
+                    tracing::warn!(worker = shard, error = %e, "a sandbox worker could not hibernate");
+                    None
+                }
+                Ok(_) => None,
+                Err(_) => {
+                    tracing::warn!(
+                        worker = shard,
+                        "a sandbox worker did not finish hibernating in time; stopping it"
+                    );
+                    None
+                }
+            }
+        });
+        let hibernated: u64 = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .sum();
+        self.inner.stop.send_replace(());
+        for shard in &self.inner.shards {
+            let mut rx = shard.state.subscribe();
+            let down = rx.wait_for(|s| !matches!(s, ShardState::Up(_)));
+            let _ = tokio::time::timeout(STOP_WAIT, down).await;
+        }
+        hibernated
     }
 
     /// End a session: its interpreter (in its worker) and its folders.
@@ -286,12 +374,7 @@ impl Supervisor {
         if !valid_session_id(id) {
             return Err(SandboxError::InvalidSessionId(id.to_string()));
         }
-        let shard = &self.inner.shards[self.shard(id)];
-        let up = match &*shard.state.borrow() {
-            ShardState::Up(c) => Some(c.clone()),
-            _ => None,
-        };
-        if let Some(conn) = up
+        if let Some(conn) = self.up(self.shard(id))
             && let Ok((call, rx)) = conn.register(None)
         {
             let _forget = Forget { conn: &conn, call };
@@ -387,17 +470,23 @@ fn lost(why: &str, started: Instant) -> ExecResult {
         result: None,
         error: None,
         detail: Some(format!(
-            "the sandbox worker process died ({why}); the session's interpreter is gone \
-             (its files in /mnt/data are kept) and a new one starts on the next call"
+            "the sandbox worker process died ({why}); {LOST_TURN}"
         )),
         files: vec![],
         images: vec![],
         duration: started.elapsed(),
         interpreter_reset: true,
         worker_lost: true,
-        notice: None,
+        notice: Some(format!(
+            "The sandbox worker running this session died: {LOST_TURN}."
+        )),
     }
 }
+
+/// What a worker's death means for a session whose call was in flight.
+const LOST_TURN: &str = "the turn in flight is lost (its output and what it set are gone); \
+    the session resumes from its last hibernated state if it has one (variables set after it \
+    was saved are gone), or starts a new interpreter; files in /mnt/data are kept";
 
 // ---------------------------------------------------------------------------------------------
 // One worker's channel
@@ -406,6 +495,10 @@ enum Reply {
     Done(Box<ExecResult>),
     Failed(SandboxError),
     Removed(bool),
+    /// Whether a session is live.
+    Status(bool),
+    /// How many interpreters a worker hibernated.
+    HibernatedAll(u64),
     /// The worker died before answering.
     Lost(String),
 }
@@ -526,260 +619,15 @@ impl Conn {
             }
             Head::Failed { call, error } => self.answer(call, Reply::Failed(error.into())),
             Head::Removed { call, existed } => self.answer(call, Reply::Removed(existed)),
+            Head::Status { call, live } => self.answer(call, Reply::Status(live)),
+            Head::HibernatedAll { call, sessions } => {
+                self.answer(call, Reply::HibernatedAll(sessions))
+            }
             Head::Pong { .. } => {}
             other => bail!("unexpected frame from a worker: {other:?}"),
         }
         Ok(())
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Starting and watching workers
-
-/// Keep worker `shard` running until the supervisor is dropped.
-async fn supervise(
-    config: Arc<SupervisorConfig>,
-    shard: Arc<Shard>,
-    mut stop: watch::Receiver<()>,
-) {
-    let mut backoff = MIN_BACKOFF;
-    loop {
-        let born = Instant::now();
-        let why = match Worker::start(&config, shard.index).await {
-            Ok(mut w) => {
-                tracing::info!(worker = shard.index, pid = w.pid, "sandbox worker started");
-                shard.state.send_replace(ShardState::Up(w.conn.clone()));
-                tokio::select! {
-                    why = w.watch() => why,
-                    _ = stop.changed() => {
-                        w.end("the server is shutting down").await;
-                        shard.state.send_replace(ShardState::Down("the server is shutting down".into()));
-                        return;
-                    }
-                }
-            }
-            Err(e) => format!("could not be started: {e:#}"),
-        };
-        shard.state.send_replace(ShardState::Down(why.clone()));
-        if born.elapsed() >= STEADY {
-            backoff = MIN_BACKOFF;
-        }
-        tracing::error!(
-            worker = shard.index,
-            "sandbox worker {why}; restarting it in {} ms",
-            backoff.as_millis()
-        );
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop.changed() => return,
-        }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
-}
-
-/// A running worker process and its channel.
-struct Worker {
-    pid: u32,
-    child: Child,
-    conn: Arc<Conn>,
-    reader: tokio::task::JoinHandle<String>,
-}
-
-impl Worker {
-    async fn start(config: &SupervisorConfig, index: usize) -> anyhow::Result<Worker> {
-        let n = config.workers.max(1);
-        let share = |total: usize| total.div_ceil(n);
-        let s = &config.sessions;
-        let mut cmd = tokio::process::Command::new(&config.exe);
-        cmd.arg("sandbox-worker")
-            .arg("--root")
-            .arg(&config.root)
-            .arg("--cache-dir")
-            .arg(&config.cache_dir)
-            .arg("--index")
-            .arg(index.to_string())
-            .arg("--parent")
-            .arg(std::process::id().to_string())
-            .arg("--max-live")
-            .arg(share(s.max_live.max(1)).to_string())
-            .arg("--max-parallel")
-            .arg(s.max_parallel.max(1).to_string())
-            .arg("--warm-pool")
-            .arg(share(s.warm_pool).to_string())
-            .arg("--idle-ttl-ms")
-            .arg(s.idle_ttl.as_millis().to_string())
-            .arg("--max-live-memory")
-            .arg((s.max_live_memory / n as u64).to_string())
-            .arg("--hibernate")
-            .arg(s.hibernate.to_string())
-            .arg("--hibernate-every-turn")
-            .arg(s.hibernate_every_turn.to_string())
-            .arg("--session-retention-secs")
-            .arg(s.session_retention.as_secs().to_string())
-            .env_clear()
-            .envs(
-                WORKER_ENV
-                    .iter()
-                    .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
-            )
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        let mut child = spawn(cmd)
-            .await
-            .with_context(|| format!("running {}", config.exe.display()))?;
-        let pid = child.id().context("the worker exited at once")?;
-        let mut stdin = child.stdin.take().context("no stdin pipe")?;
-        let stdout = child.stdout.take().context("no stdout pipe")?;
-        let mut frames = BufReader::new(stdout);
-        let hello = tokio::time::timeout(HELLO_WAIT, wire::read_frame(&mut frames)).await;
-        let hello = match hello {
-            Ok(Ok(Some(buf))) => Frame::decode(&buf)?.head,
-            Ok(Ok(None)) => {
-                let status = child.wait().await?;
-                bail!("pid {pid} {} before saying hello", describe(status));
-            }
-            Ok(Err(e)) => bail!("pid {pid} broke its channel: {e}"),
-            Err(_) => bail!(
-                "pid {pid} did not say hello within {} s",
-                HELLO_WAIT.as_secs()
-            ),
-        };
-        match hello {
-            Head::Hello { version, .. } if version == wire::VERSION => {}
-            Head::Hello { version, .. } => bail!(
-                "{} speaks protocol {version}, this server {}: is it the same build?",
-                config.exe.display(),
-                wire::VERSION
-            ),
-            other => bail!("pid {pid} began with {other:?} instead of hello"),
-        }
-        let (out, mut queue) = mpsc::unbounded_channel::<Vec<u8>>();
-        tokio::spawn(async move {
-            while let Some(buf) = queue.recv().await {
-                if stdin.write_all(&buf).await.is_err() {
-                    break;
-                }
-            }
-        });
-        let conn = Arc::new(Conn {
-            out,
-            calls: Mutex::new(Calls::default()),
-            next_call: AtomicU64::new(1),
-            heard: Mutex::new(Instant::now()),
-        });
-        let reader = tokio::spawn(read_loop(frames, conn.clone()));
-        Ok(Worker {
-            pid,
-            child,
-            conn,
-            reader,
-        })
-    }
-
-    /// Wait until the worker dies, stops answering or breaks the protocol; then make sure it
-    /// is dead and reaped, end its calls, and say why.
-    async fn watch(&mut self) -> String {
-        let mut ping = tokio::time::interval(PING_EVERY);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut seq = 0;
-        let why = loop {
-            tokio::select! {
-                r = &mut self.reader => break r.unwrap_or_else(|_| "its channel reader panicked".into()),
-                _ = ping.tick() => {
-                    let silent = self.conn.heard.lock().map(|t| t.elapsed()).unwrap_or_default();
-                    if silent > HANG_LIMIT {
-                        break format!("stopped answering for {} s", silent.as_secs());
-                    }
-                    seq += 1;
-                    self.conn.send(Frame::new(Head::Ping { seq }));
-                }
-            }
-        };
-        self.end(&why).await
-    }
-
-    /// Kill (if needed) and reap the process, then end its calls with the reason.
-    async fn end(&mut self, why: &str) -> String {
-        let _ = self.child.start_kill();
-        let status = match self.child.wait().await {
-            Ok(s) => describe(s),
-            Err(e) => format!("could not be reaped ({e})"),
-        };
-        self.reader.abort();
-        let why = format!("pid {} {status}; {why}", self.pid);
-        self.conn.lose(&why);
-        why
-    }
-}
-
-async fn read_loop(mut frames: BufReader<ChildStdout>, conn: Arc<Conn>) -> String {
-    loop {
-        let buf = match wire::read_frame(&mut frames).await {
-            Ok(Some(buf)) => buf,
-            Ok(None) => return "its channel closed".into(),
-            Err(e) => return format!("its channel broke: {e}"),
-        };
-        if let Ok(mut t) = conn.heard.lock() {
-            *t = Instant::now();
-        }
-        let frame = match Frame::decode(&buf) {
-            Ok(f) => f,
-            Err(e) => return format!("it sent a malformed frame: {e:#}"),
-        };
-        if let Err(e) = conn.dispatch(frame) {
-            return format!("it broke the protocol: {e:#}");
-        }
-    }
-}
-
-/// How a process ended, in words.
-fn describe(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    if let Some(sig) = status.signal() {
-        let name = nix::sys::signal::Signal::try_from(sig)
-            .map(|s| s.as_str().to_string())
-            .unwrap_or_else(|_| format!("signal {sig}"));
-        format!("was killed by {name}")
-    } else {
-        format!("exited with status {}", status.code().unwrap_or(-1))
-    }
-}
-
-type SpawnJob = (
-    tokio::runtime::Handle,
-    tokio::process::Command,
-    oneshot::Sender<std::io::Result<Child>>,
-);
-
-/// Start a process from one thread that lives as long as this process. A worker asks the
-/// kernel to kill it when its parent goes (`PR_SET_PDEATHSIG`), and "parent" there means the
-/// thread that forked it: forking from a tokio thread, which may end while the server runs,
-/// would take the worker down with it.
-async fn spawn(cmd: tokio::process::Command) -> anyhow::Result<Child> {
-    static SPAWNER: OnceLock<Mutex<std::sync::mpsc::Sender<SpawnJob>>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<SpawnJob>();
-        std::thread::Builder::new()
-            .name("oasis-spawner".into())
-            .spawn(move || {
-                for (handle, mut cmd, reply) in rx {
-                    let _rt = handle.enter();
-                    let _ = reply.send(cmd.spawn());
-                }
-            })
-            .expect("starting the process-spawner thread");
-        Mutex::new(tx)
-    });
-    let (tx, rx) = oneshot::channel();
-    spawner
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .send((tokio::runtime::Handle::current(), cmd, tx))
-        .map_err(|_| anyhow::anyhow!("the process-spawner thread is gone"))?;
-    Ok(rx.await.context("the process-spawner thread is gone")??)
 }
 
 #[cfg(test)]
@@ -829,6 +677,32 @@ mod tests {
         }
         assert!(c.register(None).is_err());
         assert!(c.is_lost());
+    }
+
+    #[tokio::test]
+    async fn info_and_hibernate_all_answers_reach_their_calls() {
+        let (c, _rx) = conn();
+        let (info, info_rx) = c.register(None).unwrap();
+        let (all, all_rx) = c.register(None).unwrap();
+        let frame = |head: Head| Frame::decode(&Frame::new(head).encode().unwrap()[4..]).unwrap();
+        c.dispatch(frame(Head::HibernatedAll {
+            call: all,
+            sessions: 3,
+        }))
+        .unwrap();
+        c.dispatch(frame(Head::Status {
+            call: info,
+            live: true,
+        }))
+        .unwrap();
+        assert!(matches!(info_rx.await, Ok(Reply::Status(true))));
+        assert!(matches!(all_rx.await, Ok(Reply::HibernatedAll(3))));
+        // Requests are the server's to send, never a worker's.
+        let ask = Head::HibernateAll {
+            call: 9,
+            busy_wait_ms: 1,
+        };
+        assert!(c.dispatch(frame(ask)).is_err());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::result::{ExecResult, FileChange, Outcome, PythonError};
 use super::session::InputFile;
 
 /// Bumped whenever a frame changes shape; a worker of another version is refused.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Largest frame either side accepts: a call's result carries at most its stdout and stderr
 /// caps plus the door's 128 MiB of reports.
@@ -56,6 +56,19 @@ pub enum Head {
         call: u64,
         session: String,
     },
+    /// Whether `session` has a live interpreter; answered with [`Head::Status`] (the server
+    /// reads the rest of what it reports from the session's folder itself).
+    Info {
+        call: u64,
+        session: String,
+    },
+    /// Hibernate every live interpreter (the server is shutting down), waiting at most
+    /// `busy_wait_ms` for sessions busy with a call; answered with [`Head::HibernatedAll`]
+    /// once done.
+    HibernateAll {
+        call: u64,
+        busy_wait_ms: u64,
+    },
     /// Liveness check; answered with [`Head::Pong`].
     Ping {
         seq: u64,
@@ -84,6 +97,16 @@ pub enum Head {
     Removed {
         call: u64,
         existed: bool,
+    },
+    /// An info's answer.
+    Status {
+        call: u64,
+        live: bool,
+    },
+    /// A hibernate-all's answer: how many interpreters were hibernated.
+    HibernatedAll {
+        call: u64,
+        sessions: u64,
     },
     Pong {
         seq: u64,

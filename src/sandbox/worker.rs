@@ -42,6 +42,10 @@ pub struct WorkerArgs {
     /// This worker's number; its warm pool lives in `<root>/.warm-<index>`.
     #[arg(long, default_value_t = 0)]
     pub index: usize,
+    /// How many workers share the root (sessions are sharded over them; each sweeps only
+    /// its own for retention).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
     /// The server's pid: the worker exits if that is not its parent any more.
     #[arg(long)]
     pub parent: Option<i32>,
@@ -175,11 +179,12 @@ async fn serve(args: WorkerArgs, input: OwnedFd, output: OwnedFd) -> anyhow::Res
         hibernate_every_turn: args.hibernate_every_turn,
         session_retention: Duration::from_secs(args.session_retention_secs),
     };
-    let manager = SessionManager::with_warm_dir(
+    let manager = SessionManager::in_worker(
         Arc::new(sandbox),
         &args.root,
         config,
-        &format!(".warm-{}", args.index),
+        args.index,
+        args.workers,
     );
     out.send(Frame::new(Head::Hello {
         version: wire::VERSION,
@@ -244,6 +249,22 @@ async fn serve(args: WorkerArgs, input: OwnedFd, output: OwnedFd) -> anyhow::Res
                         Ok(existed) => out.send(Frame::new(Head::Removed { call, existed })),
                         Err(e) => out.failed(call, &e),
                     }
+                });
+            }
+            Head::Info { call, session } => {
+                let live = manager.is_live(&session);
+                out.send(Frame::new(Head::Status { call, live }));
+            }
+            Head::HibernateAll { call, busy_wait_ms } => {
+                let (manager, out) = (manager.clone(), out.clone());
+                tokio::spawn(async move {
+                    let n = manager
+                        .hibernate_all(Duration::from_millis(busy_wait_ms))
+                        .await;
+                    out.send(Frame::new(Head::HibernatedAll {
+                        call,
+                        sessions: n as u64,
+                    }));
                 });
             }
             Head::Ping { seq } => out.send(Frame::new(Head::Pong { seq })),

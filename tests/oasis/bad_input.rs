@@ -585,6 +585,12 @@ async fn unknown_ids_are_404s_for_every_resource() {
             "No session found with id 'cisess_nope'.",
         ),
         (
+            Method::GET,
+            r("/v1/code_interpreter/sessions/cisess_nope"),
+            None,
+            "No session found with id 'cisess_nope'.",
+        ),
+        (
             Method::POST,
             r("/v1/code_interpreter/execute"),
             Some(json!({"code": "print(1)", "session_id": "thread_nope"})),
@@ -917,7 +923,7 @@ async fn wrong_methods_are_405s_unknown_routes_404s_and_bad_paths_400s() {
         (Method::GET, "/v1/threads/t/runs/r/cancel"),
         (Method::POST, "/v1/threads/t/runs/r/steps"),
         (Method::GET, "/v1/code_interpreter/execute"),
-        (Method::GET, "/v1/code_interpreter/sessions/s"),
+        (Method::POST, "/v1/code_interpreter/sessions/s"),
         (Method::POST, "/v1/models"),
         (Method::POST, "/health"),
         (Method::DELETE, "/openapi.json"),
@@ -1033,7 +1039,7 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
             }
         }
     }
-    assert_eq!(operations, 57);
+    assert_eq!(operations, 58);
     app.stop().await;
 
     // `--mode tools` lists only what it serves.

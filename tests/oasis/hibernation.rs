@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use oasis::sandbox::{ExecOptions, ExecResult, ManagerConfig, Outcome};
+use oasis::sandbox::{ExecOptions, ExecResult, Limits, ManagerConfig, Outcome, SessionManager};
 
 use crate::helpers::{Sessions, sessions};
 
@@ -78,4 +78,221 @@ async fn evicted_sessions_come_back_whole_and_never_mix() {
         .await;
         assert_eq!(r.result.as_deref(), Some("('b', False, 2)"), "{r:?}");
     }
+}
+
+/// A call that ends its interpreter (here a timeout) starts the next one fresh, as the result
+/// says: an older hibernated state does not come back in its place.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interpreter_that_dies_is_not_replaced_by_an_older_state() {
+    let s = sessions(ManagerConfig {
+        idle_ttl: Duration::from_millis(50),
+        ..ManagerConfig::default()
+    })
+    .await;
+    run(&s, "die", "old = 1").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(s.manager.reap_idle().await, 1);
+    // Resumed from the state, then a loop past the deadline ends the interpreter.
+    let mut limits = s
+        .manager
+        .sandbox()
+        .image("scientific")
+        .unwrap()
+        .image
+        .limits();
+    limits.timeout = Duration::from_millis(500);
+    let r = s
+        .manager
+        .execute(
+            "die",
+            None,
+            "assert old == 1\nwhile True: pass".to_string(),
+            ExecOptions {
+                limits: Some(limits),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Timeout, "{r:?}");
+    assert!(r.interpreter_reset);
+    let r = run(&s, "die", "'old' in globals()").await;
+    assert_eq!(r.result.as_deref(), Some("False"), "{r:?}");
+    assert!(r.notice.is_none(), "{r:?}");
+}
+
+/// `code` in session `id` with `limits` (the image's, changed by `tweak`).
+async fn run_limited(
+    s: &Sessions,
+    id: &str,
+    code: &str,
+    tweak: impl FnOnce(&mut Limits),
+) -> ExecResult {
+    let mut limits = oasis::sandbox::Image::load("scientific").unwrap().limits();
+    tweak(&mut limits);
+    let opts = ExecOptions {
+        limits: Some(limits),
+        ..ExecOptions::default()
+    };
+    s.manager
+        .execute(id, None, code.to_string(), opts)
+        .await
+        .unwrap()
+}
+
+/// Set `keep` in session `id`, then hibernate it (as a shutdown would).
+async fn hibernated(s: &Sessions, id: &str) {
+    run(s, id, "import numpy as np\nkeep = 'kept'").await;
+    assert!(s.manager.hibernate_all(Duration::ZERO).await >= 1);
+    let info = s.manager.info(id).unwrap().unwrap();
+    assert!(info.hibernated && !info.live, "{info:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resumed_session_is_held_to_its_memory_cap_deadline_and_disk_quota() {
+    let s = sessions(ManagerConfig::default()).await;
+
+    // Memory: the resumed interpreter (its variables there) cannot grow past the cap.
+    hibernated(&s, "mem").await;
+    let r = run_limited(
+        &s,
+        "mem",
+        "print(keep)\nblob = bytearray(400 * 1024 * 1024)",
+        |l| l.memory_bytes = 256 << 20,
+    )
+    .await;
+    assert_eq!(r.outcome, Outcome::MemoryLimit, "{r:?}");
+    assert_eq!(r.stdout, "kept\n", "{r:?}");
+    assert!(r.notice.is_none(), "{r:?}");
+    // The MemoryError was the code's: the session goes on, variables and all.
+    let r = run(&s, "mem", "keep, 'blob' in globals()").await;
+    assert_eq!(r.result.as_deref(), Some("('kept', False)"), "{r:?}");
+
+    // Deadline: a busy loop in the resumed interpreter is stopped, and the interpreter is
+    // replaced as without hibernation: its saved state goes with it.
+    hibernated(&s, "time").await;
+    let r = run_limited(
+        &s,
+        "time",
+        "print(keep, flush=True)\nwhile True:\n    pass",
+        |l| l.timeout = Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(r.outcome, Outcome::Timeout, "{r:?}");
+    assert_eq!(r.stdout, "kept\n", "{r:?}");
+    let info = s.manager.info("time").unwrap().unwrap();
+    assert!(
+        !info.live && !info.hibernated && info.state_bytes == 0,
+        "{info:?}"
+    );
+    let r = run(&s, "time", "'keep' in globals()").await;
+    assert_eq!(r.result.as_deref(), Some("False"), "{r:?}");
+
+    // Disk: writes past the quota fail with ENOSPC, whatever the interpreter went through.
+    hibernated(&s, "disk").await;
+    let code = "print(keep)\n\
+                import errno\n\
+                try:\n\
+                \x20   with open('/mnt/data/big.bin', 'wb') as f:\n\
+                \x20       for _ in range(8):\n\
+                \x20           f.write(b'x' * (1 << 20))\n\
+                except OSError as e:\n\
+                \x20   print('refused', e.errno == errno.ENOSPC)";
+    let r = run_limited(&s, "disk", code, |l| l.disk_bytes = 4 << 20).await;
+    assert_eq!(r.stdout, "kept\nrefused True\n", "{r:?}");
+    let big = s.manager.data_dir("disk").unwrap().join("big.bin");
+    assert!(std::fs::metadata(&big).unwrap().len() <= 4 << 20);
+}
+
+/// Set a folder's modification time back by `ago` (what retention reads).
+fn age(dir: &std::path::Path, ago: Duration) {
+    let f = std::fs::File::open(dir).unwrap();
+    f.set_modified(std::time::SystemTime::now() - ago).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_unused_past_their_retention_are_deleted_with_their_state() {
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    let sb = tokio::task::spawn_blocking(crate::helpers::sandbox)
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("sessions");
+    let config = ManagerConfig {
+        session_retention: DAY,
+        ..ManagerConfig::default()
+    };
+    let before = SessionManager::new(sb.clone(), &root, config.clone());
+    let (old_0, old_1, recent) = (shard_id(0, "old"), shard_id(1, "old"), "recent");
+    for id in [old_0.as_str(), old_1.as_str(), recent] {
+        before
+            .execute(id, None, "v = 1".into(), ExecOptions::default())
+            .await
+            .unwrap();
+    }
+    assert_eq!(before.hibernate_all(Duration::ZERO).await, 3);
+    drop(before);
+    for id in [&old_0, &old_1] {
+        assert!(root.join(id).join("hibernated.state").exists());
+        age(&root.join(id), 2 * DAY);
+    }
+    age(&root.join(recent), DAY / 2);
+
+    // A sandbox worker sweeps only the sessions that shard to it.
+    let worker_1 = SessionManager::in_worker(sb.clone(), &root, config.clone(), 1, 2);
+    assert_eq!(worker_1.sweep_retired().await, 1);
+    assert!(!root.join(&old_1).exists());
+    assert!(worker_1.info(&old_1).unwrap().is_none());
+    assert!(root.join(&old_0).exists());
+
+    // After a restart (one manager for all), the other old one goes, the recent one stays
+    // with its state.
+    let after = SessionManager::new(sb, &root, config);
+    assert_eq!(after.sweep_retired().await, 1);
+    assert!(!root.join(&old_0).exists());
+    let info = after.info(recent).unwrap().unwrap();
+    assert!(info.hibernated && info.state_bytes > 0, "{info:?}");
+    let r = after
+        .execute(recent, None, "v + 1".into(), ExecOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r.result.as_deref(), Some("2"), "{r:?}");
+}
+
+/// A session id (made from `tag`) that shards to worker `shard` of 2.
+fn shard_id(shard: usize, tag: &str) -> String {
+    (0..)
+        .map(|i| format!("{tag}-{i}"))
+        .find(|id| oasis::sandbox::shard_of(id, 2) == shard)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tmp_is_kept_across_hibernation_and_files_left_open_are_closed() {
+    let s = sessions(ManagerConfig::default()).await;
+    run(
+        &s,
+        "open",
+        "open('/tmp/note.txt', 'w').write('in tmp')\n\
+         log = open('/mnt/data/log.txt', 'w')\n\
+         log.write('before\\n')\n\
+         log.flush()",
+    )
+    .await;
+    assert_eq!(s.manager.hibernate_all(Duration::ZERO).await, 1);
+    let r = run(
+        &s,
+        "open",
+        "import errno\n\
+         print(open('/tmp/note.txt').read())\n\
+         try:\n\
+         \x20   log.write('after\\n')\n\
+         \x20   log.flush()\n\
+         \x20   print('still open')\n\
+         except OSError as e:\n\
+         \x20   print('closed', e.errno == errno.EBADF)\n\
+         print(open('/mnt/data/log.txt').read(), end='')",
+    )
+    .await;
+    assert_eq!(r.stdout, "in tmp\nclosed True\nbefore\n", "{r:?}");
 }

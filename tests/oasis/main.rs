@@ -11,6 +11,7 @@ mod expiry;
 mod files;
 mod helpers;
 mod hibernation;
+mod hibernation_api;
 mod hostile;
 mod hostile2;
 mod hostile_net;

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{PNG_SIGNATURE, TestApp};
 
-const WORKERS: usize = 2;
+pub const WORKERS: usize = 2;
 
 async fn process_app() -> TestApp {
     TestApp::spawn_with(None, |s| {
@@ -22,7 +22,7 @@ async fn process_app() -> TestApp {
 }
 
 /// A session id (made from `tag`) that lives in worker `shard`.
-fn id_on(shard: usize, tag: &str) -> String {
+pub fn id_on(shard: usize, tag: &str) -> String {
     (0..)
         .map(|i| format!("{tag}-{i}"))
         .find(|id| oasis::sandbox::shard_of(id, WORKERS) == shard)
@@ -30,7 +30,7 @@ fn id_on(shard: usize, tag: &str) -> String {
 }
 
 /// This app's sandbox workers (children of this process) by index: pid.
-fn worker_pids(app: &TestApp) -> HashMap<usize, i32> {
+pub fn worker_pids(app: &TestApp) -> HashMap<usize, i32> {
     let root = std::path::absolute(app.data_dir.join("sessions")).unwrap();
     let me = std::process::id() as i32;
     let mut out = HashMap::new();
@@ -78,7 +78,7 @@ fn stat(pid: i32) -> Option<(i32, char)> {
 }
 
 /// Wait until all workers run; their pids by index.
-async fn wait_workers(app: &TestApp) -> HashMap<usize, i32> {
+pub async fn wait_workers(app: &TestApp) -> HashMap<usize, i32> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let pids = worker_pids(app);
@@ -93,7 +93,7 @@ async fn wait_workers(app: &TestApp) -> HashMap<usize, i32> {
     }
 }
 
-fn kill9(pid: i32) {
+pub fn kill9(pid: i32) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,

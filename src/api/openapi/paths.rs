@@ -17,7 +17,8 @@ use crate::api::vector_store_files::{CreateBatch, CreateFile, FileContentPage, U
 use crate::api::vector_stores::{CreateVectorStore, ModifyVectorStore, SearchBody, SearchPage};
 use crate::api::wire::{
     AssistantDeleted, Deleted, FileDeleted, Health, MessageDeleted, ModelList, ModelObject,
-    STEP_INCLUDE, SessionDeleted, SessionFileList, SessionId, ThreadDeleted, UploadFileForm,
+    STEP_INCLUDE, SessionDeleted, SessionFileList, SessionId, SessionObject, ThreadDeleted,
+    UploadFileForm,
 };
 use crate::api::wire::{VectorStoreDeleted, VectorStoreFileDeleted};
 use crate::model::{
@@ -388,6 +389,14 @@ pub(super) fn paths(g: &mut Gen) -> Value {
         "/v1/code_interpreter/sessions/{session_id}".into(),
         json!({
             "parameters": [session_id()],
+            "get": operation(
+                "retrieveSession", "Code interpreter",
+                "A session: whether its interpreter is live, hibernated (saved to disk, resumed \
+                 by the next call) or idle (the next call starts a new one), the bytes its \
+                 saved state takes, and when it was last used.",
+                vec![], None,
+                ok_json("The session.", g.output::<SessionObject>()), BY_ID,
+            ),
             "delete": operation(
                 "deleteSession", "Code interpreter",
                 "End a session and delete its files.", vec![], None,
