@@ -154,6 +154,26 @@ pub fn run(
             rparts.push(timings);
             last = Some(h);
         }
+        // As with `hibernate_every_turn`: the state written after a call, the interpreter
+        // kept; then its eviction, which finds the file current and writes nothing.
+        let (mut kept, mut kparts, mut evicted) = (vec![], vec![], vec![]);
+        for _ in 0..n {
+            rt.block_on(sess.exec(PROBE, &opts))?;
+            let t = Instant::now();
+            let h = rt
+                .block_on(sess.hibernate(true))?
+                .ok_or_else(|| anyhow::anyhow!("{}: nothing was hibernated", kind.label))?;
+            kept.push(t.elapsed());
+            kparts.push(h.timings);
+            let t = Instant::now();
+            let h = rt.block_on(sess.hibernate(false))?;
+            evicted.push(t.elapsed());
+            anyhow::ensure!(
+                h.is_some_and(|h| h.timings.compress.is_zero()),
+                "{}: the eviction wrote the state again",
+                kind.label
+            );
+        }
         let r = rt.block_on(sess.exec(kind.check, &opts))?;
         anyhow::ensure!(
             r.outcome == Outcome::Ok && r.result.as_deref() == Some(kind.expect),
@@ -187,6 +207,18 @@ pub fn run(
         line("  digest (SHA-256)", &part(|t| t.digest));
         line("  write (atomic, synced)", &part(|t| t.write));
         line("  release (drop the interpreter)", &part(|t| t.release));
+        line("hibernate, interpreter kept (every turn)", &kept);
+        let p50 = |f: fn(&HibernateTimings) -> Duration| -> f64 {
+            ms(pct(&kparts.iter().map(f).collect::<Vec<_>>(), 0.5))
+        };
+        println!(
+            "    p50s: diff {:.2}, compress {:.2}, digest {:.2}, write {:.2} ms",
+            p50(|t| t.diff),
+            p50(|t| t.compress),
+            p50(|t| t.digest),
+            p50(|t| t.write)
+        );
+        line("eviction after it (nothing written)", &evicted);
         line("resume (state file -> ready interpreter)", &res);
         let part =
             |f: fn(&ResumeTimings) -> Duration| -> Vec<Duration> { rparts.iter().map(f).collect() };

@@ -42,9 +42,10 @@ pub const CHUNK: usize = 4096;
 const PREFIX_LEN: usize = 8 + 32 + 4;
 const MAX_HEADER: usize = 64 << 10;
 const MAX_GLOBALS: usize = 256;
-/// zstd level: the chunks' XORs with the image compress 10-25x at 1 (level 3 saves ~5 % more
-/// at 1.5x the time; the negative levels lose 10 % for 1.4x the speed).
-const LEVEL: i32 = -1;
+/// zstd level: the chunks' XORs with the image compress 10-25x at 1. Level 3 saves ~5 % more
+/// at 1.5x the time; -1 stores ~10 % more and, measured through `encode`, saves only ~8 % of
+/// its time (BENCHMARKS.md).
+const LEVEL: i32 = 1;
 /// Largest zstd window a state may ask of the decoder (8 MiB; level 1 uses far less).
 const WINDOW_LOG_MAX: u32 = 23;
 

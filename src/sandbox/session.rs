@@ -56,6 +56,10 @@ pub struct Session {
     notice: Option<String>,
     /// Where the last resume's time went (`None` until one succeeds).
     last_resume: Option<hibernate::ResumeTimings>,
+    /// What the last hibernation that kept the interpreter wrote, while no code has run since:
+    /// the state file then is the interpreter's state, and dropping it need not write again
+    /// (with `hibernate_every_turn`, an eviction costs no encoding).
+    saved: Option<Hibernated>,
 }
 
 /// What one hibernation wrote.
@@ -94,6 +98,7 @@ impl Session {
             last_used: Instant::now(),
             notice: None,
             last_resume: None,
+            saved: None,
         }
     }
 
@@ -111,14 +116,30 @@ impl Session {
     /// caller holds the session), and drop the interpreter unless `keep`. `None` if no
     /// interpreter is live or it never ran a call (there is nothing to keep).
     pub async fn hibernate(&mut self, keep: bool) -> anyhow::Result<Option<Hibernated>> {
-        let Some(interp) = self.interp.as_mut() else {
+        let Some(interp) = self.interp.as_ref() else {
             return Ok(None);
         };
         if !interp.installed {
             self.interp = None;
             return Ok(None);
         }
+        if !keep
+            && let Some(saved) = self.saved.take()
+            && self.state_path().is_file()
+        {
+            let t = Instant::now();
+            self.interp = None;
+            return Ok(Some(Hibernated {
+                timings: hibernate::HibernateTimings {
+                    release: t.elapsed(),
+                    ..Default::default()
+                },
+                ..saved
+            }));
+        }
+        self.saved = None;
         let base = self.image.base_memory().await?;
+        let interp = self.interp.as_mut().expect("live");
         let memory = interp.memory_bytes();
         let mut encoded = interp.hibernate(self.image.state_key(), &base.bytes, base.pagemap)?;
         let t = Instant::now();
@@ -129,12 +150,16 @@ impl Session {
             self.interp = None;
             encoded.timings.release = t.elapsed();
         }
-        Ok(Some(Hibernated {
+        let done = Hibernated {
             bytes: encoded.bytes.len() as u64,
             chunks: encoded.chunks,
             memory,
             timings: encoded.timings,
-        }))
+        };
+        if keep {
+            self.saved = Some(done);
+        }
+        Ok(Some(done))
     }
 
     pub fn image_name(&self) -> &str {
@@ -159,6 +184,7 @@ impl Session {
     /// Drop the interpreter; files stay.
     pub fn evict(&mut self) {
         self.interp = None;
+        self.saved = None;
     }
 
     /// Give this session an interpreter that was started elsewhere (the warm pool) on
@@ -167,6 +193,7 @@ impl Session {
         interp.rebase(&dirs);
         self.dirs = dirs;
         self.interp = Some(interp);
+        self.saved = None;
     }
 
     async fn ensure_interp(&mut self, limits: &Limits) -> Result<&mut Interpreter, SandboxError> {
@@ -228,6 +255,8 @@ impl Session {
     ) -> Result<ExecResult, SandboxError> {
         let started = Instant::now();
         self.last_used = started;
+        // Code runs: the state file no longer is the interpreter's state.
+        self.saved = None;
         let limits = opts
             .limits
             .clone()

@@ -41,14 +41,7 @@ async fn create_file(
             reqwest::multipart::Part::bytes(bytes).file_name(name.to_string()),
         );
     }
-    let r = app
-        .client
-        .post(app.url("/v1/files"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    app.post_form("/v1/files", form).await
 }
 
 /// `POST /v1/uploads/{id}/parts` with `bytes` as its `data`.
@@ -57,14 +50,8 @@ async fn add_part(app: &TestApp, upload_id: &str, bytes: Vec<u8>) -> (u16, Value
         "data",
         reqwest::multipart::Part::bytes(bytes).file_name("blob"),
     );
-    let r = app
-        .client
-        .post(app.url(&format!("/v1/uploads/{upload_id}/parts")))
-        .multipart(form)
-        .send()
+    app.post_form(&format!("/v1/uploads/{upload_id}/parts"), form)
         .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
 async fn create_upload(app: &TestApp, bytes: usize, purpose: &str) -> Value {

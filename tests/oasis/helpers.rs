@@ -1,7 +1,10 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-use oasis::sandbox::{ManagerConfig, Progress, Sandbox, SessionManager};
+use oasis::sandbox::{
+    ExecOptions, ExecResult, Limits, ManagerConfig, Progress, Sandbox, SandboxError, SessionManager,
+};
 
 /// Where the runtime and compiled modules are cached across test runs.
 pub fn data_dir() -> PathBuf {
@@ -60,6 +63,32 @@ pub struct Sessions {
     pub _root: tempfile::TempDir,
 }
 
+impl Sessions {
+    /// The scientific image's limits (a call's without options).
+    pub fn image_limits(&self) -> Limits {
+        self.manager
+            .sandbox()
+            .image("scientific")
+            .unwrap()
+            .image
+            .limits()
+    }
+
+    /// `code` in session `id` with `limits`.
+    pub async fn execute_limited(
+        &self,
+        id: &str,
+        code: &str,
+        limits: Limits,
+    ) -> Result<ExecResult, SandboxError> {
+        let opts = ExecOptions {
+            limits: Some(limits),
+            ..Default::default()
+        };
+        self.manager.execute(id, None, code.to_string(), opts).await
+    }
+}
+
 pub async fn sessions(config: ManagerConfig) -> Sessions {
     let sb = tokio::task::spawn_blocking(sandbox).await.unwrap();
     let root = tempfile::tempdir().unwrap();
@@ -67,6 +96,26 @@ pub async fn sessions(config: ManagerConfig) -> Sessions {
         manager: SessionManager::new(sb, root.path().join("sessions"), config),
         _root: root,
     }
+}
+
+/// `code` in session `id` with the default options.
+pub async fn run(s: &Sessions, id: &str, code: &str) -> ExecResult {
+    s.manager
+        .execute(id, None, code.to_string(), ExecOptions::default())
+        .await
+        .unwrap()
+}
+
+/// `code` in session `id` with the image's limits, changed by `f`.
+pub async fn run_with(
+    s: &Sessions,
+    id: &str,
+    code: &str,
+    f: impl FnOnce(&mut Limits),
+) -> ExecResult {
+    let mut limits = s.image_limits();
+    f(&mut limits);
+    s.execute_limited(id, code, limits).await.unwrap()
 }
 
 pub const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
@@ -184,27 +233,57 @@ impl TestApp {
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
-    pub async fn upload(
+    /// `POST path` with a multipart `form`.
+    pub async fn post_form(
         &self,
-        name: &str,
-        bytes: Vec<u8>,
-        purpose: &str,
+        path: &str,
+        form: reqwest::multipart::Form,
     ) -> (u16, serde_json::Value) {
-        let form = reqwest::multipart::Form::new()
-            .text("purpose", purpose.to_string())
-            .part(
-                "file",
-                reqwest::multipart::Part::bytes(bytes).file_name(name.to_string()),
-            );
         let r = self
             .client
-            .post(self.url("/v1/files"))
+            .post(self.url(path))
             .multipart(form)
             .send()
             .await
             .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// `POST /v1/files` of `bytes` named `name`.
+    pub async fn upload(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        purpose: &str,
+    ) -> (u16, serde_json::Value) {
+        self.upload_part(name, reqwest::multipart::Part::bytes(bytes), purpose)
+            .await
+    }
+
+    /// `POST /v1/files` of the file at `path` named `name`, streamed from disk.
+    pub async fn upload_path(
+        &self,
+        name: &str,
+        path: &std::path::Path,
+        purpose: &str,
+    ) -> (u16, serde_json::Value) {
+        let len = std::fs::metadata(path).unwrap().len();
+        let file = tokio::fs::File::open(path).await.unwrap();
+        let part = reqwest::multipart::Part::stream_with_length(file, len);
+        self.upload_part(name, part, purpose).await
+    }
+
+    async fn upload_part(
+        &self,
+        name: &str,
+        part: reqwest::multipart::Part,
+        purpose: &str,
+    ) -> (u16, serde_json::Value) {
+        let form = reqwest::multipart::Form::new()
+            .text("purpose", purpose.to_string())
+            .part("file", part.file_name(name.to_string()));
+        self.post_form("/v1/files", form).await
     }
 }
 
@@ -243,4 +322,67 @@ pub fn err_parts(v: &serde_json::Value) -> (String, String, Option<String>) {
         e["type"].as_str().unwrap_or_default().to_string(),
         e["param"].as_str().map(str::to_string),
     )
+}
+
+/// A vector store's file, as `GET /v1/vector_stores/{vs}/files/{file}` answers.
+pub async fn vector_store_file(app: &TestApp, vs: &str, file: &str) -> (u16, serde_json::Value) {
+    app.get(&format!("/v1/vector_stores/{vs}/files/{file}"))
+        .await
+}
+
+/// Poll `path` until the object there has left `in_progress`, every `every`; `waiting` sees
+/// each answer still `in_progress` first. The answer that left it.
+pub async fn until_settled(
+    app: &TestApp,
+    path: &str,
+    every: Duration,
+    mut waiting: impl FnMut(&serde_json::Value),
+) -> serde_json::Value {
+    loop {
+        let (s, v) = app.get(path).await;
+        assert_eq!(s, 200, "{v}");
+        if v["status"] != "in_progress" {
+            return v;
+        }
+        waiting(&v);
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Poll a store's file until it has left `in_progress` (what the SDK's `poll` does), at most
+/// `bound`.
+pub async fn settled(app: &TestApp, vs: &str, file: &str, bound: Duration) -> serde_json::Value {
+    let start = Instant::now();
+    let path = format!("/v1/vector_stores/{vs}/files/{file}");
+    until_settled(app, &path, Duration::from_millis(50), |f| {
+        assert!(
+            start.elapsed() < bound,
+            "still in_progress after {:?}: {f}",
+            start.elapsed()
+        );
+    })
+    .await
+}
+
+/// `block` `times` over, deflated in zlib's framing (its checksum left zero: PDF readers
+/// inflate anyway). Written a block at a time, so the whole is never held.
+pub fn zlib_of_repeated(block: &[u8], times: usize) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .large_file(true);
+    w.start_file("x", opts).unwrap();
+    for _ in 0..times {
+        w.write_all(block).unwrap();
+    }
+    let mut archive = zip::ZipArchive::new(w.finish().unwrap()).unwrap();
+    let mut out = vec![0x78, 0x9C];
+    archive
+        .by_index_raw(0)
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    out.extend([0, 0, 0, 0]);
+    out
 }

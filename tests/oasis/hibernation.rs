@@ -3,16 +3,13 @@
 
 use std::time::Duration;
 
-use oasis::sandbox::{ExecOptions, ExecResult, Limits, ManagerConfig, Outcome, SessionManager};
+use oasis::sandbox::{ExecOptions, ExecResult, ManagerConfig, Outcome, SessionManager};
 
-use crate::helpers::{Sessions, sessions};
+use crate::helpers::{Sessions, run, run_with, sessions};
 
-async fn run(s: &Sessions, id: &str, code: &str) -> ExecResult {
-    let r = s
-        .manager
-        .execute(id, None, code.to_string(), ExecOptions::default())
-        .await
-        .unwrap();
+/// `code` in session `id`, which must end `Ok`.
+async fn run_ok(s: &Sessions, id: &str, code: &str) -> ExecResult {
+    let r = run(s, id, code).await;
     assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
     r
 }
@@ -34,7 +31,7 @@ async fn variables_imports_and_a_dataframe_survive_the_idle_ttl() {
         ..ManagerConfig::default()
     })
     .await;
-    let r = run(&s, "idle", BUILD).await;
+    let r = run_ok(&s, "idle", BUILD).await;
     assert_eq!(r.result.as_deref(), Some("True"));
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(s.manager.reap_idle().await, 1);
@@ -42,7 +39,7 @@ async fn variables_imports_and_a_dataframe_survive_the_idle_ttl() {
     let info = s.manager.info("idle").unwrap().unwrap();
     assert!(info.hibernated && !info.live, "{info:?}");
     assert!(info.state_bytes > 0, "{info:?}");
-    let r = run(&s, "idle", CHECK).await;
+    let r = run_ok(&s, "idle", CHECK).await;
     assert_eq!(
         r.result.as_deref(),
         Some("(10000, True, True, 'pandas')"),
@@ -59,18 +56,18 @@ async fn evicted_sessions_come_back_whole_and_never_mix() {
         ..ManagerConfig::default()
     })
     .await;
-    run(
+    run_ok(
         &s,
         "a",
         "who = 'a'\nimport json\nblob = json.dumps({'k': list(range(1000))})",
     )
     .await;
-    run(&s, "b", "who = 'b'\nimport statistics").await;
+    run_ok(&s, "b", "who = 'b'\nimport statistics").await;
     // a was evicted for b, then b for a, and so on.
     for _ in 0..2 {
-        let r = run(&s, "a", "(who, len(blob), 'statistics' in dir())").await;
+        let r = run_ok(&s, "a", "(who, len(blob), 'statistics' in dir())").await;
         assert_eq!(r.result.as_deref(), Some("('a', 4897, False)"), "{r:?}");
-        let r = run(
+        let r = run_ok(
             &s,
             "b",
             "(who, 'blob' in dir(), statistics.mean([1, 2, 3]))",
@@ -89,60 +86,24 @@ async fn an_interpreter_that_dies_is_not_replaced_by_an_older_state() {
         ..ManagerConfig::default()
     })
     .await;
-    run(&s, "die", "old = 1").await;
+    run_ok(&s, "die", "old = 1").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(s.manager.reap_idle().await, 1);
     // Resumed from the state, then a loop past the deadline ends the interpreter.
-    let mut limits = s
-        .manager
-        .sandbox()
-        .image("scientific")
-        .unwrap()
-        .image
-        .limits();
-    limits.timeout = Duration::from_millis(500);
-    let r = s
-        .manager
-        .execute(
-            "die",
-            None,
-            "assert old == 1\nwhile True: pass".to_string(),
-            ExecOptions {
-                limits: Some(limits),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let r = run_with(&s, "die", "assert old == 1\nwhile True: pass", |l| {
+        l.timeout = Duration::from_millis(500)
+    })
+    .await;
     assert_eq!(r.outcome, Outcome::Timeout, "{r:?}");
     assert!(r.interpreter_reset);
-    let r = run(&s, "die", "'old' in globals()").await;
+    let r = run_ok(&s, "die", "'old' in globals()").await;
     assert_eq!(r.result.as_deref(), Some("False"), "{r:?}");
     assert!(r.notice.is_none(), "{r:?}");
 }
 
-/// `code` in session `id` with `limits` (the image's, changed by `tweak`).
-async fn run_limited(
-    s: &Sessions,
-    id: &str,
-    code: &str,
-    tweak: impl FnOnce(&mut Limits),
-) -> ExecResult {
-    let mut limits = oasis::sandbox::Image::load("scientific").unwrap().limits();
-    tweak(&mut limits);
-    let opts = ExecOptions {
-        limits: Some(limits),
-        ..ExecOptions::default()
-    };
-    s.manager
-        .execute(id, None, code.to_string(), opts)
-        .await
-        .unwrap()
-}
-
 /// Set `keep` in session `id`, then hibernate it (as a shutdown would).
 async fn hibernated(s: &Sessions, id: &str) {
-    run(s, id, "import numpy as np\nkeep = 'kept'").await;
+    run_ok(s, id, "import numpy as np\nkeep = 'kept'").await;
     assert!(s.manager.hibernate_all(Duration::ZERO).await >= 1);
     let info = s.manager.info(id).unwrap().unwrap();
     assert!(info.hibernated && !info.live, "{info:?}");
@@ -154,7 +115,7 @@ async fn a_resumed_session_is_held_to_its_memory_cap_deadline_and_disk_quota() {
 
     // Memory: the resumed interpreter (its variables there) cannot grow past the cap.
     hibernated(&s, "mem").await;
-    let r = run_limited(
+    let r = run_with(
         &s,
         "mem",
         "print(keep)\nblob = bytearray(400 * 1024 * 1024)",
@@ -165,13 +126,13 @@ async fn a_resumed_session_is_held_to_its_memory_cap_deadline_and_disk_quota() {
     assert_eq!(r.stdout, "kept\n", "{r:?}");
     assert!(r.notice.is_none(), "{r:?}");
     // The MemoryError was the code's: the session goes on, variables and all.
-    let r = run(&s, "mem", "keep, 'blob' in globals()").await;
+    let r = run_ok(&s, "mem", "keep, 'blob' in globals()").await;
     assert_eq!(r.result.as_deref(), Some("('kept', False)"), "{r:?}");
 
     // Deadline: a busy loop in the resumed interpreter is stopped, and the interpreter is
     // replaced as without hibernation: its saved state goes with it.
     hibernated(&s, "time").await;
-    let r = run_limited(
+    let r = run_with(
         &s,
         "time",
         "print(keep, flush=True)\nwhile True:\n    pass",
@@ -185,7 +146,7 @@ async fn a_resumed_session_is_held_to_its_memory_cap_deadline_and_disk_quota() {
         !info.live && !info.hibernated && info.state_bytes == 0,
         "{info:?}"
     );
-    let r = run(&s, "time", "'keep' in globals()").await;
+    let r = run_ok(&s, "time", "'keep' in globals()").await;
     assert_eq!(r.result.as_deref(), Some("False"), "{r:?}");
 
     // Disk: writes past the quota fail with ENOSPC, whatever the interpreter went through.
@@ -198,7 +159,7 @@ async fn a_resumed_session_is_held_to_its_memory_cap_deadline_and_disk_quota() {
                 \x20           f.write(b'x' * (1 << 20))\n\
                 except OSError as e:\n\
                 \x20   print('refused', e.errno == errno.ENOSPC)";
-    let r = run_limited(&s, "disk", code, |l| l.disk_bytes = 4 << 20).await;
+    let r = run_with(&s, "disk", code, |l| l.disk_bytes = 4 << 20).await;
     assert_eq!(r.stdout, "kept\nrefused True\n", "{r:?}");
     let big = s.manager.data_dir("disk").unwrap().join("big.bin");
     assert!(std::fs::metadata(&big).unwrap().len() <= 4 << 20);
@@ -270,7 +231,7 @@ fn shard_id(shard: usize, tag: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn tmp_is_kept_across_hibernation_and_files_left_open_are_closed() {
     let s = sessions(ManagerConfig::default()).await;
-    run(
+    run_ok(
         &s,
         "open",
         "open('/tmp/note.txt', 'w').write('in tmp')\n\
@@ -280,7 +241,7 @@ async fn tmp_is_kept_across_hibernation_and_files_left_open_are_closed() {
     )
     .await;
     assert_eq!(s.manager.hibernate_all(Duration::ZERO).await, 1);
-    let r = run(
+    let r = run_ok(
         &s,
         "open",
         "import errno\n\
@@ -295,4 +256,70 @@ async fn tmp_is_kept_across_hibernation_and_files_left_open_are_closed() {
     )
     .await;
     assert_eq!(r.stdout, "in tmp\nclosed True\nbefore\n", "{r:?}");
+}
+
+/// On Linux the kernel's pagemap is trusted for the scientific image, so the hibernations of
+/// these tests (debug builds) skip untouched chunks and check each skipped one against the
+/// image: a chunk wrongly shown untouched would fail them.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread")]
+async fn untouched_chunks_are_found_from_the_pagemap_and_checked_in_tests() {
+    let sb = tokio::task::spawn_blocking(crate::helpers::sandbox)
+        .await
+        .unwrap();
+    let image = sb.image("scientific").unwrap();
+    let base = image.base_memory().await.unwrap();
+    assert!(
+        base.pagemap,
+        "the pagemap probe failed: every chunk is compared"
+    );
+    let s = sessions(ManagerConfig {
+        max_live: 1,
+        ..ManagerConfig::default()
+    })
+    .await;
+    run_ok(
+        &s,
+        "p",
+        "import numpy as np\nv = np.arange(100_000, dtype=np.int64)",
+    )
+    .await;
+    run_ok(&s, "q", "w = 2").await;
+    let r = run_ok(&s, "p", "int(v.sum())").await;
+    assert_eq!(r.result.as_deref(), Some("4999950000"), "{r:?}");
+}
+
+/// With `hibernate_every_turn`, evicting an interpreter writes nothing again (its state file
+/// already is its state, no code having run since), and the session comes back as its last
+/// turn left it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_every_turn_state_is_not_written_again_at_eviction() {
+    use std::os::unix::fs::MetadataExt;
+    let s = sessions(ManagerConfig {
+        max_live: 1,
+        hibernate_every_turn: true,
+        ..ManagerConfig::default()
+    })
+    .await;
+    run_ok(&s, "a", "x = 41").await;
+    run_ok(&s, "a", "x += 1").await;
+    let state = s
+        .manager
+        .data_dir("a")
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("hibernated.state");
+    let written = std::fs::metadata(&state).unwrap().ino();
+    // b's call evicts a.
+    run_ok(&s, "b", "y = 1").await;
+    assert!(s.manager.info("a").unwrap().unwrap().hibernated);
+    assert_eq!(std::fs::metadata(&state).unwrap().ino(), written);
+    let r = run_ok(&s, "a", "x").await;
+    assert_eq!(r.result.as_deref(), Some("42"), "{r:?}");
+    // A turn since the last write is never lost to the shortcut.
+    run_ok(&s, "a", "x += 1").await;
+    run_ok(&s, "b", "y += 1").await;
+    let r = run_ok(&s, "a", "x").await;
+    assert_eq!(r.result.as_deref(), Some("43"), "{r:?}");
 }

@@ -11,9 +11,10 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 use crate::helpers::{TestApp, err_parts};
-use crate::workers::{
-    WORKERS, assistant, exec, id_on, kill9, run_cell, wait_file, wait_run, wait_workers,
+use crate::worker_processes::{
+    answer_within, id_on, in_worker_processes, kill9, spawn_exec, wait_workers,
 };
+use crate::workers::{assistant, data, exec, run_cell, tool_step, wait_file, wait_run};
 
 /// A server on `dir` (a new one if `None`), its sandboxes in worker processes if `process`,
 /// after `tweak`.
@@ -24,9 +25,7 @@ async fn app_on(
 ) -> TestApp {
     TestApp::spawn_with(dir, |s| {
         if process {
-            s.isolation = oasis::server::Isolation::Process;
-            s.sandbox_workers = WORKERS;
-            s.worker_exe = Some(PathBuf::from(env!("CARGO_BIN_EXE_oasis")));
+            in_worker_processes(s);
         }
         tweak(s);
     })
@@ -147,28 +146,20 @@ async fn kill_9_of_a_worker_loses_only_the_turn_in_flight_with_hibernate_every_t
     assert!(v["state_bytes"].as_u64().unwrap() > 0, "{v}");
     let pids = wait_workers(&app).await;
 
-    let in_flight = {
-        let (base, id) = (app.base.clone(), id.clone());
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(format!("{base}/v1/code_interpreter/execute"))
-                .json(&json!({"session_id": id, "code":
-                    "x = 1000\nlost = True\nopen('/mnt/data/started', 'w').write('1')\n\
-                     import time\ntime.sleep(50)"}))
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
-    };
-    wait_file(&app.data_dir.join("sessions").join(&id).join("data/started")).await;
+    let in_flight = spawn_exec(
+        &app,
+        &id,
+        "x = 1000\nlost = True\nopen('/mnt/data/started', 'w').write('1')\n\
+         import time\ntime.sleep(50)",
+    );
+    wait_file(&data(&app, &id).join("started")).await;
     kill9(pids[&0]);
-    let r = tokio::time::timeout(Duration::from_secs(30), in_flight)
-        .await
-        .expect("the call on the killed worker hung")
-        .unwrap();
+    let r = answer_within(
+        in_flight,
+        Duration::from_secs(30),
+        "the call on the killed worker hung",
+    )
+    .await;
     assert_eq!(r["status"], "crashed", "{r}");
     let notice = r["notice"]
         .as_str()
@@ -359,16 +350,7 @@ async fn a_refused_state_is_said_first_in_the_run_steps_logs() {
     let (_, run) = run_cell(&app, &asst, Some(&thread), "print('mine' in globals())").await;
     let r = wait_run(&app, &thread, &run, Duration::from_secs(60)).await;
     assert_eq!(r["status"], "completed", "{r}");
-    let (s, steps) = app
-        .get(&format!("/v1/threads/{thread}/runs/{run}/steps"))
-        .await;
-    assert_eq!(s, 200, "{steps}");
-    let step = steps["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["type"] == "tool_calls")
-        .unwrap_or_else(|| panic!("no tool step: {steps}"));
+    let step = tool_step(&app, &thread, &run).await;
     let logs = step["step_details"]["tool_calls"][0]["code_interpreter"]["outputs"][0]["logs"]
         .as_str()
         .unwrap_or_else(|| panic!("no logs: {step}"));

@@ -76,14 +76,7 @@ impl Case {
 
     /// The image's limits with a short deadline and small output caps.
     pub fn limits(&self) -> Limits {
-        let mut l = self
-            .s
-            .manager
-            .sandbox()
-            .image("scientific")
-            .unwrap()
-            .image
-            .limits();
+        let mut l = self.s.image_limits();
         l.timeout = TIMEOUT;
         l.stdout_bytes = 64 << 10;
         l.stderr_bytes = 64 << 10;
@@ -100,14 +93,7 @@ impl Case {
     ) -> Result<ExecResult, SandboxError> {
         let mut limits = self.limits();
         f(&mut limits);
-        let opts = ExecOptions {
-            limits: Some(limits),
-            ..Default::default()
-        };
-        self.s
-            .manager
-            .execute(id, None, code.to_string(), opts)
-            .await
+        self.s.execute_limited(id, code, limits).await
     }
 
     pub async fn run(&self, id: &str, code: &str) -> ExecResult {

@@ -23,4 +23,5 @@ mod upstream_fake;
 mod upstream_stream;
 mod vector_store_limits;
 mod vector_stores;
+mod worker_processes;
 mod workers;

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use oasis::retrieval::extract::{ExtractLimits, Isolation, extract_bounded_with};
 
+use crate::helpers::zlib_of_repeated;
+
 /// The `oasis` binary, as `helpers::oasis_binary` finds it (the test binary itself is not
 /// `oasis`, so `extract_bounded`'s `current_exe` would be the wrong program here).
 fn oasis() -> Isolation {
@@ -73,26 +75,6 @@ fn pdf(contents: &[(&str, &[u8])], draws: usize, pages: usize) -> Vec<u8> {
     pdf_of(&objs)
 }
 
-/// `data` deflated in zlib's framing (its checksum left zero: PDF readers inflate anyway).
-fn zlib(data: &[u8]) -> Vec<u8> {
-    use std::io::{Read, Write};
-    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated)
-        .large_file(true);
-    w.start_file("x", opts).unwrap();
-    w.write_all(data).unwrap();
-    let mut archive = zip::ZipArchive::new(w.finish().unwrap()).unwrap();
-    let mut out = vec![0x78, 0x9C];
-    archive
-        .by_index_raw(0)
-        .unwrap()
-        .read_to_end(&mut out)
-        .unwrap();
-    out.extend([0, 0, 0, 0]);
-    out
-}
-
 fn stored(dir: &Path, bytes: &[u8]) -> PathBuf {
     let path = dir.join(format!("blob-{}", bytes.len()));
     std::fs::write(&path, bytes).unwrap();
@@ -148,7 +130,7 @@ async fn a_costly_pdf_is_stopped_at_the_time_limit() {
 #[tokio::test]
 async fn a_compression_bomb_is_stopped_at_the_memory_limit() {
     // 64 MiB of spaces deflate to 64 KB; drawn 32 times on one page they inflate to 2 GiB.
-    let spaces = zlib(&vec![b' '; 64 << 20]);
+    let spaces = zlib_of_repeated(&vec![b' '; 64 << 20], 1);
     let doc = pdf(&[("/Filter /FlateDecode", &spaces)], 32, 1);
     assert!(doc.len() < 1 << 20, "{} bytes", doc.len());
     let dir = tempfile::tempdir().unwrap();

@@ -2,35 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use oasis::sandbox::{ExecOptions, ExecResult, Limits, ManagerConfig, Outcome, SandboxError};
+use oasis::sandbox::{ExecOptions, ManagerConfig, Outcome, SandboxError};
 
-use crate::helpers::{PNG_SIGNATURE, Sessions, sessions};
-
-async fn run(s: &Sessions, id: &str, code: &str) -> ExecResult {
-    s.manager
-        .execute(id, None, code.to_string(), ExecOptions::default())
-        .await
-        .unwrap()
-}
-
-async fn run_with(s: &Sessions, id: &str, code: &str, f: impl FnOnce(&mut Limits)) -> ExecResult {
-    let mut limits = s
-        .manager
-        .sandbox()
-        .image("scientific")
-        .unwrap()
-        .image
-        .limits();
-    f(&mut limits);
-    let opts = ExecOptions {
-        limits: Some(limits),
-        ..Default::default()
-    };
-    s.manager
-        .execute(id, None, code.to_string(), opts)
-        .await
-        .unwrap()
-}
+use crate::helpers::{PNG_SIGNATURE, Sessions, run, run_with, sessions};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prints_the_first_20_fibonacci_numbers() {

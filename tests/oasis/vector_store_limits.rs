@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, settled, until_settled, vector_store_file, zlib_of_repeated};
 
 const MIB: usize = 1 << 20;
 
@@ -51,22 +51,7 @@ impl Rng {
 /// Upload the file at `path` as `name` (purpose `assistants`), streamed from disk; its id.
 async fn upload_path(app: &TestApp, name: &str, path: &Path) -> String {
     let len = std::fs::metadata(path).unwrap().len();
-    let file = tokio::fs::File::open(path).await.unwrap();
-    let form = reqwest::multipart::Form::new()
-        .text("purpose", "assistants")
-        .part(
-            "file",
-            reqwest::multipart::Part::stream_with_length(file, len).file_name(name.to_string()),
-        );
-    let r = app
-        .client
-        .post(app.url("/v1/files"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let f: Value = r.json().await.unwrap_or(Value::Null);
+    let (status, f) = app.upload_path(name, path, "assistants").await;
     assert_eq!(status, 200, "{name}: {f}");
     assert_eq!(f["bytes"], len, "{f}");
     f["id"].as_str().unwrap().to_string()
@@ -89,26 +74,6 @@ async fn store_of(app: &TestApp, name: &str, file_ids: &[&str]) -> String {
         .await;
     assert_eq!(s, 200, "{vs}");
     vs["id"].as_str().unwrap().to_string()
-}
-
-/// Poll a store's file until it has left `in_progress`, at most `bound`.
-async fn settled(app: &TestApp, vs: &str, file: &str, bound: Duration) -> Value {
-    let start = Instant::now();
-    loop {
-        let (s, f) = app
-            .get(&format!("/v1/vector_stores/{vs}/files/{file}"))
-            .await;
-        assert_eq!(s, 200, "{f}");
-        if f["status"] != "in_progress" {
-            return f;
-        }
-        assert!(
-            start.elapsed() < bound,
-            "still in_progress after {:?}: {f}",
-            start.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A search of store `vs`.
@@ -188,6 +153,14 @@ async fn read_alone(app: &TestApp, tag: &str, fid: &str) -> (String, Value) {
         f["last_error"]
     );
     (vs, f)
+}
+
+/// Read alone (see [`read_alone`]), the uploaded `fid` fails as `invalid_file` saying `says`
+/// (see [`assert_invalid`]), and the server stays healthy.
+async fn assert_refused(app: &TestApp, tag: &str, fid: &str, says: &str) {
+    let (_, f) = read_alone(app, tag, fid).await;
+    assert_invalid(app, &f, says);
+    assert_healthy(app, tag).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -462,9 +435,7 @@ async fn zip_bombs_inside_a_docx_are_refused() {
         ),
     ] {
         let fid = upload(&app, "report.docx", bomb).await;
-        let (_, f) = read_alone(&app, tag, &fid).await;
-        assert_invalid(&app, &f, says);
-        assert_healthy(&app, tag).await;
+        assert_refused(&app, tag, &fid, says).await;
     }
 
     let fid = upload(&app, "ferry.docx", beside).await;
@@ -538,37 +509,13 @@ async fn binary_junk_named_txt_is_invalid() {
         ),
     ] {
         let fid = upload(&app, "notes.txt", bytes).await;
-        let (_, f) = read_alone(&app, tag, &fid).await;
-        assert_invalid(&app, &f, says);
-        assert_healthy(&app, tag).await;
+        assert_refused(&app, tag, &fid, says).await;
     }
     app.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
 // The extractor's memory bound
-
-/// `data` deflated in zlib's framing, a MiB-sized block `times` over (its checksum left zero:
-/// PDF readers inflate anyway).
-fn zlib_of_repeated(block: &[u8], times: usize) -> Vec<u8> {
-    use std::io::Read;
-    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
-    w.start_file("x", opts).unwrap();
-    for _ in 0..times {
-        w.write_all(block).unwrap();
-    }
-    let mut archive = zip::ZipArchive::new(w.finish().unwrap()).unwrap();
-    let mut out = vec![0x78, 0x9C];
-    archive
-        .by_index_raw(0)
-        .unwrap()
-        .read_to_end(&mut out)
-        .unwrap();
-    out.extend([0, 0, 0, 0]);
-    out
-}
 
 /// A PDF of under 1 MB whose page draws one deflated stream of 64 MiB of spaces 32 times
 /// (2 GiB to inflate) is stopped at the extractor's memory bound (1 GiB), as `invalid_file`
@@ -592,9 +539,13 @@ async fn a_pdf_inflating_past_the_memory_bound_is_stopped() {
     let size = pdf.finish();
     assert!(size < MIB as u64, "{size} bytes");
     let fid = upload_path(&app, "bomb.pdf", &path).await;
-    let (_, f) = read_alone(&app, "pdf-memory", &fid).await;
-    assert_invalid(&app, &f, "used too much memory (more than 1024 MiB)");
-    assert_healthy(&app, "pdf-memory").await;
+    assert_refused(
+        &app,
+        "pdf-memory",
+        &fid,
+        "used too much memory (more than 1024 MiB)",
+    )
+    .await;
     app.stop().await;
 }
 
@@ -626,9 +577,7 @@ async fn a_slow_file_does_not_hold_up_other_stores() {
     let small_vs = store_of(&app, "small", &[&small]).await;
     let f = settled(&app, &small_vs, &small, Duration::from_secs(60)).await;
     assert_eq!(f["status"], "completed", "{f}");
-    let (_, s) = app
-        .get(&format!("/v1/vector_stores/{slow_vs}/files/{slow}"))
-        .await;
+    let (_, s) = vector_store_file(&app, &slow_vs, &slow).await;
     assert_eq!(
         s["status"], "in_progress",
         "the slow PDF was done before the small file, so this proves nothing: {s}"
@@ -734,14 +683,8 @@ async fn two_thousand_files_in_one_batch() {
 
     let bound = Duration::from_secs(900);
     let mut last_report = Instant::now();
-    let batch = loop {
-        let (s, b) = app
-            .get(&format!("/v1/vector_stores/{vs}/file_batches/{bid}"))
-            .await;
-        assert_eq!(s, 200, "{b}");
-        if b["status"] != "in_progress" {
-            break b;
-        }
+    let path = format!("/v1/vector_stores/{vs}/file_batches/{bid}");
+    let batch = until_settled(&app, &path, Duration::from_millis(500), |b| {
         assert!(
             t.elapsed() < bound,
             "still in_progress after {:?}: {b}",
@@ -751,8 +694,8 @@ async fn two_thousand_files_in_one_batch() {
             eprintln!("[batch-2000] {:?}: {}", t.elapsed(), b["file_counts"]);
             last_report = Instant::now();
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    })
+    .await;
     eprintln!(
         "[batch-2000] batch {} in {:?}",
         batch["status"],

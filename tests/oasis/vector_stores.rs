@@ -1,26 +1,23 @@
 //! Vector stores: the ingestion queue across a restart, and runs that search the stores the
 //! `vector_stores` helper made.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, settled, vector_store_file};
 
 /// Poll a store's file until it has left `in_progress` (what the SDK's `poll` does).
 async fn read(app: &TestApp, vs: &str, file: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (s, f) = app
-            .get(&format!("/v1/vector_stores/{vs}/files/{file}"))
-            .await;
-        assert_eq!(s, 200, "{f}");
-        if f["status"] != "in_progress" {
-            return f;
-        }
-        assert!(Instant::now() < deadline, "never read: {f}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    settled(app, vs, file, Duration::from_secs(120)).await
+}
+
+/// The id of the thread `t`'s own store (for file_search).
+fn thread_store(t: &Value) -> String {
+    t["tool_resources"]["file_search"]["vector_store_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// A file still waiting to be read when the server stops is read after it starts again: the
@@ -119,10 +116,7 @@ async fn a_run_searches_the_threads_store_and_cites_the_file() {
         )
         .await;
     assert_eq!(s, 200, "{t}");
-    let vs = t["tool_resources"]["file_search"]["vector_store_ids"][0]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let vs = thread_store(&t);
     let tid = t["id"].as_str().unwrap();
     for f in [faq, other] {
         assert_eq!(read(&app, &vs, f).await["status"], "completed");
@@ -205,10 +199,7 @@ async fn attachments_for_file_search_go_into_the_threads_store() {
         .await;
     assert_eq!(s, 200, "{t}");
     let tid = t["id"].as_str().unwrap();
-    let vs = t["tool_resources"]["file_search"]["vector_store_ids"][0]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let vs = thread_store(&t);
     let (s, m) = app
         .post(
             &format!("/v1/threads/{tid}/messages"),
@@ -270,14 +261,9 @@ async fn a_run_waits_for_the_files_attached_to_its_thread() {
         .await;
     assert_eq!(s, 200, "{t}");
     let tid = t["id"].as_str().unwrap();
-    let vs = t["tool_resources"]["file_search"]["vector_store_ids"][0]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let vs = thread_store(&t);
     let run = crate::runs::start_run(&app, tid, json!({"assistant_id": a["id"]})).await;
-    let (_, file) = app
-        .get(&format!("/v1/vector_stores/{vs}/files/{fid}"))
-        .await;
+    let (_, file) = vector_store_file(&app, &vs, fid).await;
     assert_eq!(
         file["status"], "in_progress",
         "the file was read before the run started, so this proves nothing: make it larger"

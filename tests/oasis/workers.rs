@@ -1,7 +1,6 @@
 //! Sandboxes in supervised worker processes (`isolation = process`): a real server whose
 //! sessions run in `oasis sandbox-worker` children of this test process, found through /proc.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -9,96 +8,13 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::helpers::{PNG_SIGNATURE, TestApp};
-
-pub const WORKERS: usize = 2;
+use crate::worker_processes::{
+    WORKERS, answer_within, id_on, in_worker_processes, kill9, spawn_exec, stat, wait_workers,
+    worker_pids,
+};
 
 async fn process_app() -> TestApp {
-    TestApp::spawn_with(None, |s| {
-        s.isolation = oasis::server::Isolation::Process;
-        s.sandbox_workers = WORKERS;
-        s.worker_exe = Some(PathBuf::from(env!("CARGO_BIN_EXE_oasis")));
-    })
-    .await
-}
-
-/// A session id (made from `tag`) that lives in worker `shard`.
-pub fn id_on(shard: usize, tag: &str) -> String {
-    (0..)
-        .map(|i| format!("{tag}-{i}"))
-        .find(|id| oasis::sandbox::shard_of(id, WORKERS) == shard)
-        .unwrap()
-}
-
-/// This app's sandbox workers (children of this process) by index: pid.
-pub fn worker_pids(app: &TestApp) -> HashMap<usize, i32> {
-    let root = std::path::absolute(app.data_dir.join("sessions")).unwrap();
-    let me = std::process::id() as i32;
-    let mut out = HashMap::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Some((ppid, state)) = stat(pid) else {
-            continue;
-        };
-        if ppid != me || state == 'Z' {
-            continue;
-        }
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let arg = |name: &str| {
-            args.iter()
-                .position(|a| a == name)
-                .and_then(|i| args.get(i + 1))
-        };
-        if args.get(1).map(String::as_str) == Some("sandbox-worker")
-            && arg("--root").map(PathBuf::from).as_deref() == Some(root.as_path())
-            && let Some(index) = arg("--index").and_then(|i| i.parse().ok())
-        {
-            out.insert(index, pid);
-        }
-    }
-    out
-}
-
-/// (ppid, state) of a process, if it exists.
-fn stat(pid: i32) -> Option<(i32, char)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may hold spaces: parse after the last ')'.
-    let rest = &s[s.rfind(')')? + 2..];
-    let mut f = rest.split(' ');
-    let state = f.next()?.chars().next()?;
-    let ppid = f.next()?.parse().ok()?;
-    Some((ppid, state))
-}
-
-/// Wait until all workers run; their pids by index.
-pub async fn wait_workers(app: &TestApp) -> HashMap<usize, i32> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let pids = worker_pids(app);
-        if pids.len() == WORKERS {
-            return pids;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the sandbox workers did not start: {pids:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-pub fn kill9(pid: i32) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    TestApp::spawn_with(None, in_worker_processes).await
 }
 
 pub async fn exec(app: &TestApp, session: &str, code: &str) -> Value {
@@ -247,55 +163,34 @@ async fn hostile_60_killing_a_worker_mid_run_restarts_it_and_only_its_calls_fail
     let pids = wait_workers(&app).await;
 
     // A sleeps in worker 0; B runs in worker 1 until told to go on.
-    let long_a = {
-        let (base, a) = (app.base.clone(), a.clone());
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(format!("{base}/v1/code_interpreter/execute"))
-                .json(&json!({"session_id": a, "code":
-                    "open('/mnt/data/started', 'w').write('1')\nimport time\ntime.sleep(30)"}))
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
-    };
-    let long_b = {
-        let (base, b) = (app.base.clone(), b.clone());
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(format!("{base}/v1/code_interpreter/execute"))
-                .json(&json!({"session_id": b, "code":
-                    "import os, time\nopen('/mnt/data/started', 'w').write('1')\nt = time.time()\n\
-                     while not os.path.exists('/mnt/data/go') and time.time() - t < 30:\n    time.sleep(0.02)\n\
-                     y += 1\nprint(y, os.path.exists('/mnt/data/go'))"}))
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
-    };
+    let long_a = spawn_exec(
+        &app,
+        &a,
+        "open('/mnt/data/started', 'w').write('1')\nimport time\ntime.sleep(30)",
+    );
+    let long_b = spawn_exec(
+        &app,
+        &b,
+        "import os, time\nopen('/mnt/data/started', 'w').write('1')\nt = time.time()\n\
+         while not os.path.exists('/mnt/data/go') and time.time() - t < 30:\n    time.sleep(0.02)\n\
+         y += 1\nprint(y, os.path.exists('/mnt/data/go'))",
+    );
     wait_file(&data(&app, &a).join("started")).await;
     wait_file(&data(&app, &b).join("started")).await;
 
     let killed = pids[&0];
     kill9(killed);
-    let r = tokio::time::timeout(Duration::from_secs(15), long_a)
-        .await
-        .expect("the call on the killed worker hung")
-        .unwrap();
+    let r = answer_within(
+        long_a,
+        Duration::from_secs(15),
+        "the call on the killed worker hung",
+    )
+    .await;
     assert_eq!(r["status"], "crashed", "{r}");
 
     // The sibling session, in the other worker, never noticed.
     std::fs::write(data(&app, &b).join("go"), "").unwrap();
-    let r = tokio::time::timeout(Duration::from_secs(30), long_b)
-        .await
-        .expect("the sibling call hung")
-        .unwrap();
+    let r = answer_within(long_b, Duration::from_secs(30), "the sibling call hung").await;
     assert_eq!(r["status"], "completed", "{r}");
     assert_eq!(r["stdout"], "2 True\n", "{r}");
 
@@ -395,6 +290,21 @@ pub async fn run_cell(
     (thread, r["id"].as_str().unwrap().to_string())
 }
 
+/// The run's `tool_calls` step.
+pub async fn tool_step(app: &TestApp, thread: &str, run: &str) -> Value {
+    let (s, steps) = app
+        .get(&format!("/v1/threads/{thread}/runs/{run}/steps"))
+        .await;
+    assert_eq!(s, 200, "{steps}");
+    steps["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["type"] == "tool_calls")
+        .unwrap_or_else(|| panic!("no tool step: {steps}"))
+        .clone()
+}
+
 pub async fn wait_run(app: &TestApp, thread: &str, run: &str, within: Duration) -> Value {
     let deadline = Instant::now() + within;
     loop {
@@ -446,14 +356,7 @@ async fn a_run_whose_cell_was_on_a_killed_worker_fails_with_a_clear_error() {
         msg.contains("sandbox worker crashed") && msg.contains("SIGKILL"),
         "{msg}"
     );
-    let (s, steps) = app.get(&format!("/v1/threads/{t}/runs/{run}/steps")).await;
-    assert_eq!(s, 200);
-    let code_step = steps["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["type"] == "tool_calls")
-        .unwrap_or_else(|| panic!("no tool step: {steps}"));
+    let code_step = tool_step(&app, &t, &run).await;
     assert_eq!(code_step["status"], "failed", "{code_step}");
     assert_eq!(code_step["last_error"]["code"], "server_error");
 
@@ -514,10 +417,9 @@ async fn cancelling_a_run_cancels_its_cell_inside_the_worker() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cancelling_a_run_whose_cell_waits_for_the_pool_ends_it_without_waiting() {
     let app = TestApp::spawn_with(None, |s| {
-        s.isolation = oasis::server::Isolation::Process;
+        in_worker_processes(s);
         s.sandbox_workers = 1;
         s.sessions.max_parallel = 1;
-        s.worker_exe = Some(PathBuf::from(env!("CARGO_BIN_EXE_oasis")));
     })
     .await;
     let asst = assistant(&app).await;
