@@ -67,7 +67,7 @@ pub struct Knobs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hibernate: Option<bool>,
     /// Also write each session's state after every call, so a crash loses nothing that
-    /// finished [default: false].
+    /// finished [default: true].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hibernate_every_turn: Option<bool>,
@@ -621,16 +621,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut args = ServeArgs::default();
         let s = Settings::resolve(dir.path(), &args).unwrap();
-        assert!(s.sessions.hibernate && !s.sessions.hibernate_every_turn);
+        assert!(s.sessions.hibernate && s.sessions.hibernate_every_turn);
         assert_eq!(
             s.sessions.session_retention,
             Duration::from_secs(30 * 24 * 3600)
         );
         args.knobs.hibernate = Some(false);
-        args.knobs.hibernate_every_turn = Some(true);
+        args.knobs.hibernate_every_turn = Some(false);
         args.knobs.session_retention_days = Some(2);
         let s = Settings::resolve(dir.path(), &args).unwrap();
-        assert!(!s.sessions.hibernate && s.sessions.hibernate_every_turn);
+        assert!(!s.sessions.hibernate && !s.sessions.hibernate_every_turn);
         assert_eq!(
             s.sessions.session_retention,
             Duration::from_secs(2 * 24 * 3600)

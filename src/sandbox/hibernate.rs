@@ -8,7 +8,7 @@
 //! indices (`u32`, strictly increasing) followed by each chunk XORed with the image's bytes
 //! there (zeros past the image's memory). A chunk of a CPython heap usually differs from the
 //! image in a few words (reference counts, links), so its XOR is mostly zeros: 4-10x smaller
-//! and 3-5x faster to compress and decompress than the chunk itself. A fresh instance holds
+//! and 2.5-5x faster to compress and decompress than the chunk itself. A fresh instance holds
 //! the image's bytes, so a resume XORs each stored chunk into it in place.
 //!
 //! Finding the chunks that differ need not read the whole memory: on Linux, a page that
@@ -425,7 +425,7 @@ pub fn clean_chunks(memory: &[u8]) -> Option<Vec<bool>> {
 /// about to be discarded: one byte of it is changed). Three neighbouring chunks inside the
 /// memory image, all clean once read, must read clean, dirty, clean after the middle one is
 /// written: so writes show (the image is mapped private, copy-on-write), reads do not, and a
-/// chunk is a host page (with larger pages a neighbour would share the written page).
+/// chunk is a host page (with another page size the entries read are not these chunks').
 pub fn pagemap_probe(memory: &mut [u8]) -> bool {
     let n = memory.len() / CHUNK;
     if n < 64 {

@@ -37,7 +37,7 @@ pub struct ManagerConfig {
     /// to the session's folder and resumed on the next call); off, they are discarded.
     pub hibernate: bool,
     /// Also write each session's state after every call (a crash then loses nothing that
-    /// finished), keeping the interpreter live.
+    /// finished), keeping the interpreter live. Only with `hibernate`.
     pub hibernate_every_turn: bool,
     /// A session unused this long is deleted with its files and state.
     pub session_retention: Duration,
@@ -72,7 +72,7 @@ impl Default for ManagerConfig {
             max_live_memory: default_live_memory(),
             max_export_bytes: 1 << 30,
             hibernate: true,
-            hibernate_every_turn: false,
+            hibernate_every_turn: true,
             session_retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
@@ -259,7 +259,8 @@ impl SessionManager {
             }
         }
         let handle = tokio::runtime::Handle::current();
-        let every_turn = self.inner.config.hibernate_every_turn;
+        // Off, hibernation writes nothing at all (every turn included).
+        let every_turn = self.inner.config.hibernate && self.inner.config.hibernate_every_turn;
         let (res, memory) = tokio::task::spawn_blocking(move || {
             let r = handle.block_on(session.exec(&code, &opts));
             if every_turn

@@ -69,7 +69,7 @@ pub struct WorkerArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub hibernate: bool,
     /// Also write each session's state after every call.
-    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub hibernate_every_turn: bool,
     /// A session unused this long (seconds) is deleted with its files.
     #[arg(long, default_value_t = 30 * 24 * 3600)]

@@ -180,7 +180,12 @@ async fn kill_9_of_a_worker_loses_only_the_turn_in_flight_with_hibernate_every_t
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_shows_live_then_hibernated_then_live_again() {
-    let app = app_on(None, true, |s| s.sessions.idle_ttl = Duration::from_secs(3)).await;
+    // Saving only when idle (not after every call), so a live session has nothing stored yet.
+    let app = app_on(None, true, |s| {
+        s.sessions.idle_ttl = Duration::from_secs(3);
+        s.sessions.hibernate_every_turn = false;
+    })
+    .await;
     let (s, v) = app.get("/v1/code_interpreter/sessions/cisess_nope").await;
     assert_eq!(s, 404, "{v}");
     let (message, kind, _) = err_parts(&v);

@@ -220,7 +220,8 @@ async fn hostile_60_killing_a_worker_mid_run_restarts_it_and_only_its_calls_fail
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // A's next call gets a fresh interpreter over the same files.
+    // A's next call resumes its state saved after its last finished call (hibernation every
+    // turn is the default), over the same files: only the call in flight was lost.
     let r = exec(
         &app,
         &a,
@@ -229,7 +230,7 @@ async fn hostile_60_killing_a_worker_mid_run_restarts_it_and_only_its_calls_fail
     .await;
     assert_eq!(r["status"], "completed", "{r}");
     assert_eq!(r["stdout"], "kept\n", "{r}");
-    assert_eq!(r["result"], "False", "{r}");
+    assert_eq!(r["result"], "True", "{r}");
     let r = exec(&app, &a, "x = 5\nx * 2").await;
     assert_eq!(r["result"], "10", "{r}");
     let r = exec(&app, &b, "y").await;

@@ -62,6 +62,8 @@ impl SessionManager {
         for mut s in victims {
             if !self.inner.config.hibernate {
                 s.evict();
+                // A state written before hibernation was turned off must not come back.
+                let _ = hibernate::remove(&s.state_path());
                 continue;
             }
             let handle = tokio::runtime::Handle::current();
