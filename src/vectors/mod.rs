@@ -54,6 +54,9 @@ pub struct Vectors {
     inner: Arc<Inner>,
 }
 
+/// Seconds within which a store's `last_active_at` is not written again.
+const TOUCH_EVERY_SECS: i64 = 60;
+
 struct Inner {
     store: Arc<dyn Store>,
     config: VectorsConfig,
@@ -231,12 +234,20 @@ impl Vectors {
         Ok(existed)
     }
 
-    /// Mark a store used now (its expiry counts from its last activity).
+    /// Mark a store used now (its expiry counts from its last activity). A store used in the
+    /// last minute is not written again: expiry is counted in days, and a busy store would
+    /// otherwise be rewritten on every search.
     pub fn touch(&self, vector_store_id: &str) -> Result<()> {
         let Some(mut vs) = self.inner.store.find::<VectorStore>(vector_store_id)? else {
             return Ok(());
         };
         let t = now();
+        if vs
+            .last_active_at
+            .is_some_and(|at| t - at < TOUCH_EVERY_SECS)
+        {
+            return Ok(());
+        }
         vs.last_active_at = Some(t);
         vs.expires_at = VectorStore::expiry_time(&vs.expires_after, t);
         self.inner.store.save(&vs)

@@ -285,3 +285,66 @@ async fn a_run_waits_for_the_files_attached_to_its_thread() {
     );
     app.stop().await;
 }
+
+/// A store past its `expires_after` (its last activity moved two days back while the server
+/// is down) says `expired` and refuses searches, as OpenAI's did; a fresh one with the same
+/// expiry answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_store_says_so_and_cannot_be_searched() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn_with(Some(dir.path().to_path_buf()), |_| {}).await;
+    let (_, f) = app
+        .upload("a.txt", b"Otters hold hands.".to_vec(), "assistants")
+        .await;
+    let fid = f["id"].as_str().unwrap();
+    let expiring =
+        json!({"file_ids": [fid], "expires_after": {"anchor": "last_active_at", "days": 1}});
+    let (s, old) = app.post("/v1/vector_stores", expiring.clone()).await;
+    assert_eq!(s, 200, "{old}");
+    let old = old["id"].as_str().unwrap().to_string();
+    assert_eq!(read(&app, &old, fid).await["status"], "completed");
+    let (_, fresh) = app.post("/v1/vector_stores", expiring).await;
+    let fresh = fresh["id"].as_str().unwrap().to_string();
+    assert_eq!(read(&app, &fresh, fid).await["status"], "completed");
+    app.stop().await;
+
+    {
+        use oasis::model::VectorStore;
+        use oasis::store::StoreExt;
+        let store = oasis::store::SqliteStore::open(&dir.path().join("oasis.sqlite3")).unwrap();
+        let mut vs: VectorStore = store.find(&old).unwrap().unwrap();
+        let two_days_ago = oasis::model::now() - 2 * 24 * 3600;
+        vs.last_active_at = Some(two_days_ago);
+        vs.expires_at = VectorStore::expiry_time(&vs.expires_after, two_days_ago);
+        store.save(&vs).unwrap();
+    }
+
+    let app = TestApp::spawn_with(Some(dir.path().to_path_buf()), |_| {}).await;
+    let (_, v) = app.get(&format!("/v1/vector_stores/{old}")).await;
+    assert_eq!(v["status"], "expired", "{v}");
+    let (s, e) = app
+        .post(
+            &format!("/v1/vector_stores/{old}/search"),
+            json!({"query": "otters"}),
+        )
+        .await;
+    assert_eq!(s, 400, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has expired"),
+        "{e}"
+    );
+    let (_, before) = app.get(&format!("/v1/vector_stores/{fresh}")).await;
+    assert_eq!(before["status"], "completed", "{before}");
+    let (s, found) = app
+        .post(
+            &format!("/v1/vector_stores/{fresh}/search"),
+            json!({"query": "otters"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{found}");
+    assert_eq!(found["data"][0]["file_id"], fid);
+    app.stop().await;
+}
