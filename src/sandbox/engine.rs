@@ -26,8 +26,52 @@ pub const WASMTIME_VERSION: &str = "48";
 
 /// Build the engine every sandbox shares: exceptions on (the runtime needs them), 8 MiB of wasm
 /// stack (deep C recursion in `json` etc.), epoch interruption for deadlines and cancellation.
+/// (The sandbox takes [`new_engine_with_cache`]; tests take this.)
+#[cfg(test)]
 pub fn new_engine() -> anyhow::Result<Engine> {
+    Ok(new_engine_with_cache()?.0)
+}
+
+/// Cranelift's incremental compilation cache, in memory. Pre-initializing an image compiles
+/// the runtime once to run it, and then its snapshot: the same functions (wizer changes only
+/// data, globals and exports), so the second compile finds every function in the cache.
+/// Emptied once an image is ready ([`CompileCache::clear`]).
+#[derive(Debug, Default)]
+pub struct CompileCache(std::sync::Mutex<std::collections::HashMap<Vec<u8>, Vec<u8>>>);
+
+impl CompileCache {
+    /// Drop every entry (they are only useful while an image is being built).
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+impl wasmtime::CacheStore for CompileCache {
+    fn get(&self, key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+            .map(std::borrow::Cow::Owned)
+    }
+
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_vec(), value);
+        true
+    }
+}
+
+/// [`new_engine`], with its incremental compilation cache.
+pub fn new_engine_with_cache() -> anyhow::Result<(Engine, std::sync::Arc<CompileCache>)> {
+    let cache = std::sync::Arc::new(CompileCache::default());
     let mut cfg = Config::new();
+    cfg.enable_incremental_compilation(cache.clone())
+        .map_err(anyhow::Error::from)
+        .context("enabling incremental compilation")?;
     cfg.wasm_exceptions(true)
         .epoch_interruption(true)
         .max_wasm_stack(8 << 20)
@@ -38,7 +82,7 @@ pub fn new_engine() -> anyhow::Result<Engine> {
         .map_err(anyhow::Error::from)
         .context("configuring wasmtime")?;
     spawn_ticker(&engine);
-    Ok(engine)
+    Ok((engine, cache))
 }
 
 /// One thread advances the engine's epoch every [`TICK`]; it ends when the engine is dropped.

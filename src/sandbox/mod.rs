@@ -77,6 +77,8 @@ pub struct Sandbox {
     progress: Progress,
     /// Held while an image is loaded, so the same module is never compiled twice at once.
     images: Mutex<HashMap<String, Arc<LoadedImage>>>,
+    /// Cranelift's per-function cache, filled while an image is built and emptied after.
+    compile_cache: Arc<engine::CompileCache>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -92,7 +94,7 @@ impl Sandbox {
     /// runtime first if it is not there yet.
     pub fn open(data_dir: &Path, progress: Progress) -> anyhow::Result<Sandbox> {
         let runtime = Runtime::locate(data_dir, &progress)?;
-        let engine = engine::new_engine()?;
+        let (engine, compile_cache) = engine::new_engine_with_cache()?;
         let linker = wasi::linker(&engine)
             .map_err(anyhow::Error::from)
             .context("linking WASI")?;
@@ -103,6 +105,7 @@ impl Sandbox {
             linker,
             progress,
             images: Mutex::new(HashMap::new()),
+            compile_cache,
         })
     }
 
@@ -154,6 +157,7 @@ impl Sandbox {
             base: tokio::sync::OnceCell::new(),
         });
         images.insert(name.to_string(), loaded.clone());
+        self.compile_cache.clear();
         Ok(loaded)
     }
 }
