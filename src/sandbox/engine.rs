@@ -162,6 +162,7 @@ impl ModuleCache {
         engine: &Engine,
         key: &str,
         progress: &Progress,
+        expected: Duration,
         build: impl FnOnce() -> anyhow::Result<Vec<u8>>,
     ) -> anyhow::Result<Module> {
         fs::create_dir_all(&self.dir)
@@ -175,15 +176,13 @@ impl ModuleCache {
             return Ok(m);
         }
         let wasm = build()?;
-        let bar = progress.spinner(&format!(
-            "compiling {key} with Cranelift (once; about a minute on 2 cores)"
-        ));
+        let phase = progress.phase(&format!("compiling {key} with Cranelift (once)"), expected);
         let bytes = engine
             .precompile_module(&wasm)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("compiling {key}"))?;
         drop(wasm);
-        bar.finish_and_clear();
+        phase.finish();
         progress.message(&format!("compiled {key} ({} MB)", bytes.len() >> 20));
         let sha = hex::encode(Sha256::digest(&bytes));
         // Digest first, then the module: a crash in between leaves a mismatch, which is rebuilt.
@@ -285,11 +284,17 @@ mod tests {
                 let (cache, engine, key, builds) = (&cache, &engine, &key, builds.clone());
                 s.spawn(move || {
                     cache
-                        .get_or_compile(engine, key, &Progress::hidden(), || {
-                            builds.fetch_add(1, Ordering::SeqCst);
-                            std::thread::sleep(Duration::from_millis(100));
-                            Ok(EMPTY_MODULE.to_vec())
-                        })
+                        .get_or_compile(
+                            engine,
+                            key,
+                            &Progress::hidden(),
+                            Duration::from_secs(1),
+                            || {
+                                builds.fetch_add(1, Ordering::SeqCst);
+                                std::thread::sleep(Duration::from_millis(100));
+                                Ok(EMPTY_MODULE.to_vec())
+                            },
+                        )
                         .unwrap();
                 });
             }
@@ -309,7 +314,13 @@ mod tests {
             Ok(EMPTY_MODULE.to_vec())
         };
         cache
-            .get_or_compile(&engine, &key, &Progress::hidden(), build)
+            .get_or_compile(
+                &engine,
+                &key,
+                &Progress::hidden(),
+                Duration::from_secs(1),
+                build,
+            )
             .unwrap();
         let (cwasm, _, _) = cache.paths(&key);
         // Flip one byte: the digest no longer matches.
@@ -318,7 +329,13 @@ mod tests {
         bytes[mid] ^= 0xff;
         fs::write(&cwasm, &bytes).unwrap();
         cache
-            .get_or_compile(&engine, &key, &Progress::hidden(), build)
+            .get_or_compile(
+                &engine,
+                &key,
+                &Progress::hidden(),
+                Duration::from_secs(1),
+                build,
+            )
             .unwrap();
         assert_eq!(builds.load(Ordering::SeqCst), 2);
         // Garbage with a matching digest (e.g. an entry from another wasmtime) is refused by
@@ -327,12 +344,24 @@ mod tests {
         let (_, digest, _) = cache.paths(&key);
         fs::write(&digest, hex::encode(Sha256::digest(b"not a module"))).unwrap();
         cache
-            .get_or_compile(&engine, &key, &Progress::hidden(), build)
+            .get_or_compile(
+                &engine,
+                &key,
+                &Progress::hidden(),
+                Duration::from_secs(1),
+                build,
+            )
             .unwrap();
         assert_eq!(builds.load(Ordering::SeqCst), 3);
         // A good entry is reused.
         cache
-            .get_or_compile(&engine, &key, &Progress::hidden(), build)
+            .get_or_compile(
+                &engine,
+                &key,
+                &Progress::hidden(),
+                Duration::from_secs(1),
+                build,
+            )
             .unwrap();
         assert_eq!(builds.load(Ordering::SeqCst), 3);
     }
@@ -348,7 +377,13 @@ mod tests {
         let new = cache.key(&engine, "img-preinit", "sha-new", "");
         for k in [&old, &other, &new] {
             cache
-                .get_or_compile(&engine, k, &Progress::hidden(), build)
+                .get_or_compile(
+                    &engine,
+                    k,
+                    &Progress::hidden(),
+                    Duration::from_secs(1),
+                    build,
+                )
                 .unwrap();
         }
         assert!(!cache.paths(&old).0.exists(), "the old entry is gone");

@@ -133,13 +133,20 @@ impl Sandbox {
                     .cache
                     .key(&self.engine, "python-snapshot", sha, globals::VERSION);
                 let path = self.runtime.artifact(artifact);
-                let module =
-                    self.cache
-                        .get_or_compile(&self.engine, &key, &self.progress, || {
+                let module = self
+                    .cache
+                    // About 40 s on 2 cores: nothing compiled it before.
+                    .get_or_compile(
+                        &self.engine,
+                        &key,
+                        &self.progress,
+                        std::time::Duration::from_secs(40),
+                        || {
                             let wasm = std::fs::read(&path)
                                 .with_context(|| format!("reading {}", path.display()))?;
                             globals::export_mutable_globals(&wasm)
-                        })?;
+                        },
+                    )?;
                 (module, key)
             }
         };
