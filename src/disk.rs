@@ -60,3 +60,17 @@ pub fn copy_hashing(
         .with_context(|| format!("writing {}", dst.display()))?;
     Ok(hex::encode(hasher.finalize()))
 }
+
+/// Exclusive lock on `path` (created if absent), released on drop.
+pub fn lock_file(path: &Path) -> anyhow::Result<std::fs::File> {
+    use anyhow::Context;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening lock {}", path.display()))?;
+    f.lock()
+        .with_context(|| format!("locking {}", path.display()))?;
+    Ok(f)
+}

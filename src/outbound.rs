@@ -92,3 +92,24 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         secs.min(MAX_RETRY_DELAY.as_secs_f64()),
     ))
 }
+
+/// HTTP statuses worth another attempt (timeouts, rate limits, passing server trouble).
+pub fn retryable_status(status: reqwest::StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+/// The two endings of an HTTP error's message: `, N attempts` (if more than one) and
+/// `: <detail>` (if the server said anything).
+pub fn status_suffixes(detail: &str, attempts: u32) -> (String, String) {
+    let tries = if attempts > 1 {
+        format!(", {attempts} attempts")
+    } else {
+        String::new()
+    };
+    let detail = if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    };
+    (tries, detail)
+}

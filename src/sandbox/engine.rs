@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::{Config, Engine, Module};
 
 use super::progress::Progress;
-use crate::disk::{sha256_file, write_atomic};
+use crate::disk::{lock_file, sha256_file, write_atomic};
 
 /// Wall-clock length of one epoch tick; deadlines are checked at this granularity.
 pub const TICK: Duration = Duration::from_millis(10);
@@ -105,19 +105,6 @@ fn engine_key(engine: &Engine) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
     format!("{:016x}", h.finish())
-}
-
-/// Exclusive lock on `path` (created if absent), released on drop.
-pub fn lock_file(path: &Path) -> anyhow::Result<fs::File> {
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("opening lock {}", path.display()))?;
-    f.lock()
-        .with_context(|| format!("locking {}", path.display()))?;
-    Ok(f)
 }
 
 /// The on-disk cache of compiled modules.

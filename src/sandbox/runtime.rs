@@ -164,7 +164,7 @@ pub fn ensure(pin: Pin, root: &Path, progress: &Progress) -> anyhow::Result<Runt
     }
     fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
     // One process provisions; the others wait for it and then see READY.
-    let lock = super::engine::lock_file(&root.join(format!("{}.lock", pin.dir_name())))?;
+    let lock = crate::disk::lock_file(&root.join(format!("{}.lock", pin.dir_name())))?;
     if fs::read_to_string(&ready).ok().as_deref() == Some(expected.as_str()) {
         drop(lock);
         return Ok(Runtime { pin, dir });

@@ -6,22 +6,11 @@ use reqwest::StatusCode;
 
 use crate::backend::BackendError;
 
-pub(super) fn retryable_status(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
-}
+pub(super) use crate::outbound::retryable_status;
 
 /// The error for an HTTP error status; `detail` is the upstream's own message (maybe empty).
 pub(super) fn status_error(status: StatusCode, detail: &str, attempts: u32) -> BackendError {
-    let tries = if attempts > 1 {
-        format!(", {attempts} attempts")
-    } else {
-        String::new()
-    };
-    let detail = if detail.is_empty() {
-        String::new()
-    } else {
-        format!(": {detail}")
-    };
+    let (tries, detail) = crate::outbound::status_suffixes(detail, attempts);
     match status.as_u16() {
         429 => BackendError::RateLimited(format!(
             "the upstream model server is rate limiting Oasis (HTTP {status}{tries}){detail}"

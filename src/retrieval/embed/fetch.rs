@@ -12,7 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::disk::{copy_hashing, sha256_file, write_atomic};
+use crate::disk::{copy_hashing, lock_file, sha256_file, write_atomic};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
@@ -235,19 +235,6 @@ fn unpack(pin: &Pin, wheel: &Path, staging: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// An exclusive lock on `path`, held until the file is dropped.
-fn lock_file(path: &Path) -> anyhow::Result<fs::File> {
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("opening lock {}", path.display()))?;
-    f.lock()
-        .with_context(|| format!("locking {}", path.display()))?;
-    Ok(f)
 }
 
 #[cfg(test)]

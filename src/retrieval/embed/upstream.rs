@@ -185,7 +185,7 @@ impl UpstreamEmbeddings {
                     let wait = retry_after(resp.headers());
                     let detail = error_detail(resp).await;
                     let err = self.redact(self.status_error(status, &detail, attempt));
-                    if !matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504) {
+                    if !crate::outbound::retryable_status(status) {
                         return Err(err);
                     }
                     (err, wait)
@@ -237,16 +237,7 @@ impl UpstreamEmbeddings {
     }
 
     fn status_error(&self, status: StatusCode, detail: &str, attempts: u32) -> EmbedError {
-        let tries = if attempts > 1 {
-            format!(", {attempts} attempts")
-        } else {
-            String::new()
-        };
-        let detail = if detail.is_empty() {
-            String::new()
-        } else {
-            format!(": {detail}")
-        };
+        let (tries, detail) = crate::outbound::status_suffixes(detail, attempts);
         let model = &self.cfg.model;
         match status.as_u16() {
             429 => EmbedError::RateLimited(format!(
