@@ -42,7 +42,7 @@ pub enum Command {
         action: RuntimeAction,
     },
     /// Serve the OpenAI-compatible API.
-    Serve(crate::server::ServeArgs),
+    Serve(Box<crate::server::ServeArgs>),
     /// Run Python in a fresh sandbox session and print what it printed.
     Exec(ExecArgs),
     /// Run benchmarks and print numbers.
@@ -142,7 +142,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {
-            crate::server::run(&cli.data_dir, args)?;
+            crate::server::run(&cli.data_dir, *args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Exec(args) => exec(&cli.data_dir, args),

@@ -10,13 +10,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{self, ApiConfig, AppState, ConnLimits, Mode};
 use crate::backend::upstream::{Upstream, UpstreamConfig};
+use crate::bucket::{Bucket, StoreOptions};
 use crate::orchestrator::{Orchestrator, OrchestratorConfig};
+use crate::roaming::Roaming;
 use crate::retrieval::embed::UpstreamEmbeddingsConfig;
 use crate::retrieval::extract::{self, ExtractLimits};
 use crate::sandbox::{
     ManagerConfig, Progress, Sandbox, SessionManager, Sessions, Supervisor, SupervisorConfig,
 };
-use crate::store::SqliteStore;
 use crate::vectors::{EmbeddingsConfig, Vectors, VectorsConfig};
 
 /// `oasis serve`'s arguments: an optional TOML file, and every knob.
@@ -132,6 +133,28 @@ pub struct Knobs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
+    /// Where File bytes are stored: `s3://bucket/prefix` for an S3-compatible store that
+    /// several nodes share (its client is configured by the usual `AWS_*` variables:
+    /// `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_ALLOW_HTTP` …), or `file:///folder` [default: the data dir, `<data dir>/files`].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_store_url: Option<String>,
+    /// `postgres://user:password@host:port/db`: keep records in PostgreSQL, which several
+    /// nodes share [default: SQLite, `<data dir>/oasis.sqlite3`, this process alone].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// This node's name among the nodes sharing a database; a node restarted under the same
+    /// name takes back its runs at once [default: `<host name>:<port>`].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// Seconds a node may go without a heartbeat before the others count it lost (its runs
+    /// fail, its queue is taken over) [default: 10].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_lease_secs: Option<u64>,
 }
 
 impl std::fmt::Debug for Knobs {
@@ -140,6 +163,9 @@ impl std::fmt::Debug for Knobs {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let Some(keys) = v.get_mut("api_keys") {
             *keys = serde_json::json!("[redacted]");
+        }
+        if let Some(url) = v.get_mut("database_url") {
+            *url = serde_json::json!("[redacted]");
         }
         write!(f, "Knobs {v}")
     }
@@ -209,6 +235,10 @@ impl Knobs {
             header_timeout_secs: Some(0),
             idle_timeout_secs: Some(0),
             max_connections: Some(0),
+            object_store_url: Some(String::new()),
+            database_url: Some(String::new()),
+            node_id: Some(String::new()),
+            node_lease_secs: Some(0),
         }
     }
 }
@@ -245,6 +275,13 @@ pub struct Settings {
     pub embeddings: EmbeddingsConfig,
     /// The executable run as `oasis extract-worker` to read documents (default: this one).
     pub extract_exe: Option<PathBuf>,
+    /// The PostgreSQL database records are kept in; `None`: SQLite in the data dir.
+    pub database_url: Option<String>,
+    /// Where File bytes are stored (`s3://bucket/prefix`, `file:///folder`); `None`: the data
+    /// dir.
+    pub object_store_url: Option<String>,
+    /// The S3 client's options by `AWS_*` name (default: this process's `AWS_*` variables).
+    pub object_store_options: StoreOptions,
 }
 
 impl Settings {
@@ -288,10 +325,21 @@ impl Settings {
                 max_connections,
             }
         };
+        let addr = k
+            .addr
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let database_url = k.database_url.clone().filter(|u| !u.trim().is_empty());
+        // Nodes share a session through the state each turn leaves.
+        if database_url.is_some()
+            && (k.hibernate == Some(false) || k.hibernate_every_turn == Some(false))
+        {
+            anyhow::bail!(
+                "with database_url (a cluster), hibernate and hibernate_every_turn must stay on: \
+                 nodes share a session through the state each turn leaves"
+            );
+        }
         Ok(Settings {
-            addr: k
-                .addr
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            addr,
             data_dir: data_dir.to_path_buf(),
             cache_dir: k
                 .cache_dir
@@ -343,14 +391,40 @@ impl Settings {
                         .map(Duration::from_secs)
                         .unwrap_or(d.run_expiry),
                     max_file_bytes: k.max_upload_bytes.unwrap_or(d.max_file_bytes),
+                    node: match &k.node_id {
+                        Some(n) if !n.trim().is_empty() => n.trim().to_string(),
+                        _ => default_node_id(addr.port()),
+                    },
+                    exclusive: database_url.is_none(),
+                    node_lease: match k.node_lease_secs {
+                        None => d.node_lease,
+                        Some(s @ 1..=3600) => Duration::from_secs(s),
+                        Some(s) => anyhow::bail!("node_lease_secs must be 1 to 3600, not {s}"),
+                    },
                     ..d
                 }
             },
             upstream: UpstreamConfig::from_env(),
             embeddings: embeddings_from_env(),
             extract_exe: None,
+            object_store_url: k.object_store_url.clone().filter(|u| !u.trim().is_empty()),
+            database_url,
+            object_store_options: StoreOptions::from_env(),
         })
     }
+}
+
+/// `<host name>:<port>`: stable across restarts, distinct for nodes sharing a machine.
+fn default_node_id(port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let host = if host.is_empty() {
+        "oasis".into()
+    } else {
+        host
+    };
+    format!("{host}:{port}")
 }
 
 /// Open the store and the sandbox (blocking: may provision the runtime).
@@ -365,7 +439,18 @@ pub fn build_state(settings: &Settings, sandbox: Option<Arc<Sandbox>>) -> anyhow
             let _ = std::fs::remove_file(e.path());
         }
     }
-    let store = SqliteStore::open(&settings.data_dir.join("oasis.sqlite3"))?;
+    // File bytes: `<data dir>/files/<file id>` by default (where they always were).
+    let bucket = Bucket::open(
+        settings.object_store_url.as_deref(),
+        &settings.object_store_options,
+        &settings.data_dir,
+    )
+    .context("opening the object store (object_store_url)")?;
+    let store = crate::store::open(
+        settings.database_url.as_deref(),
+        &settings.data_dir.join("oasis.sqlite3"),
+    )
+    .context("opening the database")?;
     let sandbox = match sandbox {
         Some(s) => s,
         None => Arc::new(Sandbox::open(&settings.cache_dir, Progress::stderr())?),
@@ -397,7 +482,6 @@ pub fn build_state(settings: &Settings, sandbox: Option<Arc<Sandbox>>) -> anyhow
             Sessions::Workers(Supervisor::new(config, Some(sandbox)))
         }
     };
-    let store: Arc<dyn crate::store::Store> = Arc::new(store);
     let vectors = match settings.api.mode {
         Mode::All => {
             // Documents are read in a bounded child process, never in this one.
@@ -409,7 +493,7 @@ pub fn build_state(settings: &Settings, sandbox: Option<Arc<Sandbox>>) -> anyhow
                 store.clone(),
                 VectorsConfig {
                     data_dir: settings.cache_dir.clone(),
-                    files_dir: files_dir.clone(),
+                    bucket: bucket.clone(),
                     embeddings: settings.embeddings.clone(),
                     limits: ExtractLimits::default(),
                     extract: extract::Isolation::Process(exe),
@@ -418,27 +502,42 @@ pub fn build_state(settings: &Settings, sandbox: Option<Arc<Sandbox>>) -> anyhow
         }
         Mode::Tools => None,
     };
+    // On a shared database, sessions are shared with the other nodes.
+    let roaming = settings.database_url.as_ref().map(|_| {
+        Arc::new(Roaming::new(
+            store.clone(),
+            bucket.clone(),
+            settings.runs.node.clone(),
+            settings.runs.node_lease,
+        ))
+    });
     let runs = match settings.api.mode {
         Mode::All => {
             let upstream = match &settings.upstream {
                 Some(cfg) => Some(Arc::new(Upstream::new(cfg.clone())?)),
                 None => None,
             };
-            Some(Orchestrator::new(
+            let runs = Orchestrator::new(
                 store.clone(),
-                files_dir.clone(),
+                bucket.clone(),
                 Some(sessions.clone()),
                 upstream,
                 vectors.clone(),
                 settings.runs.clone(),
-            ))
+            );
+            Some(match &roaming {
+                Some(r) => runs.with_roaming(r.clone()),
+                None => runs,
+            })
         }
         Mode::Tools => None,
     };
     Ok(AppState {
         store,
-        files_dir,
+        bucket,
+        uploads_dir: files_dir.join("uploads"),
         sessions: Some(sessions),
+        roaming,
         runs,
         vectors,
         config: settings.api.clone(),
@@ -465,6 +564,8 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Before anything records (the run workers start below).
+    crate::metrics::install();
     if let Some(sessions) = &state.sessions {
         sessions.start_background();
     }
@@ -482,12 +583,22 @@ pub async fn serve(
              max_connections; raise it (e.g. LimitNOFILE= or ulimit -n) to serve more"
         );
     }
+    // A store that does not answer is not fatal (requests that need it answer 503 until it
+    // does), but worth saying at once.
+    let bucket = state.bucket.clone();
+    tokio::spawn(async move {
+        match bucket.ping().await {
+            Ok(()) => tracing::info!(?bucket, "object store reachable"),
+            Err(e) => tracing::warn!(?bucket, error = %e, "the object store does not answer"),
+        }
+    });
     let sweeper = tokio::spawn(api::sweep_expired_forever(state.clone()));
     let ingester = state
         .vectors
         .clone()
         .map(|v| tokio::spawn(v.ingest_forever()));
     let sessions = state.sessions.clone();
+    let runs = state.runs.clone();
     let app = api::router(state);
     let served = api::serve_http(listener, app, limits, shutdown)
         .await
@@ -495,6 +606,11 @@ pub async fn serve(
     sweeper.abort();
     if let Some(i) = ingester {
         i.abort();
+    }
+    // A node of a cluster drains: it claims no more runs, lets the ones it drives finish for a
+    // while, and hands the rest back (queued ones to other nodes; unfinished ones fail).
+    if let Some(runs) = runs {
+        runs.leave(DRAIN_WAIT).await;
     }
     // Requests in flight are answered: put the live interpreters to sleep, so their sessions
     // resume after a restart, then stop the sandbox workers.
@@ -504,6 +620,9 @@ pub async fn serve(
     }
     served
 }
+
+/// How long a draining node of a cluster lets its runs finish.
+const DRAIN_WAIT: Duration = Duration::from_secs(10);
 
 /// The most `max_connections` may be set to.
 const MAX_CONNECTIONS: usize = 1 << 20;
@@ -638,6 +757,22 @@ mod tests {
         // 0 days would delete every session at once.
         args.knobs.session_retention_days = Some(0);
         assert!(Settings::resolve(dir.path(), &args).is_err());
+    }
+
+    #[test]
+    fn the_object_store_url_comes_from_flags_then_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("oasis.toml");
+        std::fs::write(&config, "object_store_url = \"s3://bkt/a/b\"\n").unwrap();
+        let mut args = ServeArgs::default();
+        let s = Settings::resolve(dir.path(), &args).unwrap();
+        assert_eq!(s.object_store_url, None);
+        args.config = Some(config);
+        let s = Settings::resolve(dir.path(), &args).unwrap();
+        assert_eq!(s.object_store_url.as_deref(), Some("s3://bkt/a/b"));
+        args.knobs.object_store_url = Some("file:///srv/oasis".into());
+        let s = Settings::resolve(dir.path(), &args).unwrap();
+        assert_eq!(s.object_store_url.as_deref(), Some("file:///srv/oasis"));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
-use super::files::{blob_path, clean_filename, create_from_bytes};
+use super::files::{clean_filename, create_from_bytes, local_copy};
 use super::wire::{
     Deleted, ListTag, SessionDeleted, SessionFile, SessionFileList, SessionId, SessionObject,
     SessionStatus, SessionTag,
@@ -194,8 +194,7 @@ async fn execute(
     };
     if !req.stream {
         let r = call
-            .manager
-            .execute(&call.session_id, req.image.as_deref(), req.code, opts)
+            .execute(req.image.as_deref(), req.code, opts)
             .await?;
         return Ok(Json(call.respond(r).await?).into_response());
     }
@@ -208,10 +207,7 @@ async fn execute(
     let image = req.image.clone();
     let end = out.clone();
     tokio::spawn(async move {
-        let r = call
-            .manager
-            .execute(&call.session_id, image.as_deref(), req.code, opts)
-            .await;
+        let r = call.execute(image.as_deref(), req.code, opts).await;
         let event = match r {
             Ok(r) => match call.respond(r).await {
                 Ok(body) => Event::default()
@@ -336,7 +332,7 @@ async fn inputs(state: &AppState, file_ids: &[String]) -> ApiResult<Vec<InputFil
         })?;
         out.push(InputFile {
             name: clean_filename(&f.filename).unwrap_or_else(|| f.id.clone()),
-            src: blob_path(state, &f.id),
+            src: local_copy(state, &f.id).await?,
             // Replace whatever is there (a link the guest left is replaced, not followed).
             replace: true,
         });
@@ -355,6 +351,17 @@ struct Call {
 }
 
 impl Call {
+    /// Run the call (through the cluster's shared sessions, if any).
+    async fn execute(
+        &self,
+        image: Option<&str>,
+        code: String,
+        opts: ExecOptions,
+    ) -> Result<crate::sandbox::ExecResult, crate::sandbox::SandboxError> {
+        let roaming = self.state.roaming.as_deref();
+        crate::roaming::execute(roaming, &self.manager, &self.session_id, image, code, opts).await
+    }
+
     /// Store `bytes` as a File if the session's export budget allows; otherwise a note.
     async fn export(&self, name: &str, bytes: Vec<u8>) -> ApiResult<Result<FileObject, String>> {
         let (m, id, n) = (
@@ -518,7 +525,12 @@ async fn end_session(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Deleted<SessionDeleted>>> {
     let manager = sessions(&state)?;
-    if !manager.remove(&id).await? {
+    let here = manager.remove(&id).await?;
+    let shared = match &state.roaming {
+        Some(r) => r.remove(&id).await?,
+        None => false,
+    };
+    if !here && !shared {
         return Err(ApiError::not_found("session", &id));
     }
     Ok(Json(Deleted::new(id)))

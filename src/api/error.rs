@@ -4,8 +4,10 @@ use super::wire::{ErrorBody, ErrorDetail};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use crate::bucket::BucketError;
 use crate::sandbox::SandboxError;
 use crate::store::StoreError;
+use crate::store::blobs::BlobError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -59,6 +61,16 @@ impl ApiError {
         )
     }
 
+    /// A 503: a service the server depends on (`what`) does not answer; the request changed
+    /// nothing and may be tried again.
+    pub fn unavailable(what: &str, err: impl std::fmt::Display) -> ApiError {
+        tracing::warn!(error = %err, "{what} unavailable");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("The {what} is unavailable right now; please try again shortly."),
+        )
+    }
+
     pub fn param(mut self, param: &str) -> ApiError {
         self.param = Some(param.to_string());
         self
@@ -99,7 +111,35 @@ impl From<StoreError> for ApiError {
             StoreError::Duplicate(id) => {
                 ApiError::bad_request(format!("An object with id '{id}' already exists."))
             }
-            StoreError::Other(e) => ApiError::internal(format!("{e:#}")),
+            StoreError::Unavailable(e) => {
+                crate::metrics::store_error("unavailable");
+                ApiError::unavailable("database", e)
+            }
+            StoreError::Other(e) => {
+                crate::metrics::store_error("other");
+                ApiError::internal(format!("{e:#}"))
+            }
+        }
+    }
+}
+
+impl From<BucketError> for ApiError {
+    fn from(e: BucketError) -> ApiError {
+        match e {
+            BucketError::NotFound(key) => {
+                ApiError::new(StatusCode::NOT_FOUND, format!("No such object: {key}"))
+            }
+            BucketError::InvalidKey(_) => ApiError::internal(e),
+            BucketError::Unavailable { .. } => ApiError::unavailable("file store", e),
+        }
+    }
+}
+
+impl From<BlobError> for ApiError {
+    fn from(e: BlobError) -> ApiError {
+        match e {
+            BlobError::Store(e) => e.into(),
+            BlobError::Bucket(e) => e.into(),
         }
     }
 }

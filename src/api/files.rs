@@ -1,6 +1,8 @@
-//! `/v1/files`: uploads stream to disk (never whole in memory), land by an atomic rename, and
-//! are capped in size. A File may expire (`expires_after`); an expired one is deleted, bytes
-//! and record, when it is next read or listed or by the periodic sweep, whichever is first.
+//! `/v1/files`: uploads stream to disk (never whole in memory), are capped in size, and are
+//! stored whole in the bucket (the local file system by a rename, or an S3 store in parts)
+//! before their record exists. A File may expire (`expires_after`); an expired one is deleted,
+//! bytes and record, when it is next read or listed or by the periodic sweep, whichever is
+//! first. Should the object store fail, the request answers 503 and no File is recorded.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -19,7 +21,8 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ListBody, ListQuery, deleted};
 use super::wire::{Deleted, FileDeleted};
 use super::{AppState, blocking};
-use crate::model::{FileObject, Kind};
+use crate::bucket::BucketError;
+use crate::model::FileObject;
 use crate::store::{Filter, StoreExt, blobs};
 
 /// The purposes a client may upload a File (or create an Upload) with: the ones Oasis has a use
@@ -184,18 +187,14 @@ pub fn no_such_file(id: &str) -> ApiError {
 
 /// The File `id`, unless it does not exist or has expired (an expired one is deleted here).
 pub async fn find_live(state: &AppState, id: &str) -> ApiResult<Option<FileObject>> {
-    let (dir, id, now) = (
-        state.files_dir.clone(),
-        id.to_string(),
-        state.config.clock.now(),
-    );
-    blocking(state, move |s| blobs::find_live(s, &dir, &id, now)).await
+    let now = state.config.clock.now();
+    Ok(blobs::find_live(&state.store, &state.bucket, id, now).await?)
 }
 
 /// Delete every expired File; how many there were.
 pub async fn sweep_expired(state: &AppState) -> ApiResult<usize> {
-    let (dir, now) = (state.files_dir.clone(), state.config.clock.now());
-    blocking(state, move |s| blobs::sweep_expired(s, &dir, now)).await
+    let now = state.config.clock.now();
+    Ok(blobs::sweep_expired(&state.store, &state.bucket, now).await?)
 }
 
 pub fn router(max_upload: u64) -> Router<AppState> {
@@ -212,9 +211,14 @@ pub fn router(max_upload: u64) -> Router<AppState> {
         .route("/v1/files/{file_id}/content", get(content))
 }
 
-/// Where a file's bytes live.
-pub fn blob_path(state: &AppState, id: &str) -> PathBuf {
-    blobs::blob_path(&state.files_dir, id)
+/// A path on this machine where the bytes of File `id` can be read (the object itself, or a
+/// cached copy of it); a 404 if they are gone.
+pub async fn local_copy(state: &AppState, id: &str) -> ApiResult<PathBuf> {
+    match state.bucket.local_path(&blobs::key(id)).await {
+        Ok(p) => Ok(p),
+        Err(BucketError::NotFound(_)) => Err(no_such_file(id)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Keep only a plain file name: no folders, no `..`, no control characters.
@@ -303,19 +307,16 @@ async fn upload(
 /// How many first bytes of an upload are kept to tell an image.
 pub const HEAD_BYTES: usize = 16;
 
-/// A form field's bytes streamed to a temporary file in the files folder (never whole in
-/// memory): the file, its size and its first [`HEAD_BYTES`] bytes. Past `max` bytes, a 413
-/// about `param`.
+/// A form field's bytes streamed to a temporary file (never whole in memory; in the files
+/// folder for the local store): the file, its size and its first [`HEAD_BYTES`] bytes. Past
+/// `max` bytes, a 413 about `param`.
 pub async fn stage_field(
     state: &AppState,
     field: &mut Field<'_>,
     max: u64,
     param: &str,
 ) -> ApiResult<(tempfile::NamedTempFile, u64, Vec<u8>)> {
-    let dir = state.files_dir.clone();
-    let mut tmp = tokio::task::spawn_blocking(move || tempfile::NamedTempFile::new_in(dir))
-        .await?
-        .map_err(ApiError::internal)?;
+    let mut tmp = state.bucket.temp_file(blobs::FOLDER).await?;
     let mut size: u64 = 0;
     let mut head = Vec::with_capacity(HEAD_BYTES);
     while let Some(chunk) = field
@@ -369,16 +370,14 @@ pub fn multipart_error(what: &str, e: &MultipartError) -> ApiError {
     ApiError::new(status, format!("{what}: {}", e.body_text()))
 }
 
-/// Move a staged blob into place and record it; either both happen or neither.
+/// Store staged bytes and then record their File; either both happen or neither.
 pub async fn commit(
     state: &AppState,
     tmp: tempfile::NamedTempFile,
     obj: FileObject,
 ) -> ApiResult<FileObject> {
-    let dir = state.files_dir.clone();
-    let out = obj.clone();
-    blocking(state, move |s| blobs::commit(s, &dir, tmp, &obj)).await?;
-    Ok(out)
+    blobs::commit(&state.store, &state.bucket, tmp, &obj, vec![]).await?;
+    Ok(obj)
 }
 
 /// Store `bytes` as a new File (e.g. a code-interpreter output).
@@ -388,12 +387,7 @@ pub async fn create_from_bytes(
     purpose: &str,
     bytes: Vec<u8>,
 ) -> ApiResult<FileObject> {
-    let dir = state.files_dir.clone();
-    let (name, purpose) = (filename.to_string(), purpose.to_string());
-    blocking(state, move |s| {
-        blobs::create(s, &dir, &name, &purpose, &bytes)
-    })
-    .await
+    Ok(blobs::create(&state.store, &state.bucket, filename, purpose, bytes).await?)
 }
 
 async fn retrieve(
@@ -413,12 +407,10 @@ async fn remove(
     if find_live(&state, &id).await?.is_none() {
         return Err(no_such_file(&id));
     }
-    let id2 = id.clone();
-    let existed = blocking(&state, move |s| s.delete(Kind::File, &id2)).await?;
-    if !existed {
+    // Bytes first, then the record (see `store/blobs.rs`).
+    if !blobs::remove(&state.store, &state.bucket, &id).await? {
         return Err(no_such_file(&id));
     }
-    let _ = tokio::fs::remove_file(blob_path(&state, &id)).await;
     // A deleted File leaves every vector store it was in.
     if let Some(v) = state.vectors.clone() {
         let id2 = id.clone();
@@ -431,14 +423,12 @@ async fn content(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
     let f = find_live(&state, &id)
         .await?
         .ok_or_else(|| no_such_file(&id))?;
-    let file = tokio::fs::File::open(blob_path(&state, &id))
-        .await
-        .map_err(|e| match e.kind() {
-            // Deleted since its record was read.
-            std::io::ErrorKind::NotFound => no_such_file(&id),
-            _ => ApiError::internal(format!("blob of {id}: {e}")),
-        })?;
-    let stream = tokio_util::io::ReaderStream::new(file);
+    let (_, stream) = match state.bucket.get_stream(&blobs::key(&id)).await {
+        Ok(got) => got,
+        // Deleted since its record was read.
+        Err(BucketError::NotFound(_)) => return Err(no_such_file(&id)),
+        Err(e) => return Err(e.into()),
+    };
     let disposition = content_disposition(&f.filename);
     Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")

@@ -100,8 +100,13 @@ impl std::fmt::Debug for ApiConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
-    pub files_dir: PathBuf,
+    /// Where File bytes live (see `store/blobs.rs`).
+    pub bucket: crate::bucket::Bucket,
+    /// Where the Parts of pending Uploads are kept on this node (`<data dir>/files/uploads`).
+    pub uploads_dir: PathBuf,
     pub sessions: Option<Sessions>,
+    /// On a cluster: sessions shared with the other nodes (see `roaming`).
+    pub roaming: Option<Arc<crate::roaming::Roaming>>,
     /// Runs (absent in `tools` mode).
     pub runs: Option<crate::orchestrator::Orchestrator>,
     /// Vector stores (absent in `tools` mode).
@@ -157,6 +162,8 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .route("/ready", get(ready))
         .route("/openapi.json", get(openapi::serve))
         .merge(v1)
         .fallback(not_found)
@@ -168,7 +175,27 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn(count_request))
         .with_state(state)
+}
+
+/// Count each request and its latency by method, route template and status class (never by its
+/// raw path, which holds ids). Router layers run once a route is picked, so the template is known.
+async fn count_request(req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let res = next.run(req).await;
+    crate::metrics::http_request(
+        method.as_str(),
+        route.as_deref(),
+        res.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    res
 }
 
 /// Each request gets an id, as OpenAI's did: in the `x-request-id` header of the answer (the
@@ -206,6 +233,87 @@ pub async fn sweep_expired_forever(state: AppState) {
 
 async fn health() -> axum::Json<wire::Health> {
     axum::Json(wire::Health { status: "ok" })
+}
+
+/// `GET /metrics`: Prometheus's text format. Sessions are counted now, at the scrape.
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    if let Some(sessions) = &state.sessions
+        && let Some((live, hibernated)) = sessions.counts().await
+    {
+        crate::metrics::sessions(live, hibernated);
+    }
+    let text = crate::metrics::render();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// How long `/ready` waits for the database and the object store to answer.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `GET /ready`: whether this node can serve, i.e. the database and the object store answer.
+/// A failure names the part (never its address); the error itself is logged.
+async fn ready(State(state): State<AppState>) -> Response {
+    let store = state.store.clone();
+    let database = async {
+        match tokio::time::timeout(
+            READY_TIMEOUT,
+            tokio::task::spawn_blocking(move || store.ping()),
+        )
+        .await
+        {
+            Ok(Ok(Ok(()))) => true,
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(error = %e, "readiness: the database does not answer");
+                false
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness: the database ping panicked");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("readiness: the database did not answer in time");
+                false
+            }
+        }
+    };
+    let object_store = async {
+        match tokio::time::timeout(READY_TIMEOUT, state.bucket.ping()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness: the object store does not answer");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("readiness: the object store did not answer in time");
+                false
+            }
+        }
+    };
+    let (database, object_store) = tokio::join!(database, object_store);
+    let down = match (database, object_store) {
+        (true, true) => {
+            return axum::Json(wire::Ready {
+                status: "ready",
+                database: "ok",
+                object_store: "ok",
+            })
+            .into_response();
+        }
+        (false, true) => "the database does not answer",
+        (true, false) => "the object store does not answer",
+        (false, false) => "neither the database nor the object store answers",
+    };
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("Not ready: {down}."),
+    )
+    .into_response()
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

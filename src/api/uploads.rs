@@ -5,8 +5,9 @@
 //! `max_upload_bytes`). Each Part streams to disk (never whole in memory) as
 //! `files/uploads/<upload id>/<part id>`, at most 64 MiB, and all of an Upload's Parts together
 //! at most its `bytes`. Completing it joins the Parts in the order given into a new File,
-//! checking the size and an optional `md5`, and records the File and the Upload's new status in
-//! one transaction. A pending Upload expires an hour after its creation. Its Parts are deleted
+//! checking the size and an optional `md5`, stores its bytes in the bucket, and then records the
+//! File and the Upload's new status in one transaction. Parts stay on the node that received
+//! them. A pending Upload expires an hour after its creation. Its Parts are deleted
 //! when it completes, is cancelled or expires. Changes to one Upload (a Part landing, completing,
 //! cancelling, expiring) happen one at a time, under that Upload's lock.
 
@@ -323,8 +324,8 @@ async fn complete(
         }
         paths.push(path);
     }
-    let files_dir = state.files_dir.clone();
-    let (tmp, size, md5, head) = tokio::task::spawn_blocking(move || join(&files_dir, &paths))
+    let out = state.bucket.temp_file(blobs::FOLDER).await?;
+    let (tmp, size, md5, head) = tokio::task::spawn_blocking(move || join(out, &paths))
         .await?
         .map_err(ApiError::internal)?;
     let declared = stored.upload.bytes;
@@ -358,11 +359,7 @@ async fn complete(
     stored.upload.status = UploadStatus::Completed;
     stored.upload.file = Some(file.clone());
     let record = Record::of(&stored)?;
-    let files_dir = state.files_dir.clone();
-    blocking(&state, move |s| {
-        blobs::commit_with(s, &files_dir, tmp, &file, &[record])
-    })
-    .await?;
+    blobs::commit(&state.store, &state.bucket, tmp, &file, vec![record]).await?;
     remove_parts(&state, &id).await;
     Ok(Json(stored.upload))
 }
@@ -406,7 +403,7 @@ pub async fn sweep_expired(state: &AppState) -> ApiResult<usize> {
             }
         }
     }
-    let root = state.files_dir.join("uploads");
+    let root = state.uploads_dir.clone();
     let mut dirs = match tokio::fs::read_dir(&root).await {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(n),
@@ -479,7 +476,7 @@ fn no_such_upload(id: &str) -> ApiError {
 
 /// Where an Upload's Parts are kept.
 fn parts_dir(state: &AppState, upload_id: &str) -> PathBuf {
-    state.files_dir.join("uploads").join(upload_id)
+    state.uploads_dir.join(upload_id)
 }
 
 async fn remove_parts(state: &AppState, upload_id: &str) {
@@ -512,13 +509,12 @@ fn parts_on_disk(dir: &FsPath) -> std::io::Result<(u64, usize)> {
     Ok((bytes, count))
 }
 
-/// The Parts at `paths` joined in that order into a temporary file in `files_dir`: the file,
-/// its size, its MD5 (hex) and its first bytes.
+/// The Parts at `paths` joined in that order into the temporary file `out`: the file, its
+/// size, its MD5 (hex) and its first bytes.
 fn join(
-    files_dir: &FsPath,
+    mut out: tempfile::NamedTempFile,
     paths: &[PathBuf],
 ) -> std::io::Result<(tempfile::NamedTempFile, u64, String, Vec<u8>)> {
-    let mut out = tempfile::NamedTempFile::new_in(files_dir)?;
     let mut md5 = Md5::new();
     let mut head = Vec::with_capacity(files::HEAD_BYTES);
     let mut size = 0u64;
@@ -603,7 +599,8 @@ mod tests {
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         std::fs::write(&a, b"hello ").unwrap();
         std::fs::write(&b, b"world").unwrap();
-        let (tmp, size, md5, head) = join(dir.path(), &[b.clone(), a.clone()]).unwrap();
+        let out = tempfile::NamedTempFile::new_in(dir.path()).unwrap();
+        let (tmp, size, md5, head) = join(out, &[b.clone(), a.clone()]).unwrap();
         assert_eq!(std::fs::read(tmp.path()).unwrap(), b"worldhello ");
         assert_eq!(size, 11);
         assert_eq!(head, b"worldhello ");

@@ -106,6 +106,21 @@ fn ok(_: &mut SchemaGenerator) -> Schema {
     json_schema!({"const": "ok"})
 }
 
+/// `GET /ready` when this node can serve: the database and the object store answer.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Ready {
+    #[schemars(schema_with = "ready")]
+    pub status: &'static str,
+    #[schemars(schema_with = "ok")]
+    pub database: &'static str,
+    #[schemars(schema_with = "ok")]
+    pub object_store: &'static str,
+}
+
+fn ready(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"const": "ready"})
+}
+
 /// A request's `metadata` in a schema: up to 16 string pairs, keys up to 64 characters, values
 /// up to 512 (checked by `validate::metadata`).
 pub struct MetadataParam;

@@ -1,7 +1,7 @@
 //! What callers ask of runs: create (also with a new thread), add messages under the thread
 //! lock, modify, cancel, submit tool outputs.
 
-use super::finish::steps_in;
+use super::finish::{steps_in, steps_in_tx};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use crate::model::{
     Assistant, Kind, Message, Run, RunStep, StepDetails, StepStatus, Thread, ToolChoiceOption,
     Truncation, new_id, now,
 };
-use crate::store::{Order, Page, Record, Store, StoreExt};
+use crate::store::{Order, Page, Record, Store, StoreError, StoreExt, Tx, TxExt};
 
 use super::{NewRun, Orchestrator, Result, RunError, Transcript, status_str};
 
@@ -93,14 +93,42 @@ impl Orchestrator {
         Ok(runs.into_iter().next().filter(|r| r.status.locks_thread()))
     }
 
-    /// Add messages to a thread, unless a run holds its lock.
+    /// [`Self::active_run`] in a transaction (after the thread was locked).
+    pub(super) fn active_run_tx(
+        tx: &mut dyn Tx,
+        thread_id: &str,
+    ) -> crate::store::Result<Option<Run>> {
+        let page = Page {
+            limit: 1,
+            order: Order::Desc,
+            after: None,
+            before: None,
+        };
+        let (runs, _) = tx.page::<Run>(Some(thread_id), None, &page)?;
+        Ok(runs.into_iter().next().filter(|r| r.status.locks_thread()))
+    }
+
+    /// Add messages to a thread, unless a run holds its lock: the thread is locked, the check
+    /// made and the messages written in one transaction, so no run starts in between on any
+    /// node.
     pub async fn add_messages(&self, thread_id: &str, msgs: Vec<Message>) -> Result<()> {
-        let _gate = self.inner.gate.lock().await;
+        let records = msgs
+            .iter()
+            .map(Record::of)
+            .collect::<crate::store::Result<Vec<_>>>()?;
         let tid = thread_id.to_string();
         let locked = self
             .db(move |s| {
-                s.fetch::<Thread>(&tid)?;
-                Self::active_run(s, &tid)
+                s.within(|tx| {
+                    tx.fetch::<Thread>(&tid)?;
+                    let active = Self::active_run_tx(tx, &tid)?;
+                    if active.is_none() {
+                        for r in &records {
+                            tx.insert(r)?;
+                        }
+                    }
+                    Ok(active)
+                })
             })
             .await?;
         if let Some(run) = locked {
@@ -112,11 +140,7 @@ impl Orchestrator {
                 ),
             ));
         }
-        let records = msgs
-            .iter()
-            .map(Record::of)
-            .collect::<crate::store::Result<Vec<_>>>()?;
-        self.db(move |s| s.insert_all(&records)).await
+        Ok(())
     }
 
     /// Create a thread (with its messages) and a run on it.
@@ -225,33 +249,44 @@ impl Orchestrator {
         records.push(Record::of(&run)?);
         records.push(Record::of(&transcript)?);
         let rx = stream.then(|| self.inner.hub.subscribe(&run.id));
-        {
-            let _gate = self.inner.gate.lock().await;
-            let tid = thread_id.to_string();
-            let active = self
-                .db(move |s| {
-                    let active = Self::active_run(s, &tid)?;
+        // The thread is locked, checked for an active run and the run written in one
+        // transaction. A streamed run is reserved for this node, which holds its stream.
+        let tid = thread_id.to_string();
+        let (rid, owner) = (
+            run.id.clone(),
+            stream.then(|| self.inner.config.node.clone()),
+        );
+        let active = self
+            .db(move |s| {
+                s.within(|tx| {
+                    tx.fetch::<Thread>(&tid)?;
+                    let active = Self::active_run_tx(tx, &tid)?;
                     if active.is_none() {
-                        s.insert_all(&records)?;
+                        for r in &records {
+                            tx.insert(r)?;
+                        }
+                        if owner.is_some() {
+                            tx.set_run_owner(&rid, owner.as_deref(), false)?;
+                        }
                     }
                     Ok(active)
                 })
-                .await
-                .inspect_err(|_| self.inner.hub.forget(&run.id))?;
-            if let Some(a) = active {
-                self.inner.hub.forget(&run.id);
-                return Err(RunError::invalid(
-                    None,
-                    format!("Thread {thread_id} already has an active run {}.", a.id),
-                ));
-            }
+            })
+            .await
+            .inspect_err(|_| self.inner.hub.forget(&run.id))?;
+        if let Some(a) = active {
+            self.inner.hub.forget(&run.id);
+            return Err(RunError::invalid(
+                None,
+                format!("Thread {thread_id} already has an active run {}.", a.id),
+            ));
         }
         if let Some(t) = new_thread {
             self.emit(&run.id, StreamEvent::ThreadCreated(Box::new(t.clone())));
         }
         self.emit(&run.id, StreamEvent::RunCreated(Box::new(run.clone())));
         self.emit(&run.id, StreamEvent::run(&run));
-        let _ = self.inner.queue_tx.send(run.id.clone());
+        self.inner.wake.notify_one();
         Ok((run, rx))
     }
 
@@ -264,7 +299,7 @@ impl Orchestrator {
     ) -> Result<Run> {
         self.get_run(thread_id, run_id).await?;
         self.update_run(run_id, move |r| {
-            r.metadata = metadata;
+            r.metadata = metadata.clone();
             Ok(())
         })
         .await
@@ -274,18 +309,26 @@ impl Orchestrator {
     /// is interrupted) and then `cancelled`; a waiting one is cancelled at once.
     pub async fn cancel(&self, thread_id: &str, run_id: &str) -> Result<Run> {
         self.get_run(thread_id, run_id).await?;
-        let run = self
-            .update_run(run_id, |r| {
-                let to = transition(r.status, RunEvent::Cancel).map_err(|_| {
-                    RunError::invalid(
-                        None,
-                        format!("Cannot cancel run with status '{}'.", status_str(r.status)),
-                    )
-                })?;
-                r.status = to;
-                Ok(())
+        let rid = run_id.to_string();
+        let (run, holder) = self
+            .db(move |s| {
+                s.within(|tx| {
+                    let mut r = tx.fetch::<Run>(&rid)?;
+                    let from = r.status;
+                    let Ok(to) = transition(from, RunEvent::Cancel) else {
+                        return Ok(Err(RunError::invalid(
+                            None,
+                            format!("Cannot cancel run with status '{}'.", status_str(from)),
+                        )));
+                    };
+                    r.status = to;
+                    if !tx.update_if(&Record::of(&r)?, status_str(from))? {
+                        return Err(StoreError::Other(anyhow::anyhow!("run {rid} changed")));
+                    }
+                    Ok(Ok((r, tx.run_holder(&rid)?)))
+                })
             })
-            .await?;
+            .await??;
         self.emit(run_id, StreamEvent::run(&run));
         let flag = self
             .inner
@@ -294,10 +337,13 @@ impl Orchestrator {
             .unwrap_or_else(|p| p.into_inner())
             .get(run_id)
             .cloned();
-        match flag {
-            Some(f) => f.cancel(),
+        match (flag, holder) {
+            (Some(f), _) => f.cancel(),
+            // A worker (of this node, about to start, or of another, which notices within a
+            // second) holds it and ends it.
+            (None, Some(_)) => {}
             // No worker holds it: nothing to interrupt.
-            None => {
+            (None, None) => {
                 self.finish(run_id, RunEvent::Stopped, None).await?;
             }
         }
@@ -372,36 +418,58 @@ impl Orchestrator {
             return Err(mismatch(&given));
         }
         let rx = stream.then(|| self.inner.hub.subscribe(run_id));
-        // Move the run on first (so a second submit is refused), then record the outputs.
-        let run = self
-            .update_run(run_id, |r| {
-                r.status = transition(r.status, RunEvent::ToolOutputsSubmitted).map_err(|_| {
-                    RunError::invalid(None, "This run no longer accepts tool outputs.")
-                })?;
-                r.required_action = None;
-                Ok(())
+        // One transaction moves the run back to the queue (so a second submit is refused),
+        // puts the outputs into its waiting step and its transcript, and says who drives it
+        // next: a streamed submit is driven by this node, which holds the stream; any node
+        // may take the others.
+        let owner = stream.then(|| self.inner.config.node.clone());
+        let rid = run_id.to_string();
+        let submitted = self
+            .db(move |s| {
+                s.within(|tx| {
+                    let mut run = tx.fetch::<Run>(&rid)?;
+                    let Ok(to) = transition(run.status, RunEvent::ToolOutputsSubmitted) else {
+                        return Ok(Err(RunError::invalid(
+                            None,
+                            "This run no longer accepts tool outputs.",
+                        )));
+                    };
+                    let from = run.status;
+                    run.status = to;
+                    run.required_action = None;
+                    if !tx.update_if(&Record::of(&run)?, status_str(from))? {
+                        return Err(StoreError::Other(anyhow::anyhow!("run {rid} changed")));
+                    }
+                    let step = Self::record_outputs(tx, &run, &by_id)?;
+                    tx.set_run_owner(&rid, owner.as_deref(), false)?;
+                    Ok(Ok((run, step)))
+                })
             })
             .await
+            .and_then(|r| r)
             .inspect_err(|_| self.inner.hub.forget(run_id))?;
-        self.record_outputs(&run, &by_id).await?;
+        let (run, step) = submitted;
+        if let Some(step) = step {
+            self.emit(run_id, StreamEvent::StepCompleted(Box::new(step)));
+        }
         self.emit(run_id, StreamEvent::run(&run));
-        let _ = self.inner.queue_tx.send(run_id.to_string());
+        self.inner.wake.notify_one();
         Ok((run, rx))
     }
 
-    /// Put submitted outputs into the waiting step and the transcript.
-    pub(super) async fn record_outputs(
-        &self,
+    /// Put submitted outputs into the waiting step (returned) and the transcript.
+    fn record_outputs(
+        tx: &mut dyn Tx,
         run: &Run,
         outputs: &HashMap<String, String>,
-    ) -> Result<()> {
-        let step = self.pending_step(run).await?;
-        let tid = Transcript::id_for(&run.id);
-        let step_usage = self
-            .db(move |s| Ok(s.find::<Transcript>(&tid)?.and_then(|t| t.step_usage)))
-            .await?;
-        if let Some(mut step) = step {
-            step.usage = step_usage.or(step.usage);
+    ) -> crate::store::Result<Option<RunStep>> {
+        let step = steps_in_tx(tx, &run.thread_id, &run.id)?
+            .into_iter()
+            .rev()
+            .find(|s| s.status == StepStatus::InProgress);
+        let mut t = tx.fetch::<Transcript>(&Transcript::id_for(&run.id))?;
+        let step = step.map(|mut step| {
+            step.usage = t.step_usage.clone().or(step.usage);
             if let StepDetails::ToolCalls { tool_calls } = &mut step.step_details {
                 for c in tool_calls.iter_mut() {
                     if let crate::model::StepToolCall::Function { id, function } = c
@@ -413,40 +481,27 @@ impl Orchestrator {
             }
             step.status = StepStatus::Completed;
             step.completed_at = Some(now());
-            let s2 = step.clone();
-            self.db(move |s| s.save(&s2)).await?;
-            self.emit(&run.id, StreamEvent::StepCompleted(Box::new(step.clone())));
+            step
+        });
+        if let Some(step) = &step {
+            tx.save(step)?;
         }
-        let tid = Transcript::id_for(&run.id);
-        let outs = outputs.clone();
-        self.db(move |s| {
-            let mut t = s.fetch::<Transcript>(&tid)?;
-            t.step_usage = None;
-            // Answer in the order the calls were made.
-            let order: Vec<String> = t
-                .messages
-                .iter()
-                .rev()
-                .find(|m| !m.tool_calls.is_empty())
-                .map(|m| m.tool_calls.iter().map(|c| c.id.clone()).collect())
-                .unwrap_or_default();
-            for id in order {
-                if let Some(o) = outs.get(&id) {
-                    t.messages.push(ChatMessage::tool_result(&id, o.clone()));
-                }
-            }
-            s.save(&t)
-        })
-        .await
-    }
-
-    /// The run's step still in progress, if any.
-    pub(super) async fn pending_step(&self, run: &Run) -> Result<Option<RunStep>> {
-        let steps = self.steps_of(run).await?;
-        Ok(steps
-            .into_iter()
+        t.step_usage = None;
+        // Answer in the order the calls were made.
+        let order: Vec<String> = t
+            .messages
+            .iter()
             .rev()
-            .find(|s| s.status == StepStatus::InProgress))
+            .find(|m| !m.tool_calls.is_empty())
+            .map(|m| m.tool_calls.iter().map(|c| c.id.clone()).collect())
+            .unwrap_or_default();
+        for id in order {
+            if let Some(o) = outputs.get(&id) {
+                t.messages.push(ChatMessage::tool_result(&id, o.clone()));
+            }
+        }
+        tx.save(&t)?;
+        Ok(step)
     }
 
     pub(super) async fn steps_of(&self, run: &Run) -> Result<Vec<RunStep>> {

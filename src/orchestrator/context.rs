@@ -4,7 +4,7 @@
 use super::worker::Ctx;
 
 use super::prompt::{self};
-use super::{Orchestrator, Result, RunError};
+use super::{Orchestrator, Result};
 use crate::model::{
     Assistant, CodeOutput, Content, Message, MessageRole, Run, StepDetails, StepToolCall, Thread,
 };
@@ -162,38 +162,35 @@ impl Orchestrator {
         if ids.is_empty() {
             return Ok(Default::default());
         }
-        let (store, dir) = (self.inner.store.clone(), self.inner.files_dir.clone());
-        let urls = tokio::task::spawn_blocking(move || {
-            use base64::Engine as _;
-            let mut out = std::collections::HashMap::new();
-            for id in ids {
-                let now = crate::model::now();
-                if out.contains_key(&id)
-                    || !matches!(blobs::find_live(&*store, &dir, &id, now), Ok(Some(_)))
-                {
-                    continue;
-                }
-                let path = blobs::blob_path(&dir, &id);
-                let Ok(meta) = std::fs::metadata(&path) else {
-                    continue;
-                };
-                if meta.len() > MAX_IMAGE_BYTES {
-                    continue;
-                }
-                let Ok(bytes) = std::fs::read(&path) else {
-                    continue;
-                };
-                let Some(mime) = image_type(&bytes) else {
-                    continue;
-                };
-                let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
-                out.insert(id, format!("data:{mime};base64,{b64}"));
+        use base64::Engine as _;
+        let (store, bucket) = (&self.inner.store, &self.inner.bucket);
+        let mut out = std::collections::HashMap::new();
+        for id in ids {
+            let now = crate::model::now();
+            if out.contains_key(&id) {
+                continue;
             }
-            out
-        })
-        .await
-        .map_err(|e| RunError::Internal(anyhow::anyhow!("reading images: {e}")))?;
-        Ok(urls)
+            let Ok(Some(f)) = blobs::find_live(store, bucket, &id, now).await else {
+                continue;
+            };
+            if f.bytes > MAX_IMAGE_BYTES {
+                continue;
+            }
+            let bytes = match bucket.get_bytes(&blobs::key(&id)).await {
+                Ok(b) if b.len() as u64 <= MAX_IMAGE_BYTES => b,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(file = %id, error = %e, "reading an image file");
+                    continue;
+                }
+            };
+            let Some(mime) = image_type(&bytes) else {
+                continue;
+            };
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+            out.insert(id, format!("data:{mime};base64,{b64}"));
+        }
+        Ok(out)
     }
 
     /// The run's input files and their names in `/mnt/data` (the mapping), and the copies to
@@ -246,32 +243,35 @@ impl Orchestrator {
         if self.inner.sessions.is_none() {
             return Ok((vec![], vec![]));
         }
-        let (store, dir) = (self.inner.store.clone(), self.inner.files_dir.clone());
-        let staged = tokio::task::spawn_blocking(move || {
-            let mut out: Vec<(String, String)> = vec![];
-            let mut inputs = vec![];
-            for id in unique {
-                let f = match blobs::find_live(&*store, &dir, &id, crate::model::now()) {
-                    Ok(Some(f)) => f,
-                    _ => continue,
-                };
-                let base = crate::model::plain_file_name(&f.filename).unwrap_or_else(|| id.clone());
-                let name = if out.iter().any(|(n, _)| *n == base) {
-                    format!("{id}-{base}")
-                } else {
-                    base
-                };
-                inputs.push(InputFile {
-                    name: name.clone(),
-                    src: blobs::blob_path(&dir, &id),
-                    replace: fresh.contains(&id),
-                });
-                out.push((name, id));
-            }
-            (out, inputs)
-        })
-        .await
-        .map_err(|e| RunError::Internal(anyhow::anyhow!("staging files: {e}")))?;
-        Ok(staged)
+        let (store, bucket) = (&self.inner.store, &self.inner.bucket);
+        let mut out: Vec<(String, String)> = vec![];
+        let mut inputs = vec![];
+        for id in unique {
+            let f = match blobs::find_live(store, bucket, &id, crate::model::now()).await {
+                Ok(Some(f)) => f,
+                _ => continue,
+            };
+            // The object itself, or a copy of it on this node.
+            let src = match bucket.local_path(&blobs::key(&id)).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(file = %id, error = %e, "fetching a file for /mnt/data");
+                    continue;
+                }
+            };
+            let base = crate::model::plain_file_name(&f.filename).unwrap_or_else(|| id.clone());
+            let name = if out.iter().any(|(n, _)| *n == base) {
+                format!("{id}-{base}")
+            } else {
+                base
+            };
+            inputs.push(InputFile {
+                name: name.clone(),
+                src,
+                replace: fresh.contains(&id),
+            });
+            out.push((name, id));
+        }
+        Ok((out, inputs))
     }
 }

@@ -5,9 +5,36 @@ use super::events::StreamEvent;
 use super::state::{RunEvent, RunStatus, transition};
 
 use crate::model::{LastError, Message, MessageStatus, Run, RunStep, StepDetails, StepStatus, now};
-use crate::store::{Filter, Order, Page, Record, Store, StoreExt};
+use crate::store::{Filter, Order, Page, Record, Store, StoreExt, Tx, TxExt};
 
 use super::{Orchestrator, Result, RunError, Transcript};
+
+/// Every step of a run, oldest first, in a transaction.
+pub(super) fn steps_in_tx(
+    tx: &mut dyn Tx,
+    thread_id: &str,
+    run_id: &str,
+) -> crate::store::Result<Vec<RunStep>> {
+    let filter = Filter {
+        field: "run_id",
+        value: run_id.to_string(),
+    };
+    let mut page = Page {
+        limit: 100,
+        order: Order::Asc,
+        after: None,
+        before: None,
+    };
+    let mut out = vec![];
+    loop {
+        let (items, more) = tx.page::<RunStep>(Some(thread_id), Some(&filter), &page)?;
+        page.after = items.last().map(|r| r.id.clone());
+        out.extend(items);
+        if !more {
+            return Ok(out);
+        }
+    }
+}
 
 /// Every step of a run, oldest first.
 pub(super) fn steps_in(
@@ -55,86 +82,105 @@ impl Orchestrator {
         run_id: &str,
         event: RunEvent,
         error: Option<(&str, &str)>,
-        at_end: impl FnOnce(&mut Run) + Send + 'static,
+        mut at_end: impl FnMut(&mut Run) + Send + 'static,
     ) -> Result<Run> {
         let err = error.map(|(c, m)| LastError {
             code: c.to_string(),
             message: m.to_string(),
         });
-        let _lock = self.inner.runs_lock.lock().await;
         let rid = run_id.to_string();
+        let node = self.inner.config.node.clone();
         let (run, closed, cut_short) = self
             .db(move |s| {
-                let mut r = s.fetch::<Run>(&rid)?;
-                let to = match transition(r.status, event) {
-                    Ok(to) => to,
-                    Err(e) => return Ok(Err(RunError::Internal(e.into()))),
-                };
-                r.status = to;
-                let t = now();
-                r.required_action = None;
-                at_end(&mut r);
-                match to {
-                    RunStatus::Failed => {
-                        r.failed_at = Some(t);
-                        r.last_error = err.clone();
-                    }
-                    RunStatus::Cancelled => r.cancelled_at = Some(t),
-                    RunStatus::Completed | RunStatus::Incomplete => r.completed_at = Some(t),
-                    _ => {}
-                }
-                // A run that ended no longer expires: OpenAI shows `expires_at: null` then.
-                if to.is_terminal() {
-                    r.expires_at = None;
-                }
-                if to.is_terminal() && r.usage.is_none() {
-                    let used = s
-                        .find::<Transcript>(&Transcript::id_for(&r.id))?
-                        .map(|t| t.usage)
-                        .unwrap_or_default();
-                    r.usage = Some(used);
-                }
-                // Close what the run left open.
-                let (step_status, msg_reason) = match to {
-                    RunStatus::Cancelled => (StepStatus::Cancelled, Some("run_cancelled")),
-                    RunStatus::Expired => (StepStatus::Expired, Some("run_expired")),
-                    RunStatus::Failed => (StepStatus::Failed, Some("run_failed")),
-                    _ => (StepStatus::Completed, None),
-                };
-                let mut records = vec![Record::of(&r)?];
-                let mut closed = vec![];
-                let mut cut_short = vec![];
-                for mut step in steps_in(s, &r.thread_id, &r.id)? {
-                    if step.status != StepStatus::InProgress {
-                        continue;
-                    }
-                    step.status = step_status;
-                    match step_status {
-                        StepStatus::Cancelled => step.cancelled_at = Some(t),
-                        StepStatus::Expired => step.expired_at = Some(t),
-                        StepStatus::Failed => {
-                            step.failed_at = Some(t);
-                            step.last_error = err.clone();
+                s.within(|tx| {
+                    let mut r = tx.fetch::<Run>(&rid)?;
+                    let from = r.status;
+                    let to = match transition(r.status, event) {
+                        Ok(to) => to,
+                        Err(e) => return Ok(Err(RunError::Internal(e.into()))),
+                    };
+                    r.status = to;
+                    let t = now();
+                    r.required_action = None;
+                    at_end(&mut r);
+                    match to {
+                        RunStatus::Failed => {
+                            r.failed_at = Some(t);
+                            r.last_error = err.clone();
                         }
-                        _ => step.completed_at = Some(t),
+                        RunStatus::Cancelled => r.cancelled_at = Some(t),
+                        RunStatus::Completed | RunStatus::Incomplete => r.completed_at = Some(t),
+                        _ => {}
                     }
-                    if let (Some(reason), StepDetails::MessageCreation { message_creation }) =
-                        (msg_reason, &step.step_details)
-                        && let Some(mut m) = s.find::<Message>(&message_creation.message_id)?
-                        && m.status == MessageStatus::InProgress
-                    {
-                        m.status = MessageStatus::Incomplete;
-                        m.incomplete_at = Some(t);
-                        m.incomplete_details =
-                            Some(crate::model::IncompleteDetails::because(reason));
-                        records.push(Record::of(&m)?);
-                        cut_short.push(m);
+                    // A run that ended no longer expires: OpenAI shows `expires_at: null` then.
+                    if to.is_terminal() {
+                        r.expires_at = None;
                     }
-                    records.push(Record::of(&step)?);
-                    closed.push(step);
-                }
-                s.save_all(&records)?;
-                Ok(Ok((r, closed, cut_short)))
+                    if to.is_terminal() && r.usage.is_none() {
+                        let used = tx
+                            .get(crate::model::Kind::Transcript, &Transcript::id_for(&r.id))?
+                            .map(|t| t.decode::<Transcript>())
+                            .transpose()?
+                            .map(|t| t.usage)
+                            .unwrap_or_default();
+                        r.usage = Some(used);
+                    }
+                    // Close what the run left open.
+                    let (step_status, msg_reason) = match to {
+                        RunStatus::Cancelled => (StepStatus::Cancelled, Some("run_cancelled")),
+                        RunStatus::Expired => (StepStatus::Expired, Some("run_expired")),
+                        RunStatus::Failed => (StepStatus::Failed, Some("run_failed")),
+                        _ => (StepStatus::Completed, None),
+                    };
+                    if !tx.update_if(&Record::of(&r)?, super::status_str(from))? {
+                        return Err(crate::store::StoreError::Other(anyhow::anyhow!(
+                            "run {rid} changed under its lock"
+                        )));
+                    }
+                    if to.is_terminal() {
+                        // No worker holds it any more.
+                        tx.set_run_owner(&r.id, Some(&node), false)?;
+                    }
+                    let mut records = vec![];
+                    let mut closed = vec![];
+                    let mut cut_short = vec![];
+                    for mut step in steps_in_tx(tx, &r.thread_id, &r.id)? {
+                        if step.status != StepStatus::InProgress {
+                            continue;
+                        }
+                        step.status = step_status;
+                        match step_status {
+                            StepStatus::Cancelled => step.cancelled_at = Some(t),
+                            StepStatus::Expired => step.expired_at = Some(t),
+                            StepStatus::Failed => {
+                                step.failed_at = Some(t);
+                                step.last_error = err.clone();
+                            }
+                            _ => step.completed_at = Some(t),
+                        }
+                        if let (Some(reason), StepDetails::MessageCreation { message_creation }) =
+                            (msg_reason, &step.step_details)
+                            && let Some(mut m) = tx
+                                .get(crate::model::Kind::Message, &message_creation.message_id)?
+                                .map(|m| m.decode::<Message>())
+                                .transpose()?
+                            && m.status == MessageStatus::InProgress
+                        {
+                            m.status = MessageStatus::Incomplete;
+                            m.incomplete_at = Some(t);
+                            m.incomplete_details =
+                                Some(crate::model::IncompleteDetails::because(reason));
+                            records.push(Record::of(&m)?);
+                            cut_short.push(m);
+                        }
+                        records.push(Record::of(&step)?);
+                        closed.push(step);
+                    }
+                    for rec in &records {
+                        tx.update(rec)?;
+                    }
+                    Ok(Ok((r, closed, cut_short)))
+                })
             })
             .await??;
         for m in &cut_short {

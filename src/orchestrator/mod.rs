@@ -27,7 +27,6 @@ mod turn;
 mod worker;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -41,9 +40,10 @@ use state::RunStatus;
 use crate::backend::ChatMessage;
 use crate::backend::local::Local;
 use crate::backend::upstream::Upstream;
+use crate::bucket::Bucket;
 use crate::model::{Kind, Message, Object, Run, Thread, Tool, Truncation};
 use crate::sandbox::Sessions;
-use crate::store::{Store, StoreError, StoreExt};
+use crate::store::{Record, Store, StoreError, StoreExt, TxExt};
 
 /// Knobs of the orchestrator.
 #[derive(Debug, Clone)]
@@ -56,6 +56,16 @@ pub struct OrchestratorConfig {
     pub sweep_every: Duration,
     /// Largest output file turned into a File.
     pub max_file_bytes: u64,
+    /// This node's name in the store (which runs it drives).
+    pub node: String,
+    /// Whether this process is the only one on its store (SQLite): at start it takes over
+    /// every run left unfinished, whoever drove it.
+    pub exclusive: bool,
+    /// A node silent this long is lost: the runs it drove fail and others take its queue.
+    pub node_lease: Duration,
+    /// How often to look for runs other nodes queued (a run this node queues wakes it at
+    /// once).
+    pub claim_poll: Duration,
 }
 
 impl Default for OrchestratorConfig {
@@ -65,6 +75,10 @@ impl Default for OrchestratorConfig {
             run_expiry: Duration::from_secs(600),
             sweep_every: Duration::from_secs(1),
             max_file_bytes: 512 * 1024 * 1024,
+            node: "local".into(),
+            exclusive: true,
+            node_lease: Duration::from_secs(10),
+            claim_poll: Duration::from_millis(500),
         }
     }
 }
@@ -161,22 +175,25 @@ pub struct Orchestrator {
 
 struct Inner {
     store: Arc<dyn Store>,
-    files_dir: PathBuf,
+    /// Where File bytes live.
+    bucket: Bucket,
     sessions: Option<Sessions>,
+    /// On a cluster: sessions shared with the other nodes.
+    roaming: Option<Arc<crate::roaming::Roaming>>,
     local: Arc<Local>,
     upstream: Option<Arc<Upstream>>,
     /// Vector stores, which file_search searches.
     vectors: Option<crate::vectors::Vectors>,
     config: OrchestratorConfig,
     hub: Hub,
-    /// Serializes thread-lock checks with the writes they guard.
-    gate: tokio::sync::Mutex<()>,
-    /// Serializes read-modify-write of runs.
-    runs_lock: tokio::sync::Mutex<()>,
     /// Cancel flags of the runs workers are driving.
     driving: Mutex<HashMap<String, CancellationToken>>,
-    queue_tx: tokio::sync::mpsc::UnboundedSender<String>,
-    queue_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
+    /// Wakes the claimer: a run was queued here or a worker came free.
+    wake: tokio::sync::Notify,
+    /// Set once [`Orchestrator::start`] ran.
+    started: std::sync::atomic::AtomicBool,
+    /// Set when the node drains: it claims no more runs.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -213,30 +230,38 @@ pub fn status_str(s: RunStatus) -> &'static str {
 impl Orchestrator {
     pub fn new(
         store: Arc<dyn Store>,
-        files_dir: PathBuf,
+        bucket: Bucket,
         sessions: Option<Sessions>,
         upstream: Option<Arc<Upstream>>,
         vectors: Option<crate::vectors::Vectors>,
         config: OrchestratorConfig,
     ) -> Orchestrator {
-        let (queue_tx, queue_rx) = tokio::sync::mpsc::unbounded_channel();
         Orchestrator {
             inner: Arc::new(Inner {
                 store,
-                files_dir,
+                bucket,
                 sessions,
+                roaming: None,
                 local: Arc::new(Local),
                 upstream,
                 vectors,
                 config,
                 hub: Hub::default(),
-                gate: tokio::sync::Mutex::new(()),
-                runs_lock: tokio::sync::Mutex::new(()),
                 driving: Mutex::new(HashMap::new()),
-                queue_tx,
-                queue_rx: Mutex::new(Some(queue_rx)),
+                wake: tokio::sync::Notify::new(),
+                started: Default::default(),
+                draining: Default::default(),
             }),
         }
+    }
+
+    /// Share code-interpreter sessions with the other nodes of a cluster through `roaming`
+    /// (call right after [`Self::new`]).
+    pub fn with_roaming(mut self, roaming: Arc<crate::roaming::Roaming>) -> Orchestrator {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.roaming = Some(roaming);
+        }
+        self
     }
 
     /// Run blocking store work off the async threads.
@@ -269,23 +294,34 @@ impl Orchestrator {
         }
     }
 
-    /// Read, change and save a run, serialized with every other run change.
+    /// Read, change and save a run in one transaction that holds it locked, so no other
+    /// change (on any node) comes between; the save is a compare-and-set on the status read.
+    /// `f` may run again if the database retries the transaction.
     pub(super) async fn update_run(
         &self,
         run_id: &str,
-        f: impl FnOnce(&mut Run) -> Result<()> + Send + 'static,
+        mut f: impl FnMut(&mut Run) -> Result<()> + Send + 'static,
     ) -> Result<Run> {
-        let _lock = self.inner.runs_lock.lock().await;
         let rid = run_id.to_string();
+        let node = self.inner.config.node.clone();
         self.db(move |s| {
-            let mut run = s.fetch::<Run>(&rid)?;
-            match f(&mut run) {
-                Ok(()) => {
-                    s.save(&run)?;
-                    Ok(Ok(run))
+            s.within(|tx| {
+                let mut run = tx.fetch::<Run>(&rid)?;
+                let from = run.status;
+                if let Err(e) = f(&mut run) {
+                    return Ok(Err(e));
                 }
-                Err(e) => Ok(Err(e)),
-            }
+                if !tx.update_if(&Record::of(&run)?, status_str(from))? {
+                    return Err(StoreError::Other(anyhow::anyhow!(
+                        "run {rid} changed under its lock"
+                    )));
+                }
+                // A run waiting for tool outputs is no longer held by a worker.
+                if run.status == RunStatus::RequiresAction && from != run.status {
+                    tx.set_run_owner(&rid, Some(&node), false)?;
+                }
+                Ok(Ok(run))
+            })
         })
         .await?
     }

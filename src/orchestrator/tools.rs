@@ -272,7 +272,7 @@ impl Orchestrator {
                         .map_err(|e| RunError::Internal(e.into()))?;
                     r.required_action = Some(RequiredAction::SubmitToolOutputs {
                         submit_tool_outputs: SubmitToolOutputs {
-                            tool_calls: functions,
+                            tool_calls: functions.clone(),
                         },
                     });
                     Ok(())
@@ -316,7 +316,9 @@ impl Orchestrator {
             inputs,
             ..Default::default()
         };
-        let mut r = match sessions.execute(&ctx.run.thread_id, None, code, opts).await {
+        let roaming = self.inner.roaming.as_deref();
+        let shared = crate::roaming::execute(roaming, &sessions, &ctx.run.thread_id, None, code, opts);
+        let mut r = match shared.await {
             Ok(r) => r,
             Err(e) => {
                 let msg = format!("The code could not run: {e}");
@@ -364,27 +366,21 @@ impl Orchestrator {
         if !logs.is_empty() {
             outputs.push(CodeOutput::Logs { logs: logs.clone() });
         }
-        let (store, dir) = (self.inner.store.clone(), self.inner.files_dir.clone());
-        let images = r.images.clone();
-        let prefix = call_id.to_string();
-        let tid = ctx.run.thread_id.clone();
-        let stored = tokio::task::spawn_blocking(move || {
-            images
-                .iter()
-                .enumerate()
-                .filter_map(|(i, png)| {
-                    if !export_fits(&sessions, &tid, png.len()) {
-                        return None;
-                    }
-                    let name = format!("{prefix}-image-{}.png", i + 1);
-                    blobs::create(store.as_ref(), &dir, &name, "assistants_output", png)
-                        .map_err(|e| tracing::warn!(error = %e, "could not store an image"))
-                        .ok()
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
+        let mut stored = vec![];
+        for (i, png) in r.images.iter().enumerate() {
+            // Charged to the session's export budget (blocking work), then stored as a File.
+            let (s, tid, n) = (sessions.clone(), ctx.run.thread_id.clone(), png.len());
+            let fits = tokio::task::spawn_blocking(move || export_fits(&s, &tid, n)).await;
+            if !matches!(fits, Ok(true)) {
+                continue;
+            }
+            let name = format!("{call_id}-image-{}.png", i + 1);
+            let (store, bucket) = (&self.inner.store, &self.inner.bucket);
+            match blobs::create(store, bucket, &name, "assistants_output", png.clone()).await {
+                Ok(f) => stored.push(f),
+                Err(e) => tracing::warn!(error = %e, "could not store an image"),
+            }
+        }
         for f in &stored {
             outputs.push(CodeOutput::Image {
                 image: ImageRef {

@@ -316,49 +316,49 @@ impl Orchestrator {
         if links.is_empty() {
             return vec![];
         }
-        let (store, dir, tid, max) = (
-            self.inner.store.clone(),
-            self.inner.files_dir.clone(),
-            ctx.run.thread_id.clone(),
+        let (store, bucket, max) = (
+            &self.inner.store,
+            &self.inner.bucket,
             self.inner.config.max_file_bytes,
         );
-        let made = tokio::task::spawn_blocking(move || {
-            let mut files: Vec<(String, String)> = vec![];
-            let mut out = vec![];
-            for l in links {
-                let id = match files.iter().find(|(rel, _)| *rel == l.relative) {
-                    Some((_, id)) => id.clone(),
-                    None => {
-                        let Ok(bytes) = sessions.read_file(&tid, &l.relative, max) else {
-                            continue;
-                        };
-                        if !export_fits(&sessions, &tid, bytes.len()) {
-                            continue;
+        let tid = ctx.run.thread_id.clone();
+        let mut files: Vec<(String, String)> = vec![];
+        let mut out = vec![];
+        for l in links {
+            let id = match files.iter().find(|(rel, _)| *rel == l.relative) {
+                Some((_, id)) => id.clone(),
+                None => {
+                    // The session's file, charged to its export budget (blocking work); then
+                    // stored as a File (object-store work, awaited here).
+                    let (s, t, rel) = (sessions.clone(), tid.clone(), l.relative.clone());
+                    let read = tokio::task::spawn_blocking(move || {
+                        let bytes = s.read_file(&t, &rel, max).ok()?;
+                        export_fits(&s, &t, bytes.len()).then_some(bytes)
+                    })
+                    .await;
+                    let Ok(Some(bytes)) = read else {
+                        continue;
+                    };
+                    let name = l.relative.rsplit('/').next().unwrap_or(&l.relative);
+                    match blobs::create(store, bucket, name, "assistants_output", bytes).await {
+                        Ok(f) => {
+                            files.push((l.relative.clone(), f.id.clone()));
+                            f.id
                         }
-                        let name = l.relative.rsplit('/').next().unwrap_or(&l.relative);
-                        match blobs::create(store.as_ref(), &dir, name, "assistants_output", &bytes)
-                        {
-                            Ok(f) => {
-                                files.push((l.relative.clone(), f.id.clone()));
-                                f.id
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "could not store a linked file");
-                                continue;
-                            }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not store a linked file");
+                            continue;
                         }
                     }
-                };
-                out.push(Annotation::FilePath {
-                    text: l.text,
-                    start_index: l.start,
-                    end_index: l.end,
-                    file_path: FileRef { file_id: id },
-                });
-            }
-            out
-        })
-        .await;
-        made.unwrap_or_default()
+                }
+            };
+            out.push(Annotation::FilePath {
+                text: l.text,
+                start_index: l.start,
+                end_index: l.end,
+                file_path: FileRef { file_id: id },
+            });
+        }
+        out
     }
 }

@@ -242,6 +242,7 @@ impl SessionManager {
                 .context("the sandbox pool is closed")?;
             Ok((session, permit))
         };
+        let waiting = Instant::now();
         let (mut session, permit) = match opts.cancel.clone() {
             Some(flag) => tokio::select! {
                 biased;
@@ -250,6 +251,7 @@ impl SessionManager {
             },
             None => wait.await?,
         };
+        crate::metrics::sandbox_wait(waiting.elapsed().as_secs_f64());
         self.touch(id, None);
         if !session.is_live() {
             let victims = self.make_room(id, NEW_INTERPRETER_BYTES);

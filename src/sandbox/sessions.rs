@@ -56,6 +56,15 @@ impl Sessions {
         }
     }
 
+    /// Host file of a session's hibernated state (it may not exist).
+    pub fn state_path(&self, id: &str) -> Result<PathBuf, SandboxError> {
+        let data = self.data_dir(id)?;
+        Ok(data
+            .parent()
+            .unwrap_or(&data)
+            .join(super::hibernate::STATE_FILE))
+    }
+
     /// Files in a session's `/mnt/data` (relative path, size), links not followed.
     pub fn list_files(&self, id: &str) -> Result<Vec<(String, u64)>, SandboxError> {
         match self {
@@ -88,6 +97,19 @@ impl Sessions {
         match self {
             Sessions::InProcess(m) => m.info(id),
             Sessions::Workers(s) => s.info(id).await,
+        }
+    }
+
+    /// How many sessions have a live interpreter and how many a hibernated state instead
+    /// (read from disk: for a metrics scrape, not a hot path). `None` with workers, whose
+    /// interpreters only the worker processes know of.
+    pub async fn counts(&self) -> Option<(usize, usize)> {
+        match self {
+            Sessions::InProcess(m) => {
+                let m = m.clone();
+                tokio::task::spawn_blocking(move || m.counts()).await.ok()
+            }
+            Sessions::Workers(_) => None,
         }
     }
 

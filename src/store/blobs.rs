@@ -1,99 +1,88 @@
-//! File contents on disk: one blob per File id, written whole (fsync + atomic rename) before its
-//! record is inserted, so a File that exists always has all its bytes.
+//! File contents in the [`Bucket`]: one object per File id (`files/<file id>`), stored whole
+//! before its record is inserted, so a File that exists always has all its bytes; deleted
+//! before its record, so no bytes outlive the record that owns them (a crash in between leaves
+//! a record, which the next sweep deletes).
+//!
+//! Object-store I/O is awaited here; the store's (blocking) calls run off the async threads.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use super::{Record, Result, Store, StoreError, StoreExt};
+use super::{Record, Store, StoreError, StoreExt};
+use crate::bucket::{Bucket, BucketError};
 use crate::model::{FileObject, Kind};
 
-/// Where a file's bytes live.
-pub fn blob_path(dir: &Path, id: &str) -> PathBuf {
-    dir.join(id)
+/// The key of a File's bytes.
+pub fn key(id: &str) -> String {
+    format!("files/{id}")
 }
 
-/// Move a staged blob into place and record `obj`; either both happen or neither.
-pub fn commit(
-    store: &dyn Store,
-    dir: &Path,
-    tmp: tempfile::NamedTempFile,
-    obj: &FileObject,
-) -> Result<()> {
-    commit_with(store, dir, tmp, obj, &[])
+/// The folder (key prefix) File bytes are staged in before [`commit`].
+pub const FOLDER: &str = "files";
+
+/// A failure of the store or of the bucket.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bucket(#[from] BucketError),
 }
 
-/// [`commit`], saving `updates` (e.g. the Upload the File was made from) in the same
-/// transaction as the File's record.
-pub fn commit_with(
-    store: &dyn Store,
-    dir: &Path,
+pub type Result<T> = std::result::Result<T, BlobError>;
+
+/// Run blocking store work off the async threads.
+async fn db<T: Send + 'static>(
+    store: &Arc<dyn Store>,
+    f: impl FnOnce(&dyn Store) -> super::Result<T> + Send + 'static,
+) -> Result<T> {
+    let store = store.clone();
+    Ok(tokio::task::spawn_blocking(move || f(store.as_ref()))
+        .await
+        .map_err(|e| StoreError::Other(anyhow::anyhow!("store task: {e}")))??)
+}
+
+/// Store the staged bytes `tmp` (from `bucket.temp_file(FOLDER)`) and then record `obj`,
+/// saving `updates` (e.g. the Upload the File was made from) in the same transaction as the
+/// File's record; either both happen or neither.
+pub async fn commit(
+    store: &Arc<dyn Store>,
+    bucket: &Bucket,
     tmp: tempfile::NamedTempFile,
     obj: &FileObject,
-    updates: &[Record],
+    updates: Vec<Record>,
 ) -> Result<()> {
-    let path = blob_path(dir, &obj.id);
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| StoreError::Other(e.into()))?;
-    tmp.persist(&path)
-        .map_err(|e| StoreError::Other(e.error.into()))?;
-    if let Err(e) = store.insert_and_update(&[Record::of(obj)?], updates) {
-        let _ = std::fs::remove_file(&path);
+    let k = key(&obj.id);
+    bucket.put_temp(&k, tmp).await?;
+    record(store, bucket, &k, obj, updates).await
+}
+
+/// Record `obj`, whose bytes are stored as `k`; should that fail, the bytes are deleted.
+async fn record(
+    store: &Arc<dyn Store>,
+    bucket: &Bucket,
+    k: &str,
+    obj: &FileObject,
+    updates: Vec<Record>,
+) -> Result<()> {
+    let rec = Record::of(obj)?;
+    let inserted = db(store, move |s| s.insert_and_update(&[rec], &updates)).await;
+    if let Err(e) = inserted {
+        if let Err(d) = bucket.delete(k).await {
+            tracing::warn!(key = %k, error = %d, "deleting the bytes of a File not recorded");
+        }
         return Err(e);
     }
     Ok(())
 }
 
-/// The File `id`, unless it has expired by `now`: an expired File is deleted there and then
-/// (see [`remove_expired`]) and is as gone as a deleted one.
-pub fn find_live(store: &dyn Store, dir: &Path, id: &str, now: i64) -> Result<Option<FileObject>> {
-    match store.find::<FileObject>(id)? {
-        Some(f) if f.expired(now) => {
-            remove_expired(store, dir, id)?;
-            Ok(None)
-        }
-        found => Ok(found),
-    }
-}
-
-/// Delete an expired File: its bytes first, then its record, so that a crash in between
-/// leaves a record that the next sweep deletes, never bytes no record owns.
-pub fn remove_expired(store: &dyn Store, dir: &Path, id: &str) -> Result<()> {
-    match std::fs::remove_file(blob_path(dir, id)) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(StoreError::Other(e.into())),
-    }
-    store.delete(Kind::File, id)?;
-    Ok(())
-}
-
-/// Delete every File that has expired by `now`, bytes and record; how many there were.
-pub fn sweep_expired(store: &dyn Store, dir: &Path, now: i64) -> Result<usize> {
-    let mut n = 0;
-    loop {
-        let batch = store.expired(Kind::File, None, now, 256)?;
-        if batch.is_empty() {
-            return Ok(n);
-        }
-        for r in &batch {
-            remove_expired(store, dir, &r.id)?;
-            n += 1;
-        }
-    }
-}
-
 /// Store `bytes` as a new File.
-pub fn create(
-    store: &dyn Store,
-    dir: &Path,
+pub async fn create(
+    store: &Arc<dyn Store>,
+    bucket: &Bucket,
     filename: &str,
     purpose: &str,
-    bytes: &[u8],
+    bytes: Vec<u8>,
 ) -> Result<FileObject> {
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| StoreError::Other(e.into()))?;
-    tmp.write_all(bytes)
-        .map_err(|e| StoreError::Other(e.into()))?;
     // Names of files guest code wrote arrive here as they are: control and bidirectional
     // characters are shown, not obeyed.
     let obj = FileObject::new(
@@ -101,6 +90,53 @@ pub fn create(
         purpose.to_string(),
         bytes.len() as u64,
     );
-    commit(store, dir, tmp, &obj)?;
+    let k = key(&obj.id);
+    bucket.put_bytes(&k, bytes).await?;
+    record(store, bucket, &k, &obj, vec![]).await?;
     Ok(obj)
+}
+
+/// The File `id`, unless it has expired by `now`: an expired File is deleted there and then
+/// (see [`remove`]; should that fail, the sweep deletes it later) and is as gone as a deleted
+/// one.
+pub async fn find_live(
+    store: &Arc<dyn Store>,
+    bucket: &Bucket,
+    id: &str,
+    now: i64,
+) -> Result<Option<FileObject>> {
+    let id2 = id.to_string();
+    match db(store, move |s| s.find::<FileObject>(&id2)).await? {
+        Some(f) if f.expired(now) => {
+            if let Err(e) = remove(store, bucket, id).await {
+                tracing::warn!(file = %id, error = %e, "deleting an expired file");
+            }
+            Ok(None)
+        }
+        found => Ok(found),
+    }
+}
+
+/// Delete a File: its bytes first, then its record, so that a crash in between leaves a
+/// record that the next sweep deletes, never bytes no record owns. Whether the record was
+/// there.
+pub async fn remove(store: &Arc<dyn Store>, bucket: &Bucket, id: &str) -> Result<bool> {
+    bucket.delete(&key(id)).await?;
+    let id = id.to_string();
+    db(store, move |s| s.delete(Kind::File, &id)).await
+}
+
+/// Delete every File that has expired by `now`, bytes and record; how many there were.
+pub async fn sweep_expired(store: &Arc<dyn Store>, bucket: &Bucket, now: i64) -> Result<usize> {
+    let mut n = 0;
+    loop {
+        let batch = db(store, move |s| s.expired(Kind::File, None, now, 256)).await?;
+        if batch.is_empty() {
+            return Ok(n);
+        }
+        for r in &batch {
+            remove(store, bucket, &r.id).await?;
+            n += 1;
+        }
+    }
 }

@@ -1,8 +1,6 @@
 //! The chunks table: the text and vectors vector-store searches are built from.
 
-use rusqlite::params;
-
-use super::sqlite::{SqliteStore, other};
+use super::sql::{Conn, Value, update};
 use super::{Record, Result, StoreError};
 
 /// One chunk of a file in a vector store.
@@ -26,93 +24,85 @@ fn from_blob(b: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-impl SqliteStore {
-    pub(super) fn put_chunks_impl(
-        &self,
-        vector_store_id: &str,
-        file_id: &str,
-        chunks: &[StoredChunk],
-        update: &Record,
-    ) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(other)?;
-        tx.execute(
-            "DELETE FROM chunks WHERE vector_store_id = ?1 AND file_id = ?2",
-            params![vector_store_id, file_id],
-        )
-        .map_err(other)?;
-        {
-            let mut insert = tx
-                .prepare(
-                    "INSERT INTO chunks (vector_store_id, file_id, idx, text, embedder, vector) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(other)?;
-            for c in chunks {
-                insert
-                    .execute(params![
-                        vector_store_id,
-                        file_id,
-                        c.index,
-                        c.text,
-                        c.embedder,
-                        to_blob(&c.vector)
-                    ])
-                    .map_err(other)?;
-            }
-        }
-        let n = tx
-            .execute(
-                "UPDATE objects SET body = ?3 WHERE id = ?1 AND kind = ?2 \
-                 AND json_extract(body, '$.file.status') = 'in_progress'",
-                params![update.id, update.kind.as_str(), update.body],
-            )
-            .map_err(other)?;
-        if n == 0 {
-            // The file left the store (or was cancelled) while it was being read: keep
-            // nothing of it.
-            return Err(StoreError::NotFound {
-                kind: update.kind.noun(),
-                id: update.id.clone(),
-            });
-        }
-        tx.commit().map_err(other)
+/// Replace a file's chunks in a store and save its record, if that record is still
+/// `in_progress` (one transaction: the caller's).
+pub(super) fn put(
+    c: &mut dyn Conn,
+    vector_store_id: &str,
+    file_id: &str,
+    chunks: &[StoredChunk],
+    done: &Record,
+) -> Result<()> {
+    c.execute(
+        "DELETE FROM chunks WHERE vector_store_id = $1 AND file_id = $2",
+        &[vector_store_id.into(), file_id.into()],
+    )?;
+    for ch in chunks {
+        c.execute(
+            "INSERT INTO chunks (vector_store_id, file_id, idx, text, embedder, vector) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                vector_store_id.into(),
+                file_id.into(),
+                Value::Int(ch.index as i64),
+                ch.text.as_str().into(),
+                ch.embedder.as_str().into(),
+                Value::Bytes(to_blob(&ch.vector)),
+            ],
+        )?;
     }
+    if !update(c, done, Some("in_progress"))? {
+        // The file left the store (or was cancelled) while it was being read: keep nothing
+        // of it.
+        return Err(StoreError::NotFound {
+            kind: done.kind.noun(),
+            id: done.id.clone(),
+        });
+    }
+    Ok(())
+}
 
-    pub(super) fn chunks_impl(&self, vector_store_id: &str) -> Result<Vec<StoredChunk>> {
-        let conn = self.conn();
-        let mut q = conn
-            .prepare(
-                "SELECT file_id, idx, text, embedder, vector FROM chunks \
-                 WHERE vector_store_id = ?1 ORDER BY file_id, idx",
-            )
-            .map_err(other)?;
-        let rows = q
-            .query_map(params![vector_store_id], |r| {
-                Ok(StoredChunk {
-                    file_id: r.get(0)?,
-                    index: r.get(1)?,
-                    text: r.get(2)?,
-                    embedder: r.get(3)?,
-                    vector: from_blob(&r.get::<_, Vec<u8>>(4)?),
-                })
-            })
-            .map_err(other)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(other)
-    }
+pub(super) fn all(c: &mut dyn Conn, vector_store_id: &str) -> Result<Vec<StoredChunk>> {
+    let rows = c.query(
+        "SELECT file_id, idx, text, embedder, vector FROM chunks \
+         WHERE vector_store_id = $1 ORDER BY file_id, idx",
+        &[vector_store_id.into()],
+    )?;
+    rows.into_iter()
+        .map(|r| match r.as_slice() {
+            [
+                Value::Text(file_id),
+                Value::Int(idx),
+                Value::Text(text),
+                Value::Text(embedder),
+                Value::Bytes(v),
+            ] => Ok(StoredChunk {
+                file_id: file_id.clone(),
+                index: *idx as u32,
+                text: text.clone(),
+                embedder: embedder.clone(),
+                vector: from_blob(v),
+            }),
+            _ => Err(StoreError::Other(anyhow::anyhow!(
+                "a stored chunk is malformed"
+            ))),
+        })
+        .collect()
+}
 
-    pub(super) fn delete_chunks_impl(
-        &self,
-        vector_store_id: Option<&str>,
-        file_id: Option<&str>,
-    ) -> Result<()> {
-        let conn = self.conn();
-        conn.execute(
-            "DELETE FROM chunks WHERE (?1 IS NULL OR vector_store_id = ?1) \
-             AND (?2 IS NULL OR file_id = ?2)",
-            params![vector_store_id, file_id],
-        )
-        .map_err(other)?;
-        Ok(())
+pub(super) fn delete(
+    c: &mut dyn Conn,
+    vector_store_id: Option<&str>,
+    file_id: Option<&str>,
+) -> Result<()> {
+    let mut sql = "DELETE FROM chunks WHERE TRUE".to_string();
+    let mut params = vec![];
+    for (col, v) in [("vector_store_id", vector_store_id), ("file_id", file_id)] {
+        if let Some(v) = v {
+            params.push(Value::from(v));
+            sql.push_str(&format!(" AND {col} = ${}", params.len()));
+        }
     }
+    c.execute(&sql, &params)?;
+    Ok(())
 }

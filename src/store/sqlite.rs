@@ -1,30 +1,30 @@
-//! The embedded SQLite store (WAL mode).
+//! The embedded SQLite store (WAL mode): one connection, so one writer at a time.
 
 use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::Context;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, TransactionBehavior};
 
-use super::{Filter, Order, Page, Record, Result, Store, StoreError};
-use crate::model::Kind;
+use super::sql::{Backend, Conn, Dialect, Row, SqlStore, Value};
+use super::{Result, StoreError};
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran. Never edit one
 /// that has shipped: add the next.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_objects.sql"),
     include_str!("migrations/0002_chunks.sql"),
+    include_str!("migrations/0003_tables.sql"),
 ];
 
-pub struct SqliteStore {
+/// The SQLite [`Backend`].
+pub struct Sqlite {
     conn: Mutex<Connection>,
 }
 
-impl std::fmt::Debug for SqliteStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").finish_non_exhaustive()
-    }
-}
+/// The embedded default store.
+pub type SqliteStore = SqlStore<Sqlite>;
 
 pub(super) fn other(e: impl Into<anyhow::Error>) -> StoreError {
     StoreError::Other(e.into())
@@ -54,392 +54,125 @@ impl SqliteStore {
             tx.pragma_update(None, "user_version", i + 1)?;
             tx.commit()?;
         }
-        Ok(SqliteStore {
-            conn: Mutex::new(conn),
+        Ok(SqlStore {
+            backend: Sqlite {
+                conn: Mutex::new(conn),
+            },
         })
     }
+}
 
-    pub(super) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+/// `$1` → `?1`: the store's statements are written in PostgreSQL's style.
+fn dialect(sql: &str) -> std::borrow::Cow<'_, str> {
+    if sql.contains('$') {
+        sql.replace('$', "?").into()
+    } else {
+        sql.into()
     }
 }
 
-fn kind_of(s: &str) -> Result<Kind> {
-    Ok(match s {
-        "file" => Kind::File,
-        "assistant" => Kind::Assistant,
-        "thread" => Kind::Thread,
-        "thread.message" => Kind::Message,
-        "thread.run" => Kind::Run,
-        "thread.run.step" => Kind::RunStep,
-        "oasis.transcript" => Kind::Transcript,
-        "upload" => Kind::Upload,
-        "vector_store" => Kind::VectorStore,
-        "vector_store.file" => Kind::VectorStoreFile,
-        "vector_store.files_batch" => Kind::FileBatch,
-        other_kind => return Err(other(anyhow::anyhow!("unknown stored kind {other_kind}"))),
-    })
+struct Param<'a>(&'a Value);
+
+impl rusqlite::ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self.0 {
+            Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Value::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Value::Bytes(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+        })
+    }
 }
 
-fn row_to_record(
-    r: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(String, String, Option<String>, i64, String)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-}
-
-fn record(t: (String, String, Option<String>, i64, String)) -> Result<Record> {
-    Ok(Record {
-        kind: kind_of(&t.1)?,
-        id: t.0,
-        scope: t.2,
-        created_at: t.3,
-        body: t.4,
-    })
-}
-
-impl Store for SqliteStore {
-    fn put_chunks(
-        &self,
-        vector_store_id: &str,
-        file_id: &str,
-        chunks: &[super::StoredChunk],
-        update: &Record,
-    ) -> Result<()> {
-        self.put_chunks_impl(vector_store_id, file_id, chunks, update)
-    }
-
-    fn chunks(&self, vector_store_id: &str) -> Result<Vec<super::StoredChunk>> {
-        self.chunks_impl(vector_store_id)
-    }
-
-    fn delete_chunks(&self, vector_store_id: Option<&str>, file_id: Option<&str>) -> Result<()> {
-        self.delete_chunks_impl(vector_store_id, file_id)
-    }
-
-    fn insert_all(&self, records: &[Record]) -> Result<()> {
-        self.insert_and_update(records, &[])
-    }
-
-    fn get(&self, kind: Kind, id: &str) -> Result<Option<Record>> {
-        let conn = self.conn();
-        let row = conn
-            .query_row(
-                "SELECT id, kind, scope, created_at, body FROM objects WHERE id = ?1 AND kind = ?2",
-                params![id, kind.as_str()],
-                row_to_record,
-            )
-            .optional()
-            .map_err(other)?;
-        row.map(record).transpose()
-    }
-
-    fn update(&self, kind: Kind, id: &str, body: &str) -> Result<()> {
-        let conn = self.conn();
-        let n = conn
-            .execute(
-                "UPDATE objects SET body = ?3 WHERE id = ?1 AND kind = ?2",
-                params![id, kind.as_str(), body],
-            )
-            .map_err(other)?;
-        if n == 0 {
-            return Err(StoreError::NotFound {
-                kind: kind.noun(),
-                id: id.to_string(),
-            });
+fn failed(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::Duplicate(String::new())
         }
-        Ok(())
-    }
-
-    fn update_all(&self, records: &[Record]) -> Result<()> {
-        self.insert_and_update(&[], records)
-    }
-
-    fn insert_and_update(&self, inserts: &[Record], updates: &[Record]) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(other)?;
-        for r in inserts {
-            let res = tx.execute(
-                "INSERT INTO objects (id, kind, scope, created_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![r.id, r.kind.as_str(), r.scope, r.created_at, r.body],
-            );
-            match res {
-                Ok(_) => {}
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    return Err(StoreError::Duplicate(r.id.clone()));
-                }
-                Err(e) => return Err(other(e)),
-            }
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::SystemIoFailure
+            ) =>
+        {
+            StoreError::Unavailable(e.into())
         }
-        for r in updates {
-            let n = tx
-                .execute(
-                    "UPDATE objects SET body = ?3 WHERE id = ?1 AND kind = ?2",
-                    params![r.id, r.kind.as_str(), r.body],
-                )
-                .map_err(other)?;
-            if n == 0 {
-                return Err(StoreError::NotFound {
-                    kind: r.kind.noun(),
-                    id: r.id.clone(),
+        _ => other(e),
+    }
+}
+
+/// A connection, in a transaction or not.
+struct On<'a>(&'a Connection);
+
+impl Conn for On<'_> {
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        let mut stmt = self.0.prepare_cached(&dialect(sql)).map_err(failed)?;
+        let n = stmt.column_count();
+        let params: Vec<Param<'_>> = params.iter().map(Param).collect();
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(params.iter()))
+            .map_err(failed)?;
+        let mut out = vec![];
+        while let Some(r) = rows.next().map_err(failed)? {
+            let mut row = Vec::with_capacity(n);
+            for i in 0..n {
+                row.push(match r.get_ref(i).map_err(failed)? {
+                    ValueRef::Null => Value::Null,
+                    ValueRef::Integer(i) => Value::Int(i),
+                    ValueRef::Real(f) => Value::Int(f as i64),
+                    ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+                    ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
                 });
             }
-        }
-        tx.commit().map_err(other)
-    }
-
-    fn expired(
-        &self,
-        kind: Kind,
-        filter: Option<&Filter>,
-        now: i64,
-        limit: usize,
-    ) -> Result<Vec<Record>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT id, kind, scope, created_at, body FROM objects \
-                 WHERE kind = ?1 AND json_extract(body, '$.expires_at') <= ?2 \
-                 AND (?3 IS NULL OR json_extract(body, ?3) = ?4) \
-                 ORDER BY seq LIMIT ?5",
-            )
-            .map_err(other)?;
-        let path = filter.map(|f| format!("$.{}", f.field));
-        let value = filter.map(|f| f.value.clone());
-        let rows = stmt
-            .query_map(
-                params![kind.as_str(), now, path, value, limit as i64],
-                row_to_record,
-            )
-            .map_err(other)?;
-        let mut out = vec![];
-        for r in rows {
-            out.push(record(r.map_err(other)?)?);
+            out.push(row);
         }
         Ok(out)
     }
 
-    fn delete(&self, kind: Kind, id: &str) -> Result<bool> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(other)?;
-        let n = tx
-            .execute(
-                "DELETE FROM objects WHERE id = ?1 AND kind = ?2",
-                params![id, kind.as_str()],
-            )
-            .map_err(other)?;
-        if n > 0 {
-            tx.execute("DELETE FROM objects WHERE scope = ?1", params![id])
-                .map_err(other)?;
-            if kind == Kind::VectorStore {
-                tx.execute("DELETE FROM chunks WHERE vector_store_id = ?1", params![id])
-                    .map_err(other)?;
-            }
-        }
-        tx.commit().map_err(other)?;
-        Ok(n > 0)
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
+        let mut stmt = self.0.prepare_cached(&dialect(sql)).map_err(failed)?;
+        let params: Vec<Param<'_>> = params.iter().map(Param).collect();
+        let n = stmt
+            .execute(rusqlite::params_from_iter(params.iter()))
+            .map_err(failed)?;
+        Ok(n as u64)
+    }
+}
+
+impl Sqlite {
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Backend for Sqlite {
+    const DIALECT: Dialect = Dialect::Sqlite;
+
+    fn read(&self, f: &mut dyn FnMut(&mut dyn Conn) -> Result<()>) -> Result<()> {
+        f(&mut On(&self.conn()))
     }
 
-    fn list(
-        &self,
-        kind: Kind,
-        scope: Option<&str>,
-        filter: Option<&Filter>,
-        page: &Page,
-    ) -> Result<(Vec<Record>, bool)> {
-        let conn = self.conn();
-        let cursor = |param: &'static str, id: &Option<String>| -> Result<Option<i64>> {
-            let Some(id) = id else { return Ok(None) };
-            // A cursor must be an object of this very listing (same kind, same thread).
-            conn.query_row(
-                "SELECT seq FROM objects WHERE id = ?1 AND kind = ?2 \
-                 AND (?3 IS NULL OR scope = ?3)",
-                params![id, kind.as_str(), scope],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(other)?
-            .map(Some)
-            .ok_or_else(|| StoreError::BadCursor {
-                param,
-                id: id.clone(),
-            })
-        };
-        let after = cursor("after", &page.after)?;
-        let before = cursor("before", &page.before)?;
-        // `after` continues in the listing's own order; `before` goes back against it: the
-        // page is the `limit` objects just before the cursor (read backwards from it, then
-        // turned round), and `has_more` says whether there are more before those.
-        let (gt, lt) = match page.order {
-            Order::Asc => (after, before),
-            Order::Desc => (before, after),
-        };
-        let backwards = before.is_some() && after.is_none();
-        let dir = match (page.order, backwards) {
-            (Order::Asc, false) | (Order::Desc, true) => "ASC",
-            (Order::Desc, false) | (Order::Asc, true) => "DESC",
-        };
-        let sql = format!(
-            "SELECT id, kind, scope, created_at, body FROM objects \
-             WHERE kind = ?1 AND (?2 IS NULL OR scope = ?2) \
-             AND (?3 IS NULL OR seq > ?3) AND (?4 IS NULL OR seq < ?4) \
-             AND (?5 IS NULL OR json_extract(body, ?5) = ?6) \
-             ORDER BY seq {dir} LIMIT ?7"
-        );
-        let path = filter.map(|f| format!("$.{}", f.field));
-        let value = filter.map(|f| f.value.clone());
-        let limit = page.limit as i64 + 1;
-        let mut stmt = conn.prepare_cached(&sql).map_err(other)?;
-        let rows = stmt
-            .query_map(
-                params![kind.as_str(), scope, gt, lt, path, value, limit],
-                row_to_record,
-            )
-            .map_err(other)?;
-        let mut out = vec![];
-        for r in rows {
-            out.push(record(r.map_err(other)?)?);
-        }
-        let more = out.len() > page.limit;
-        out.truncate(page.limit);
-        if backwards {
-            out.reverse();
-        }
-        Ok((out, more))
+    fn write(&self, f: &mut dyn FnMut(&mut dyn Conn) -> Result<()>) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failed)?;
+        // Dropping the transaction unfinished rolls it back.
+        f(&mut On(&tx))?;
+        tx.commit().map_err(failed)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rec(id: &str, scope: Option<&str>) -> Record {
-        Record {
-            kind: if scope.is_some() {
-                Kind::Message
-            } else {
-                Kind::Thread
-            },
-            id: id.into(),
-            scope: scope.map(str::to_string),
-            created_at: 1,
-            body: format!("{{\"id\":\"{id}\",\"run_id\":null}}"),
-        }
-    }
-
-    fn page(order: Order, after: Option<&str>, before: Option<&str>, limit: usize) -> Page {
-        Page {
-            limit,
-            order,
-            after: after.map(str::to_string),
-            before: before.map(str::to_string),
-        }
-    }
-
-    #[test]
-    fn pages_walk_forward_and_back_in_both_orders() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
-        let recs: Vec<Record> = (0..5).map(|i| rec(&format!("m{i}"), Some("t"))).collect();
-        s.insert_all(&recs).unwrap();
-        let ids = |v: Vec<Record>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
-        let (a, more) = s
-            .list(
-                Kind::Message,
-                Some("t"),
-                None,
-                &page(Order::Asc, None, None, 2),
-            )
-            .unwrap();
-        assert_eq!((ids(a), more), (vec!["m0".to_string(), "m1".into()], true));
-        let (a, more) = s
-            .list(
-                Kind::Message,
-                Some("t"),
-                None,
-                &page(Order::Asc, Some("m3"), None, 2),
-            )
-            .unwrap();
-        assert_eq!((ids(a), more), (vec!["m4".to_string()], false));
-        let (a, _) = s
-            .list(
-                Kind::Message,
-                Some("t"),
-                None,
-                &page(Order::Desc, None, None, 2),
-            )
-            .unwrap();
-        assert_eq!(ids(a), vec!["m4".to_string(), "m3".into()]);
-        let (a, _) = s
-            .list(
-                Kind::Message,
-                Some("t"),
-                None,
-                &page(Order::Desc, Some("m3"), None, 10),
-            )
-            .unwrap();
-        assert_eq!(ids(a), vec!["m2".to_string(), "m1".into(), "m0".into()]);
-        let (a, _) = s
-            .list(
-                Kind::Message,
-                Some("t"),
-                None,
-                &page(Order::Desc, None, Some("m2"), 10),
-            )
-            .unwrap();
-        assert_eq!(ids(a), vec!["m4".to_string(), "m3".into()]);
-        // `before` is the page just before the cursor, in the listing's order.
-        let (a, more) = s
-            .list(
-                Kind::Message,
-                Some("t"),
-                None,
-                &page(Order::Desc, None, Some("m1"), 2),
-            )
-            .unwrap();
-        assert_eq!((ids(a), more), (vec!["m3".to_string(), "m2".into()], true));
-        let (a, more) = s
-            .list(
-                Kind::Message,
-                Some("t"),
-                None,
-                &page(Order::Asc, None, Some("m3"), 1),
-            )
-            .unwrap();
-        assert_eq!((ids(a), more), (vec!["m2".to_string()], true));
-        let (a, more) = s
-            .list(
-                Kind::Message,
-                Some("t"),
-                None,
-                &page(Order::Asc, None, Some("m2"), 5),
-            )
-            .unwrap();
-        assert_eq!((ids(a), more), (vec!["m0".to_string(), "m1".into()], false));
-        // A cursor from another thread is no cursor here.
-        s.insert_all(&[rec("x0", Some("other"))]).unwrap();
-        let e = s.list(
-            Kind::Message,
-            Some("t"),
-            None,
-            &page(Order::Asc, Some("x0"), None, 2),
-        );
-        assert!(matches!(
-            e,
-            Err(StoreError::BadCursor { param: "after", .. })
-        ));
-        let e = s.list(
-            Kind::Message,
-            Some("t"),
-            None,
-            &page(Order::Asc, Some("nope"), None, 2),
-        );
-        assert!(matches!(
-            e,
-            Err(StoreError::BadCursor { param: "after", .. })
-        ));
-    }
+    use crate::model::Kind;
+    use crate::store::{Filter, Order, Page, Record, Store};
 
     #[test]
     fn expired_finds_objects_whose_expires_at_has_passed_matching_a_filter() {
@@ -475,41 +208,96 @@ mod tests {
     }
 
     #[test]
-    fn an_insert_and_an_update_happen_together_or_not_at_all() {
+    fn a_database_of_the_first_schema_moves_into_the_tables_of_the_second() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
-        s.insert_all(&[rec("t", None)]).unwrap();
-        let mut changed = rec("t", None);
-        changed.body = "{\"id\":\"t\",\"run_id\":\"changed\"}".into();
-        // The update names an object that does not exist: the insert is undone too.
-        let e = s.insert_and_update(&[rec("u", None)], &[changed.clone(), rec("nope", None)]);
-        assert!(matches!(e, Err(StoreError::NotFound { .. })));
-        assert!(s.get(Kind::Thread, "u").unwrap().is_none());
+        let path = dir.path().join("db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[1]).unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            let rows = [
+                ("thread_1", "thread", None, r#"{"id":"thread_1"}"#),
+                (
+                    "msg_b",
+                    "thread.message",
+                    Some("thread_1"),
+                    r#"{"id":"msg_b","run_id":"run_1"}"#,
+                ),
+                (
+                    "msg_a",
+                    "thread.message",
+                    Some("thread_1"),
+                    r#"{"id":"msg_a","run_id":null}"#,
+                ),
+                (
+                    "run_1",
+                    "thread.run",
+                    Some("thread_1"),
+                    r#"{"id":"run_1","status":"queued","expires_at":9}"#,
+                ),
+                (
+                    "file-1",
+                    "file",
+                    None,
+                    r#"{"id":"file-1","purpose":"vision","expires_at":null}"#,
+                ),
+            ];
+            for (id, kind, scope, body) in rows {
+                conn.execute(
+                    "INSERT INTO objects (id, kind, scope, created_at, body) VALUES (?1, ?2, ?3, 1, ?4)",
+                    rusqlite::params![id, kind, scope, body],
+                )
+                .unwrap();
+            }
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let all = Page {
+            limit: 10,
+            order: Order::Asc,
+            after: None,
+            before: None,
+        };
+        // Order of creation is kept: msg_b was stored first.
+        let (msgs, _) = s.list(Kind::Message, Some("thread_1"), None, &all).unwrap();
+        let ids: Vec<_> = msgs.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["msg_b", "msg_a"]);
+        let f = Filter {
+            field: "run_id",
+            value: "run_1".into(),
+        };
+        let (msgs, _) = s.list(Kind::Message, None, Some(&f), &all).unwrap();
+        assert_eq!(msgs[0].id, "msg_b");
+        let queued = Filter {
+            field: "status",
+            value: "queued".into(),
+        };
         assert_eq!(
-            s.get(Kind::Thread, "t").unwrap().unwrap().body,
-            rec("t", None).body
+            s.expired(Kind::Run, Some(&queued), 10, 5).unwrap()[0].id,
+            "run_1"
         );
-        s.insert_and_update(&[rec("u", None)], &[changed.clone()])
-            .unwrap();
-        assert!(s.get(Kind::Thread, "u").unwrap().is_some());
+        assert_eq!(s.claim_run("n").unwrap().as_deref(), Some("run_1"));
+        let purpose = Filter {
+            field: "purpose",
+            value: "vision".into(),
+        };
         assert_eq!(
-            s.get(Kind::Thread, "t").unwrap().unwrap().body,
-            changed.body
+            s.list(Kind::File, None, Some(&purpose), &all)
+                .unwrap()
+                .0
+                .len(),
+            1
         );
-    }
-
-    #[test]
-    fn deleting_a_thread_deletes_its_messages_in_one_go_and_a_failed_batch_writes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
-        s.insert_all(&[rec("t", None), rec("m1", Some("t")), rec("m2", Some("t"))])
-            .unwrap();
-        // A batch with a duplicate id is refused whole.
-        let e = s.insert_all(&[rec("m3", Some("t")), rec("m1", Some("t"))]);
-        assert!(matches!(e, Err(StoreError::Duplicate(_))));
-        assert!(s.get(Kind::Message, "m3").unwrap().is_none());
-        assert!(s.delete(Kind::Thread, "t").unwrap());
-        assert!(s.get(Kind::Message, "m1").unwrap().is_none());
-        assert!(!s.delete(Kind::Thread, "t").unwrap());
+        // New objects come after the moved ones.
+        s.insert_all(&[Record {
+            kind: Kind::Message,
+            id: "msg_c".into(),
+            scope: Some("thread_1".into()),
+            created_at: 1,
+            body: r#"{"id":"msg_c"}"#.into(),
+        }])
+        .unwrap();
+        let (msgs, _) = s.list(Kind::Message, Some("thread_1"), None, &all).unwrap();
+        assert_eq!(msgs.last().unwrap().id, "msg_c");
     }
 }

@@ -1,12 +1,15 @@
 //! Reading files into chunks: the store's `in_progress` files are the queue, worked through
 //! a few at a time off the request path, and again after a restart.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::bucket::BucketError;
 use crate::model::{FileObject, Kind, LastError, StoredVectorStoreFile, VectorStoreFileStatus};
 use crate::retrieval::chunk::{ChunkSpec, chunk};
 use crate::retrieval::extract::{ExtractError, extract_bounded_with};
-use crate::store::{Filter, Order, Page, Record, StoreError, StoreExt, StoredChunk, blobs};
+use crate::store::blobs::{self, BlobError};
+use crate::store::{Filter, Order, Page, Record, StoreError, StoreExt, StoredChunk};
 
 use super::Vectors;
 
@@ -33,7 +36,12 @@ impl Vectors {
                 Ok(Some((f, claim))) => {
                     // Another lane may be idle while more files wait.
                     self.inner.wake.notify_one();
-                    self.ingest_one(f).await;
+                    if let Err(e) = self.ingest_one(f).await {
+                        // The object store is down: the file stays queued (claimed by this
+                        // lane meanwhile) and is tried again later.
+                        tracing::warn!(error = %e, "a file to read could not be fetched");
+                        tokio::time::sleep(IDLE_POLL).await;
+                    }
                     drop(claim);
                 }
                 Ok(None) => {
@@ -80,10 +88,16 @@ impl Vectors {
     }
 
     /// Read one file into chunks and vectors, and record the outcome (never left
-    /// `in_progress`).
-    async fn ingest_one(&self, mut f: StoredVectorStoreFile) {
+    /// `in_progress`), unless its bytes could not be fetched from the object store: then it is
+    /// left queued, and the store's error is handed back.
+    async fn ingest_one(&self, mut f: StoredVectorStoreFile) -> Result<(), BucketError> {
         let vs_id = f.file.vector_store_id.clone();
-        let outcome = self.read_chunks(&f).await;
+        let outcome = match self.fetch(&f).await {
+            Ok(Some((file, path))) => self.read_chunks(&f, &file, &path).await,
+            Ok(None) => Err(ExtractError::Invalid("the file was deleted".into())),
+            Err(Fetch::Bucket(e)) => return Err(e),
+            Err(Fetch::Other(e)) => Err(ExtractError::Failed(e)),
+        };
         let store = self.inner.store.clone();
         let saved = match outcome {
             Ok((chunks, usage)) => {
@@ -114,29 +128,40 @@ impl Vectors {
             Err(e) => tracing::warn!(error = %e, "recording a read file"),
         }
         self.changed(&vs_id);
+        Ok(())
+    }
+
+    /// The File of `f` and a path on this node to read its bytes at (the object itself or a
+    /// cached copy); `None` if the File or its bytes are gone.
+    async fn fetch(
+        &self,
+        f: &StoredVectorStoreFile,
+    ) -> Result<Option<(FileObject, PathBuf)>, Fetch> {
+        let bucket = &self.inner.config.bucket;
+        let now = crate::model::now();
+        let file = match blobs::find_live(&self.inner.store, bucket, &f.file.id, now).await {
+            Ok(Some(file)) => file,
+            Ok(None) => return Ok(None),
+            Err(BlobError::Bucket(e)) => return Err(Fetch::Bucket(e)),
+            Err(e) => return Err(Fetch::Other(e.to_string())),
+        };
+        match bucket.local_path(&blobs::key(&file.id)).await {
+            Ok(path) => Ok(Some((file, path))),
+            Err(BucketError::NotFound(_)) => Ok(None),
+            Err(e) => Err(Fetch::Bucket(e)),
+        }
     }
 
     /// The file's chunks with their vectors, and the bytes they take.
     async fn read_chunks(
         &self,
         f: &StoredVectorStoreFile,
+        file: &FileObject,
+        path: &Path,
     ) -> Result<(Vec<StoredChunk>, u64), ExtractError> {
-        let store = self.inner.store.clone();
-        let dir = self.inner.config.files_dir.clone();
-        let id = f.file.id.clone();
-        let file = tokio::task::spawn_blocking(move || {
-            blobs::find_live(&*store, &dir, &id, crate::model::now())
-        })
-        .await
-        .map_err(|e| ExtractError::Failed(e.to_string()))?
-        .map_err(|e| ExtractError::Failed(e.to_string()))?;
-        let Some(file): Option<FileObject> = file else {
-            return Err(ExtractError::Invalid("the file was deleted".into()));
-        };
-        let path = blobs::blob_path(&self.inner.config.files_dir, &file.id);
         let config = &self.inner.config;
         let text =
-            extract_bounded_with(&config.extract, &file.filename, &path, &config.limits).await?;
+            extract_bounded_with(&config.extract, &file.filename, path, &config.limits).await?;
         let spec = ChunkSpec {
             max_tokens: f.chunking.max_chunk_size_tokens as usize,
             overlap_tokens: f.chunking.chunk_overlap_tokens as usize,
@@ -180,6 +205,13 @@ impl Vectors {
             .collect();
         Ok((chunks, usage))
     }
+}
+
+/// Why a file's bytes could not be fetched: the object store (try again later), or anything
+/// else (the file fails).
+enum Fetch {
+    Bucket(BucketError),
+    Other(String),
 }
 
 /// Save a failed file's record, unless it has left `in_progress` meanwhile (cancelled,

@@ -40,7 +40,7 @@ pub struct VectorsConfig {
     /// Where the built-in embedding model is cached.
     pub data_dir: PathBuf,
     /// Where File bytes live.
-    pub files_dir: PathBuf,
+    pub bucket: crate::bucket::Bucket,
     pub embeddings: EmbeddingsConfig,
     pub limits: ExtractLimits,
     /// Where documents are read: a bounded child process of the `oasis` executable (in

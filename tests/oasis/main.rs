@@ -4,6 +4,7 @@
 
 mod api;
 mod bad_input;
+mod bucket;
 mod cli;
 mod conformance;
 mod durability;
@@ -19,6 +20,8 @@ mod node_sdk;
 mod retrieval_extract;
 mod runs;
 mod sandbox;
+mod services;
+mod store_conformance;
 mod upstream_fake;
 mod upstream_stream;
 mod vector_store_limits;

@@ -38,6 +38,8 @@ pub async fn serve(State(state): State<AppState>) -> Json<Value> {
 /// The routes `--mode tools` serves.
 fn served_in_tools_mode(path: &str) -> bool {
     path == "/health"
+        || path == "/metrics"
+        || path == "/ready"
         || path == "/openapi.json"
         || path.starts_with("/v1/files")
         || path.starts_with("/v1/uploads")
@@ -58,14 +60,14 @@ pub fn document() -> Value {
             "description": "A self-hosted, OpenAI-compatible Assistants API (v2) with a sandboxed \
                 Python code interpreter. Every `/v1` route takes `Authorization: Bearer KEY` when \
                 the server has API keys (`OASIS_API_KEYS`; without them any key, or none, is \
-                accepted); `/health` and `/openapi.json` never need one. `OpenAI-Beta: \
-                assistants=v2` is optional; `assistants=v1` is refused with a 400 on any `/v1` \
-                route. JSON request bodies may be at most 2 MiB; a body that is empty or only \
-                whitespace counts as `{}`. Errors are OpenAI's `{\"error\": {\"message\", \
+                accepted); `/health`, `/ready`, `/metrics` and `/openapi.json` never need one. \
+                `OpenAI-Beta: assistants=v2` is optional; `assistants=v1` is refused with a 400 \
+                on any `/v1` route. JSON request bodies may be at most 2 MiB; a body that is \
+                empty or only whitespace counts as `{}`. Errors are OpenAI's `{\"error\": {\"message\", \
                 \"type\", \"param\", \"code\"}}`. `GET /v1/threads` is an Oasis extension, served \
                 only when enabled (`OASIS_THREAD_LIST=true`). With `--mode tools` only \
-                `/health`, `/openapi.json`, `/v1/files`, `/v1/uploads` and \
-                `/v1/code_interpreter/*` are served (and listed here)."
+                `/health`, `/ready`, `/metrics`, `/openapi.json`, `/v1/files`, `/v1/uploads` \
+                and `/v1/code_interpreter/*` are served (and listed here)."
         },
         "security": [{"bearerAuth": []}],
         "tags": [
@@ -196,6 +198,7 @@ fn operation(
             404 => "NotFound",
             413 => "PayloadTooLarge",
             500 => "ServerError",
+            503 => "ServiceUnavailable",
             other => unreachable!("no shared response for {other}"),
         };
         responses.insert(
@@ -247,6 +250,8 @@ fn error_responses(g: &mut Gen) -> Value {
         "NotFound": r("No such object (`No thread found with id '…'.`)."),
         "PayloadTooLarge": r("The body is larger than the server accepts."),
         "ServerError": r("Something failed inside Oasis (details are logged, never returned)."),
+        "ServiceUnavailable": r("A service Oasis depends on (the database, the object store) \
+            does not answer; the message names which."),
     })
 }
 

@@ -16,7 +16,7 @@ use crate::api::uploads::{AddUploadPartRequest, CompleteUploadRequest, CreateUpl
 use crate::api::vector_store_files::{CreateBatch, CreateFile, FileContentPage, UpdateFile};
 use crate::api::vector_stores::{CreateVectorStore, ModifyVectorStore, SearchBody, SearchPage};
 use crate::api::wire::{
-    AssistantDeleted, Deleted, FileDeleted, Health, MessageDeleted, ModelList, ModelObject,
+    AssistantDeleted, Deleted, FileDeleted, Health, MessageDeleted, ModelList, ModelObject, Ready,
     STEP_INCLUDE, SessionDeleted, SessionFileList, SessionId, SessionObject, ThreadDeleted,
     UploadFileForm,
 };
@@ -57,6 +57,30 @@ pub(super) fn paths(g: &mut Gen) -> Value {
         json!({"get": public(operation(
             "health", "Meta", "Liveness: answers while the server runs.", vec![], None,
             ok_json("Up.", g.output::<Health>()),
+            &[],
+        ))}),
+    );
+    p.insert(
+        "/ready".into(),
+        json!({"get": public(operation(
+            "ready", "Meta",
+            "Readiness: the database and the object store answer (503 names the one that \
+                does not).",
+            vec![], None,
+            ok_json("Ready to serve.", g.output::<Ready>()),
+            &[503],
+        ))}),
+    );
+    p.insert(
+        "/metrics".into(),
+        json!({"get": public(operation(
+            "metrics", "Meta",
+            "Prometheus metrics (text format 0.0.4): HTTP requests by route template, runs, the \
+                run queue, sandbox sessions and waits, upstream model calls, store errors.",
+            vec![], None,
+            json!({"description": "Metrics.", "content": {
+                "text/plain; version=0.0.4": {"schema": {"type": "string"}}
+            }}),
             &[],
         ))}),
     );

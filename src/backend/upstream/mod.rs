@@ -120,8 +120,24 @@ impl Upstream {
                 req.model
             )));
         }
-        let resp = self.post_with_retries(&RequestBody::new(&req)).await?;
-        let text_calls = TextCalls::for_request(&req, self.cfg.text_tool_calls);
+        let started = std::time::Instant::now();
+        let out = self.ask(&req, sink).await;
+        crate::metrics::upstream_request(
+            crate::metrics::model_label(&req.model, self.cfg.models.as_deref()),
+            started.elapsed().as_secs_f64(),
+            out.is_ok(),
+        );
+        out
+    }
+
+    /// Asks for the completion and reads the whole answer.
+    async fn ask(
+        &self,
+        req: &ChatRequest,
+        sink: DeltaSink<'_>,
+    ) -> Result<ChatResponse, BackendError> {
+        let resp = self.post_with_retries(&RequestBody::new(req)).await?;
+        let text_calls = TextCalls::for_request(req, self.cfg.text_tool_calls);
         let mut answer = Assembler::new(text_calls);
         if is_json(resp.headers()) {
             self.read_json(resp, &mut answer, sink).await?;

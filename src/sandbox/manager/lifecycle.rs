@@ -144,6 +144,33 @@ impl SessionManager {
             .is_some_and(|e| e.slot.try_lock().map(|s| s.is_live()).unwrap_or(true))
     }
 
+    /// How many sessions have a live interpreter here, and how many have none but a hibernated
+    /// state in their folder (a walk of the root: for a metrics scrape, not a hot path).
+    pub fn counts(&self) -> (usize, usize) {
+        let live: std::collections::HashSet<String> = self
+            .inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .iter()
+            .filter(|(_, e)| e.slot.try_lock().map(|s| s.is_live()).unwrap_or(true))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let hibernated = std::fs::read_dir(&self.inner.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                valid_session_id(&name)
+                    && !live.contains(name.as_ref())
+                    && e.path().join(hibernate::STATE_FILE).is_file()
+            })
+            .count();
+        (live.len(), hibernated)
+    }
+
     /// What is known of session `id`: whether its interpreter is live or hibernated, the
     /// bytes its state takes, when it was last used. `None` if it has no folder.
     pub fn info(&self, id: &str) -> Result<Option<SessionInfo>, SandboxError> {
