@@ -18,7 +18,9 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use ::metrics::{SharedString, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use ::metrics::{
+    SharedString, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::model::RunStatus;
@@ -126,7 +128,11 @@ fn describe() {
         Unit::Seconds,
         "Run time from creation to a terminal status, by status"
     );
-    describe_counter!(RUNS_CLAIMED, Unit::Count, "Runs this node took from the queue");
+    describe_counter!(
+        RUNS_CLAIMED,
+        Unit::Count,
+        "Runs this node took from the queue"
+    );
     describe_histogram!(
         RUN_QUEUE_WAIT,
         Unit::Seconds,
@@ -189,10 +195,7 @@ fn method_label(method: &str) -> &'static str {
     const KNOWN: [&str; 9] = [
         "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE",
     ];
-    KNOWN
-        .into_iter()
-        .find(|m| *m == method)
-        .unwrap_or("other")
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or("other")
 }
 
 fn status_class(status: u16) -> &'static str {
@@ -345,14 +348,26 @@ mod tests {
             run_ended(RunStatus::Completed, 3.0);
             sessions(2, 5);
         });
-        assert!(out.contains("# TYPE oasis_run_duration_seconds histogram"), "{out}");
-        assert!(out.contains("# HELP oasis_run_duration_seconds Run time"), "{out}");
+        assert!(
+            out.contains("# TYPE oasis_run_duration_seconds histogram"),
+            "{out}"
+        );
+        assert!(
+            out.contains("# HELP oasis_run_duration_seconds Run time"),
+            "{out}"
+        );
         assert!(
             out.contains(r#"oasis_run_duration_seconds_bucket{status="completed",le="5"} 1"#),
             "{out}"
         );
-        assert!(out.contains(r#"oasis_runs_ended_total{status="completed"} 1"#), "{out}");
-        assert!(out.contains(r#"oasis_sandbox_sessions{state="hibernated"} 5"#), "{out}");
+        assert!(
+            out.contains(r#"oasis_runs_ended_total{status="completed"} 1"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"oasis_sandbox_sessions{state="hibernated"} 5"#),
+            "{out}"
+        );
     }
 
     #[test]

@@ -158,6 +158,32 @@ impl Roaming {
         result
     }
 
+    /// Bring this node's copy of session `id` up to date (to read its files or state here).
+    pub async fn refresh(&self, sessions: &Sessions, id: &str) -> Result<(), SandboxError> {
+        let turn = {
+            let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+            turns.entry(id.to_string()).or_default().clone()
+        };
+        let _turn = turn.lock().await;
+        let Some(generation) = self.take(id, None).await? else {
+            return Ok(());
+        };
+        let current = self
+            .copies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .is_some_and(|c| c.generation == generation);
+        let pulled = if current {
+            Ok(())
+        } else {
+            self.pull(sessions, id, generation).await
+        };
+        let (sid, node) = (id.to_string(), self.node.clone());
+        self.db(move |s| s.release_lease(&sid, &node, false)).await?;
+        pulled
+    }
+
     /// Take the lease of `id`, waiting while another node runs a turn of it; its generation,
     /// or `None` if `cancel` fired first.
     async fn take(

@@ -496,6 +496,10 @@ pub fn build_state(settings: &Settings, sandbox: Option<Arc<Sandbox>>) -> anyhow
                     bucket: bucket.clone(),
                     embeddings: settings.embeddings.clone(),
                     limits: ExtractLimits::default(),
+                    node: settings
+                        .database_url
+                        .as_ref()
+                        .map(|_| settings.runs.node.clone()),
                     extract: extract::Isolation::Process(exe),
                 },
             ))

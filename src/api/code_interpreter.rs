@@ -478,6 +478,9 @@ async fn list_files(
     Path(id): Path<String>,
 ) -> ApiResult<Json<SessionFileList>> {
     let manager = sessions(&state)?;
+    if let Some(r) = &state.roaming {
+        r.refresh(manager, &id).await?;
+    }
     let files = manager.list_files(&id)?;
     let data = files
         .into_iter()
@@ -497,7 +500,11 @@ async fn get_session(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SessionObject>> {
-    let Some(info) = sessions(&state)?.info(&id).await? else {
+    let manager = sessions(&state)?;
+    if let Some(r) = &state.roaming {
+        r.refresh(manager, &id).await?;
+    }
+    let Some(info) = manager.info(&id).await? else {
         return Err(ApiError::not_found("session", &id));
     };
     let status = if info.live {

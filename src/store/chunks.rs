@@ -59,6 +59,12 @@ pub(super) fn put(
             id: done.id.clone(),
         });
     }
+    // Every node's index of the store is now out of date (`counters`, see `Store::counter`).
+    c.execute(
+        "INSERT INTO counters (key, value) VALUES ($1, 1) \
+         ON CONFLICT (key) DO UPDATE SET value = counters.value + 1",
+        &[format!("vector_store.{vector_store_id}").as_str().into()],
+    )?;
     Ok(())
 }
 

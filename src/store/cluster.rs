@@ -92,10 +92,10 @@ pub(super) fn take_lease<B: Backend>(
 ) -> Result<Option<i64>> {
     let now = B::DIALECT.now_ms();
     let sql = format!(
-        "INSERT INTO session_leases (id, node, expires_at, generation) VALUES ($1, $2, {now} + $3, 0) \
+        "INSERT INTO leases (id, node, expires_at, generation) VALUES ($1, $2, {now} + $3, 0) \
          ON CONFLICT (id) DO UPDATE SET node = $2, expires_at = {now} + $3 \
-         WHERE session_leases.node IS NULL OR session_leases.node = $2 \
-         OR session_leases.expires_at < {now} \
+         WHERE leases.node IS NULL OR leases.node = $2 \
+         OR leases.expires_at < {now} \
          RETURNING generation"
     );
     s.writing(|c| {
@@ -111,7 +111,7 @@ pub(super) fn take_lease<B: Backend>(
 pub(super) fn renew_lease<B: Backend>(s: &SqlStore<B>, id: &str, node: &str, ttl_ms: i64) -> Result<bool> {
     let now = B::DIALECT.now_ms();
     let sql = format!(
-        "UPDATE session_leases SET expires_at = {now} + $3 WHERE id = $1 AND node = $2"
+        "UPDATE leases SET expires_at = {now} + $3 WHERE id = $1 AND node = $2"
     );
     s.writing(|c| Ok(c.execute(&sql, &[id.into(), node.into(), Value::Int(ttl_ms)])? > 0))
 }
@@ -126,7 +126,7 @@ pub(super) fn release_lease<B: Backend>(
 ) -> Result<Option<i64>> {
     s.writing(|c| {
         let rows = c.query(
-            "UPDATE session_leases SET node = NULL, expires_at = 0, generation = generation + $3 \
+            "UPDATE leases SET node = NULL, expires_at = 0, generation = generation + $3 \
              WHERE id = $1 AND node = $2 RETURNING generation",
             &[id.into(), node.into(), Value::Int(bump as i64)],
         )?;
@@ -139,5 +139,5 @@ pub(super) fn release_lease<B: Backend>(
 
 /// Forget session `id`'s lease (the session was deleted).
 pub(super) fn drop_lease<B: Backend>(s: &SqlStore<B>, id: &str) -> Result<()> {
-    s.writing(|c| c.execute("DELETE FROM session_leases WHERE id = $1", &[id.into()]).map(|_| ()))
+    s.writing(|c| c.execute("DELETE FROM leases WHERE id = $1", &[id.into()]).map(|_| ()))
 }

@@ -204,6 +204,10 @@ pub trait Store: Send + Sync + 'static {
     fn release_lease(&self, id: &str, node: &str, bump: bool) -> Result<Option<i64>>;
     /// Forget session `id`'s lease (the session was deleted).
     fn drop_lease(&self, id: &str) -> Result<()>;
+    /// Count one more change of `key`.
+    fn bump(&self, key: &str) -> Result<()>;
+    /// How many changes of `key` were counted.
+    fn counter(&self, key: &str) -> Result<i64>;
 
     /// Insert all records, or none.
     fn insert_all(&self, records: &[Record]) -> Result<()> {

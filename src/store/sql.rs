@@ -479,6 +479,24 @@ impl<B: Backend> Store for SqlStore<B> {
         super::cluster::drop_lease(self, id)
     }
 
+    fn bump(&self, key: &str) -> Result<()> {
+        self.writing(|c| {
+            c.execute(
+                "INSERT INTO counters (key, value) VALUES ($1, 1) \
+                 ON CONFLICT (key) DO UPDATE SET value = counters.value + 1",
+                &[key.into()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn counter(&self, key: &str) -> Result<i64> {
+        self.reading(|c| {
+            let rows = c.query("SELECT value FROM counters WHERE key = $1", &[key.into()])?;
+            Ok(rows.first().and_then(|r| r.first()).and_then(Value::int).unwrap_or(0))
+        })
+    }
+
     fn ping(&self) -> Result<()> {
         self.reading(|c| c.query("SELECT 1", &[]).map(|_| ()))
     }

@@ -24,6 +24,15 @@ const IDLE_POLL: Duration = Duration::from_secs(5);
 /// extraction time limit) does not hold up every other store's.
 const LANES: usize = 2;
 
+/// The oldest waiting files a lane looks through for one no one reads yet (on a cluster,
+/// other nodes' lanes hold some of them).
+const LOOK_AHEAD: usize = 32;
+
+/// How long a node's claim of a file it reads lasts (on a cluster): beyond the extraction
+/// time limit and the embedding of what it extracted. A node that dies holding one leaves
+/// the file to the others after this long.
+const CLAIM_MS: i64 = 10 * 60 * 1000;
+
 impl Vectors {
     /// Work the ingestion queue until the task is dropped: [`LANES`] files at a time.
     pub async fn ingest_forever(self) {
@@ -55,14 +64,15 @@ impl Vectors {
         }
     }
 
-    /// The oldest file waiting to be read, in any store, that no other lane of this node is
-    /// reading, claimed for this lane.
+    /// The oldest file waiting to be read, in any store, that no other lane (of this node, or
+    /// on a cluster of any node) is reading, claimed for this lane.
     async fn next_pending(&self) -> anyhow::Result<Option<(StoredVectorStoreFile, Claim)>> {
         let store = self.inner.store.clone();
+        let node = self.inner.config.node.clone();
         let found = tokio::task::spawn_blocking(move || {
-            // Other lanes hold at most LANES - 1 of the oldest: one more is free.
+            // Alone, other lanes hold at most LANES - 1 of the oldest: one more is free.
             let page = Page {
-                limit: LANES,
+                limit: if node.is_some() { LOOK_AHEAD } else { LANES },
                 order: Order::Asc,
                 after: None,
                 before: None,
@@ -74,13 +84,29 @@ impl Vectors {
             store.page::<StoredVectorStoreFile>(None, Some(&filter), &page)
         })
         .await??;
-        let mut claimed = self.inner.reading.lock().unwrap_or_else(|p| p.into_inner());
         for f in found.0 {
-            if claimed.insert(f.key.clone()) {
-                let claim = Claim {
-                    vectors: self.clone(),
-                    key: f.key.clone(),
-                };
+            let free = self
+                .inner
+                .reading
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(f.key.clone());
+            if !free {
+                continue;
+            }
+            let mut claim = Claim {
+                vectors: self.clone(),
+                key: f.key.clone(),
+                shared: false,
+            };
+            let Some(node) = self.inner.config.node.clone() else {
+                return Ok(Some((f, claim)));
+            };
+            let (store, lease) = (self.inner.store.clone(), claim.lease_id());
+            let taken = tokio::task::spawn_blocking(move || store.take_lease(&lease, &node, CLAIM_MS))
+                .await??;
+            if taken.is_some() {
+                claim.shared = true;
                 return Ok(Some((f, claim)));
             }
         }
@@ -234,6 +260,14 @@ fn finish_if_pending(
 struct Claim {
     vectors: Vectors,
     key: String,
+    /// Whether it is also claimed in the store, for the other nodes of a cluster.
+    shared: bool,
+}
+
+impl Claim {
+    fn lease_id(&self) -> String {
+        format!("ingest.{}", self.key)
+    }
 }
 
 impl Drop for Claim {
@@ -244,5 +278,11 @@ impl Drop for Claim {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.key);
+        if self.shared
+            && let Some(node) = self.vectors.inner.config.node.clone()
+        {
+            let (store, lease) = (self.vectors.inner.store.clone(), self.lease_id());
+            tokio::task::spawn_blocking(move || store.release_lease(&lease, &node, false));
+        }
     }
 }

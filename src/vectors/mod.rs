@@ -43,6 +43,9 @@ pub struct VectorsConfig {
     pub bucket: crate::bucket::Bucket,
     pub embeddings: EmbeddingsConfig,
     pub limits: ExtractLimits,
+    /// This node's name on a shared store (a cluster): files being read are claimed there,
+    /// and index changes counted there for the other nodes. `None`: alone on its store.
+    pub node: Option<String>,
     /// Where documents are read: a bounded child process of the `oasis` executable (in
     /// production always), or this process (unit tests only: no time or memory bound).
     pub extract: Isolation,
@@ -54,6 +57,11 @@ pub struct Vectors {
     inner: Arc<Inner>,
 }
 
+/// The store counter of a vector store's changes.
+fn counter_key(vector_store_id: &str) -> String {
+    format!("vector_store.{vector_store_id}")
+}
+
 /// Seconds within which a store's `last_active_at` is not written again.
 const TOUCH_EVERY_SECS: i64 = 60;
 
@@ -61,8 +69,8 @@ struct Inner {
     store: Arc<dyn Store>,
     config: VectorsConfig,
     embedder: OnceCell<Arc<dyn Embedder>>,
-    /// Built indexes by store id, with the change count they were built at.
-    indexes: Mutex<HashMap<String, (u64, Arc<Index>)>>,
+    /// Built indexes by store id, with the change counts they were built at.
+    indexes: Mutex<HashMap<String, ((u64, i64), Arc<Index>)>>,
     /// Each store's change count (files added, read, removed, re-attributed) on this node.
     changes: Mutex<HashMap<String, u64>>,
     wake: Notify,
@@ -120,6 +128,15 @@ impl Vectors {
             .or_default() += 1;
         self.inner.wake.notify_one();
         self.inner.changes_seen.notify_waiters();
+        // Other nodes rebuild their index of the store when its count in the store moves.
+        if self.inner.config.node.is_some() {
+            let (store, key) = (self.inner.store.clone(), counter_key(vector_store_id));
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = store.bump(&key) {
+                    tracing::warn!(error = %e, "counting a vector store's change");
+                }
+            });
+        }
     }
 
     /// Wait until none of the store's files is waiting to be read, or until `until`: whether
@@ -153,14 +170,21 @@ impl Vectors {
         }
     }
 
-    fn change_count(&self, vector_store_id: &str) -> u64 {
-        self.inner
+    /// A store's changes seen on this node, and (on a cluster) counted by every node.
+    fn change_count(&self, vector_store_id: &str) -> Result<(u64, i64)> {
+        let here = self
+            .inner
             .changes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(vector_store_id)
             .copied()
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let everywhere = match self.inner.config.node {
+            Some(_) => self.inner.store.counter(&counter_key(vector_store_id))?,
+            None => 0,
+        };
+        Ok((here, everywhere))
     }
 
     /// A store's files (every state), at most 10,000.

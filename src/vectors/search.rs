@@ -116,7 +116,10 @@ impl Vectors {
     /// The index of a store as its files are now: built from the stored chunks of its
     /// completed files, kept until the store changes on this node.
     async fn index(&self, vector_store_id: &str) -> Result<Arc<Index>, SearchError> {
-        let version = self.change_count(vector_store_id);
+        let (v1, id1) = (self.clone(), vector_store_id.to_string());
+        let version = tokio::task::spawn_blocking(move || v1.change_count(&id1))
+            .await
+            .map_err(|e| SearchError::Internal(e.into()))??;
         if let Some((v, index)) = self
             .inner
             .indexes

@@ -996,6 +996,8 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     assert_eq!(doc["paths"]["/health"]["get"]["security"], json!([]));
     assert_eq!(doc["paths"]["/openapi.json"]["get"]["security"], json!([]));
+    assert_eq!(doc["paths"]["/ready"]["get"]["security"], json!([]));
+    assert_eq!(doc["paths"]["/metrics"]["get"]["security"], json!([]));
     assert_eq!(doc["security"], json!([{"bearerAuth": []}]));
     refused(401, app.get("/v1/models").await);
     let paths = doc["paths"].as_object().unwrap();
@@ -1019,7 +1021,12 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
                 .await
                 .unwrap();
             let status = r.status().as_u16();
-            let body: Value = r.json().await.unwrap();
+            // Every answer is JSON but `/metrics`'s Prometheus text.
+            let text = r.text().await.unwrap();
+            let body: Value = match path.as_str() {
+                "/metrics" if status == 200 => Value::String(text),
+                _ => serde_json::from_str(&text).unwrap(),
+            };
             let what = format!("{method} {path}: {status} {body}");
             let op = &item[method];
             if op.is_null() {
@@ -1039,7 +1046,7 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
             }
         }
     }
-    assert_eq!(operations, 58);
+    assert_eq!(operations, 60);
     app.stop().await;
 
     // `--mode tools` lists only what it serves.
@@ -1056,7 +1063,9 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
         listed,
         [
             "/health",
+            "/metrics",
             "/openapi.json",
+            "/ready",
             "/v1/code_interpreter/execute",
             "/v1/code_interpreter/sessions/{session_id}",
             "/v1/code_interpreter/sessions/{session_id}/files",

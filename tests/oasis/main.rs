@@ -16,6 +16,7 @@ mod hibernation_api;
 mod hostile;
 mod hostile2;
 mod hostile_net;
+mod metrics;
 mod node_sdk;
 mod retrieval_extract;
 mod runs;

@@ -125,12 +125,18 @@ CREATE TABLE chunks (
     PRIMARY KEY (vector_store_id, file_id, idx)
 );
 CREATE INDEX chunks_file ON chunks (file_id);
--- Which node may run a code-interpreter session now (`node` NULL: none, or until
--- `expires_at`, database milliseconds), and how many turns its shared state has had: a node
--- whose copy is at an older `generation` fetches the state from the object store first.
-CREATE TABLE session_leases (
+-- Leases: which node holds a code-interpreter session (or a file being read, `ingest.<key>`)
+-- now (`node` NULL: none; until `expires_at`, database milliseconds), and for a session how
+-- many turns its shared state has had: a node whose copy is at an older `generation` fetches
+-- the state from the object store first.
+CREATE TABLE leases (
     id         TEXT PRIMARY KEY,
     node       TEXT,
     expires_at BIGINT NOT NULL,
     generation BIGINT NOT NULL
+);
+-- Change counters by key (a vector store's files, for the search indexes every node keeps).
+CREATE TABLE counters (
+    key   TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
 );
