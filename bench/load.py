@@ -1,6 +1,10 @@
 """Load test against a running Oasis: many threads with runs at once, then many execute calls.
 
     python bench/load.py --base-url http://127.0.0.1:8080 [--threads 200 --runs 5 --executes 50]
+    python bench/load.py --base-url http://127.0.0.1:8081,http://127.0.0.1:8082,http://127.0.0.1:8083
+
+Several comma-separated base URLs (the nodes of a cluster) take the requests in turn, as a
+round-robin load balancer would: each HTTP request goes to the next node.
 
 Part 1: `--threads` conversations run concurrently through the official SDK with the built-in
 model; each adds `--runs` messages one after another, each with a Python cell printing a value
@@ -32,6 +36,26 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 statuses = collections.Counter()
 lock = threading.Lock()
+
+
+class RoundRobin(httpx.BaseTransport):
+    """Sends each request to the next of several base URLs (a round-robin load balancer)."""
+
+    def __init__(self, bases, **kwargs):
+        self.bases = [httpx.URL(b) for b in bases]
+        self.inner = httpx.HTTPTransport(**kwargs)
+        self.next = 0
+
+    def handle_request(self, request):
+        with lock:
+            base = self.bases[self.next % len(self.bases)]
+            self.next += 1
+        request.url = request.url.copy_with(scheme=base.scheme, host=base.host, port=base.port)
+        request.headers["host"] = f"{base.host}:{base.port}"
+        return self.inner.handle_request(request)
+
+    def close(self):
+        self.inner.close()
 
 
 def count(response):
@@ -99,9 +123,11 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--executes", type=int, default=50)
     args = ap.parse_args()
+    bases = args.base_url.split(",")
+    limits = httpx.Limits(max_connections=args.threads + 10)
     http = httpx.Client(event_hooks={"response": [count]}, timeout=300,
-                        limits=httpx.Limits(max_connections=args.threads + 10))
-    client = openai.OpenAI(base_url=args.base_url + "/v1", api_key="sk-load", max_retries=0, http_client=http)
+                        transport=RoundRobin(bases, limits=limits))
+    client = openai.OpenAI(base_url=bases[0] + "/v1", api_key="sk-load", max_retries=0, http_client=http)
     assistant = client.beta.assistants.create(model="oasis-local", tools=[{"type": "code_interpreter"}])
 
     problems, run_lat = [], []
@@ -119,11 +145,11 @@ def main():
     exec_lat = []
     start = time.perf_counter()
     with cf.ThreadPoolExecutor(args.executes) as pool:
-        list(pool.map(lambda i: execute(args.base_url, i, exec_lat, problems), range(args.executes)))
+        list(pool.map(lambda i: execute(bases[i % len(bases)], i, exec_lat, problems), range(args.executes)))
     part2 = time.perf_counter() - start
 
     total_runs = args.threads * args.runs
-    print(f"oasis load: {args.threads} threads x {args.runs} runs (built-in model), then {args.executes} concurrent executes")
+    print(f"oasis load: {args.threads} threads x {args.runs} runs (built-in model), then {args.executes} concurrent executes, over {len(bases)} node(s)")
     print(summary("run create_and_poll (under load)", run_lat))
     print(f"{'runs completed per second':<38} {total_runs / part1:8.1f}  ({total_runs} runs in {part1:.1f} s)")
     print(summary("execute print (50 at once)", exec_lat))

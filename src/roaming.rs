@@ -45,14 +45,17 @@ struct Manifest {
     files: BTreeMap<String, Entry>,
 }
 
+/// Files' sizes and modification times (ns) by path, to hash only changed ones.
+type Stamps = HashMap<String, (u64, i128)>;
+
 /// What this node knows of its copy of a session.
 #[derive(Debug, Clone)]
 struct Copy {
     /// The generation the copy is at.
     generation: i64,
     manifest: Manifest,
-    /// Modification times (ns) of the files when last hashed, to hash only changed ones.
-    seen: HashMap<String, (u64, i128)>,
+    /// The files' stamps when last hashed.
+    seen: Stamps,
 }
 
 pub struct Roaming {
@@ -133,9 +136,7 @@ impl Roaming {
         let (result, shared) = self.turn(sessions, id, generation, image, code, opts).await;
         renewing.abort();
         let (sid, node) = (id.to_string(), self.node.clone());
-        let after = self
-            .db(move |s| s.release_lease(&sid, &node, shared))
-            .await;
+        let after = self.db(move |s| s.release_lease(&sid, &node, shared)).await;
         let counted = {
             let mut copies = self.copies.lock().unwrap_or_else(|p| p.into_inner());
             match after {
@@ -180,7 +181,8 @@ impl Roaming {
             self.pull(sessions, id, generation).await
         };
         let (sid, node) = (id.to_string(), self.node.clone());
-        self.db(move |s| s.release_lease(&sid, &node, false)).await?;
+        self.db(move |s| s.release_lease(&sid, &node, false))
+            .await?;
         pulled
     }
 
@@ -196,7 +198,7 @@ impl Roaming {
             let (sid, node, ttl) = (id.to_string(), self.node.clone(), self.ttl_ms());
             if let Some(g) = self.db(move |s| s.take_lease(&sid, &node, ttl)).await? {
                 if started.elapsed() > WAIT_STEP {
-                    tracing::debug!(session = %id, waited = ?started.elapsed(), "lease handed over");
+                    crate::metrics::lease_handover(started.elapsed().as_secs_f64());
                 }
                 return Ok(Some(g));
             }
@@ -267,7 +269,12 @@ impl Roaming {
     }
 
     /// Replace this node's copy of `id` by the shared one at `generation` (none at 0).
-    async fn pull(&self, sessions: &Sessions, id: &str, generation: i64) -> Result<(), SandboxError> {
+    async fn pull(
+        &self,
+        sessions: &Sessions,
+        id: &str,
+        generation: i64,
+    ) -> Result<(), SandboxError> {
         // The live interpreter and files here are an older copy: drop them.
         sessions.remove(id).await?;
         let data = sessions.data_dir(id)?;
@@ -289,8 +296,9 @@ impl Roaming {
                 .await
                 .map_err(|e| internal("making the session's folder", e))?;
             for (rel, entry) in &manifest.files {
-                let dest = inside(&data, rel)
-                    .ok_or_else(|| internal("the session's manifest", format!("bad path {rel:?}")))?;
+                let dest = inside(&data, rel).ok_or_else(|| {
+                    internal("the session's manifest", format!("bad path {rel:?}"))
+                })?;
                 if let Some(parent) = dest.parent() {
                     tokio::fs::create_dir_all(parent)
                         .await
@@ -315,14 +323,17 @@ impl Roaming {
                 Err(e) => return Err(internal("fetching the session's state", e)),
             }
         }
-        self.copies.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            id.to_string(),
-            Copy {
-                generation,
-                manifest,
-                seen,
-            },
-        );
+        self.copies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id.to_string(),
+                Copy {
+                    generation,
+                    manifest,
+                    seen,
+                },
+            );
         Ok(())
     }
 
@@ -376,14 +387,17 @@ impl Roaming {
             .await
             .map_err(|e| internal("sharing the session's manifest", e))?;
         // Contents no file refers to any more go once the new generation is counted.
-        self.copies.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            id.to_string(),
-            Copy {
-                generation: previous.generation,
-                manifest,
-                seen,
-            },
-        );
+        self.copies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id.to_string(),
+                Copy {
+                    generation: previous.generation,
+                    manifest,
+                    seen,
+                },
+            );
         self.dropped
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -404,7 +418,13 @@ impl Roaming {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
-            .map(|c| c.manifest.files.values().map(|e| e.sha256.clone()).collect())
+            .map(|c| {
+                c.manifest
+                    .files
+                    .values()
+                    .map(|e| e.sha256.clone())
+                    .collect()
+            })
             .unwrap_or_default();
         let mut keys = vec![];
         if old > 0 {
@@ -480,7 +500,7 @@ fn stamp(meta: &std::fs::Metadata) -> (u64, i128) {
 }
 
 /// The files of `dir` now, hashing those whose size or time changed since `previous`.
-fn scan(dir: &Path, previous: &Copy) -> anyhow::Result<(Manifest, HashMap<String, (u64, i128)>)> {
+fn scan(dir: &Path, previous: &Copy) -> anyhow::Result<(Manifest, Stamps)> {
     let mut manifest = Manifest::default();
     let mut seen = HashMap::new();
     if !dir.exists() {

@@ -12,9 +12,9 @@ use crate::api::{self, ApiConfig, AppState, ConnLimits, Mode};
 use crate::backend::upstream::{Upstream, UpstreamConfig};
 use crate::bucket::{Bucket, StoreOptions};
 use crate::orchestrator::{Orchestrator, OrchestratorConfig};
-use crate::roaming::Roaming;
 use crate::retrieval::embed::UpstreamEmbeddingsConfig;
 use crate::retrieval::extract::{self, ExtractLimits};
+use crate::roaming::Roaming;
 use crate::sandbox::{
     ManagerConfig, Progress, Sandbox, SessionManager, Sessions, Supervisor, SupervisorConfig,
 };

@@ -193,9 +193,7 @@ async fn execute(
         session_id,
     };
     if !req.stream {
-        let r = call
-            .execute(req.image.as_deref(), req.code, opts)
-            .await?;
+        let r = call.execute(req.image.as_deref(), req.code, opts).await?;
         return Ok(Json(call.respond(r).await?).into_response());
     }
     // Streaming: output as the guest writes it, batched (a slow reader holds at most the

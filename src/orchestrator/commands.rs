@@ -265,9 +265,7 @@ impl Orchestrator {
                         for r in &records {
                             tx.insert(r)?;
                         }
-                        if owner.is_some() {
-                            tx.set_run_owner(&rid, owner.as_deref(), false)?;
-                        }
+                        tx.set_run_owner(&rid, owner.as_deref(), false)?;
                     }
                     Ok(active)
                 })
@@ -469,7 +467,7 @@ impl Orchestrator {
             .find(|s| s.status == StepStatus::InProgress);
         let mut t = tx.fetch::<Transcript>(&Transcript::id_for(&run.id))?;
         let step = step.map(|mut step| {
-            step.usage = t.step_usage.clone().or(step.usage);
+            step.usage = t.step_usage.or(step.usage);
             if let StepDetails::ToolCalls { tool_calls } = &mut step.step_details {
                 for c in tool_calls.iter_mut() {
                     if let crate::model::StepToolCall::Function { id, function } = c

@@ -183,6 +183,9 @@ impl Orchestrator {
                 })
             })
             .await??;
+        if run.status.is_terminal() {
+            crate::metrics::run_ended(run.status, (now() - run.created_at).max(0) as f64);
+        }
         for m in &cut_short {
             self.emit(run_id, StreamEvent::MessageIncomplete(Box::new(m.clone())));
         }

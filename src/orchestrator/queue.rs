@@ -34,6 +34,9 @@ impl Orchestrator {
                 if let Err(e) = me.sweep().await {
                     tracing::warn!(error = %e, "expiry sweep failed");
                 }
+                if let Ok(n) = me.db(|s| s.queued_runs()).await {
+                    crate::metrics::queue_depth(n.max(0) as usize);
+                }
             }
         });
         if !self.inner.config.exclusive {
@@ -113,7 +116,10 @@ impl Orchestrator {
             }
             let node = self.inner.config.node.clone();
             match self.db(move |s| s.claim_run(&node)).await {
-                Ok(Some(run_id)) => {
+                Ok(Some((run_id, waited))) => {
+                    if let Some(ms) = waited {
+                        crate::metrics::run_claimed(ms.max(0) as f64 / 1000.0);
+                    }
                     let me = self.clone();
                     tokio::spawn(async move {
                         me.drive(&run_id).await;

@@ -317,7 +317,8 @@ impl Orchestrator {
             ..Default::default()
         };
         let roaming = self.inner.roaming.as_deref();
-        let shared = crate::roaming::execute(roaming, &sessions, &ctx.run.thread_id, None, code, opts);
+        let shared =
+            crate::roaming::execute(roaming, &sessions, &ctx.run.thread_id, None, code, opts);
         let mut r = match shared.await {
             Ok(r) => r,
             Err(e) => {

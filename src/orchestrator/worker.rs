@@ -292,7 +292,7 @@ impl Orchestrator {
             }
             if resp.tool_calls.is_empty() {
                 self.finish_with(run_id, RunEvent::Finish, None, move |r| {
-                    r.usage = Some(usage.clone())
+                    r.usage = Some(usage)
                 })
                 .await?;
                 return Ok(());
@@ -314,7 +314,7 @@ impl Orchestrator {
     ) -> Result<()> {
         let reason = reason.to_string();
         self.finish_with(run_id, RunEvent::HitTokenLimit, None, move |r| {
-            r.usage = Some(usage.clone());
+            r.usage = Some(usage);
             r.incomplete_details = Some(crate::model::IncompleteDetails::because(reason.clone()));
         })
         .await?;

@@ -6,21 +6,25 @@ use super::sql::{Backend, SqlStore, Value};
 use super::{Record, Result};
 use crate::model::Kind;
 
-/// Claim the oldest queued run no worker holds, free or reserved for `node`.
-pub(super) fn claim_run<B: Backend>(s: &SqlStore<B>, node: &str) -> Result<Option<String>> {
+/// Claim the oldest queued run no worker holds, free or reserved for `node`; with how long it
+/// waited (ms, if known).
+pub(super) fn claim_run<B: Backend>(
+    s: &SqlStore<B>,
+    node: &str,
+) -> Result<Option<(String, Option<i64>)>> {
     let d = B::DIALECT;
     let sql = format!(
         "UPDATE runs SET node = $1, claimed_at = {now} WHERE seq = (\
            SELECT seq FROM runs WHERE status = 'queued' AND claimed_at IS NULL \
            AND (node IS NULL OR node = $1) ORDER BY seq LIMIT 1{skip}\
-         ) RETURNING id",
+         ) RETURNING id, claimed_at - queued_at",
         now = d.now_ms(),
         skip = d.skip_locked()
     );
     s.writing(|c| {
         let rows = c.query(&sql, &[node.into()])?;
-        Ok(rows.first().and_then(|r| match r.first() {
-            Some(Value::Text(id)) => Some(id.clone()),
+        Ok(rows.first().and_then(|r| match r.as_slice() {
+            [Value::Text(id), waited] => Some((id.clone(), waited.int())),
             _ => None,
         }))
     })
@@ -108,11 +112,14 @@ pub(super) fn take_lease<B: Backend>(
 }
 
 /// Extend `node`'s lease of `id`; whether it still held it.
-pub(super) fn renew_lease<B: Backend>(s: &SqlStore<B>, id: &str, node: &str, ttl_ms: i64) -> Result<bool> {
+pub(super) fn renew_lease<B: Backend>(
+    s: &SqlStore<B>,
+    id: &str,
+    node: &str,
+    ttl_ms: i64,
+) -> Result<bool> {
     let now = B::DIALECT.now_ms();
-    let sql = format!(
-        "UPDATE leases SET expires_at = {now} + $3 WHERE id = $1 AND node = $2"
-    );
+    let sql = format!("UPDATE leases SET expires_at = {now} + $3 WHERE id = $1 AND node = $2");
     s.writing(|c| Ok(c.execute(&sql, &[id.into(), node.into(), Value::Int(ttl_ms)])? > 0))
 }
 
@@ -139,5 +146,8 @@ pub(super) fn release_lease<B: Backend>(
 
 /// Forget session `id`'s lease (the session was deleted).
 pub(super) fn drop_lease<B: Backend>(s: &SqlStore<B>, id: &str) -> Result<()> {
-    s.writing(|c| c.execute("DELETE FROM leases WHERE id = $1", &[id.into()]).map(|_| ()))
+    s.writing(|c| {
+        c.execute("DELETE FROM leases WHERE id = $1", &[id.into()])
+            .map(|_| ())
+    })
 }

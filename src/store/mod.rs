@@ -181,8 +181,11 @@ pub trait Store: Send + Sync + 'static {
     /// Delete the chunks of a store, of a file (in every store), or of a file in a store.
     fn delete_chunks(&self, vector_store_id: Option<&str>, file_id: Option<&str>) -> Result<()>;
     /// Take the oldest queued run that no worker holds and that is free or reserved for
-    /// `node`, marking it held by `node`. Claimers never wait on each other.
-    fn claim_run(&self, node: &str) -> Result<Option<String>>;
+    /// `node`, marking it held by `node`; with how long it waited since it was queued (ms, by
+    /// the database's clock; known once its owner was set). Claimers never wait on each other.
+    fn claim_run(&self, node: &str) -> Result<Option<(String, Option<i64>)>>;
+    /// How many queued runs no worker holds yet.
+    fn queued_runs(&self) -> Result<i64>;
     /// Say `node` is alive.
     fn heartbeat(&self, node: &str) -> Result<()>;
     /// Nodes that have not heart-beaten for `lapse_ms` (by the database's clock), and nodes

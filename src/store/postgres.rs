@@ -23,7 +23,7 @@ use super::{Result, StoreError};
 const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/0001_tables.sql")];
 
 /// Any number that names Oasis's migration lock among a database's advisory locks.
-const MIGRATION_LOCK: i64 = 0x0a515_0001;
+const MIGRATION_LOCK: i64 = 0x0a51_5001;
 
 /// How often a transaction cancelled as a deadlock is tried again.
 const ATTEMPTS: usize = 5;

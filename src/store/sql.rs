@@ -26,7 +26,7 @@ impl Value {
         }
     }
 
-    fn int(&self) -> Option<i64> {
+    pub(super) fn int(&self) -> Option<i64> {
         match self {
             Value::Int(i) => Some(*i),
             _ => None,
@@ -365,13 +365,15 @@ impl Tx for SqlTx<'_> {
     }
 
     fn set_run_owner(&mut self, run_id: &str, node: Option<&str>, claimed: bool) -> Result<()> {
-        let claimed_at = if claimed {
-            self.d.now_ms().to_string()
+        // Unclaimed, a queued run starts waiting now (what `claim_run` measures).
+        let now = self.d.now_ms();
+        let sets = if claimed {
+            format!("claimed_at = {now}")
         } else {
-            "NULL".into()
+            format!("claimed_at = NULL, queued_at = {now}")
         };
         self.c.execute(
-            &format!("UPDATE runs SET node = $2, claimed_at = {claimed_at} WHERE id = $1"),
+            &format!("UPDATE runs SET node = $2, {sets} WHERE id = $1"),
             &[run_id.into(), Value::opt(node)],
         )?;
         Ok(())
@@ -443,8 +445,22 @@ impl<B: Backend> Store for SqlStore<B> {
         self.writing(|c| super::chunks::delete(c, vector_store_id, file_id))
     }
 
-    fn claim_run(&self, node: &str) -> Result<Option<String>> {
+    fn claim_run(&self, node: &str) -> Result<Option<(String, Option<i64>)>> {
         super::cluster::claim_run(self, node)
+    }
+
+    fn queued_runs(&self) -> Result<i64> {
+        self.reading(|c| {
+            let rows = c.query(
+                "SELECT count(*) FROM runs WHERE status = 'queued' AND claimed_at IS NULL",
+                &[],
+            )?;
+            Ok(rows
+                .first()
+                .and_then(|r| r.first())
+                .and_then(Value::int)
+                .unwrap_or(0))
+        })
     }
 
     fn heartbeat(&self, node: &str) -> Result<()> {
@@ -493,7 +509,11 @@ impl<B: Backend> Store for SqlStore<B> {
     fn counter(&self, key: &str) -> Result<i64> {
         self.reading(|c| {
             let rows = c.query("SELECT value FROM counters WHERE key = $1", &[key.into()])?;
-            Ok(rows.first().and_then(|r| r.first()).and_then(Value::int).unwrap_or(0))
+            Ok(rows
+                .first()
+                .and_then(|r| r.first())
+                .and_then(Value::int)
+                .unwrap_or(0))
         })
     }
 

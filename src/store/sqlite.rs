@@ -276,7 +276,10 @@ mod tests {
             s.expired(Kind::Run, Some(&queued), 10, 5).unwrap()[0].id,
             "run_1"
         );
-        assert_eq!(s.claim_run("n").unwrap().as_deref(), Some("run_1"));
+        assert_eq!(
+            s.claim_run("n").unwrap().map(|c| c.0).as_deref(),
+            Some("run_1")
+        );
         let purpose = Filter {
             field: "purpose",
             value: "vision".into(),

@@ -103,8 +103,9 @@ impl Vectors {
                 return Ok(Some((f, claim)));
             };
             let (store, lease) = (self.inner.store.clone(), claim.lease_id());
-            let taken = tokio::task::spawn_blocking(move || store.take_lease(&lease, &node, CLAIM_MS))
-                .await??;
+            let taken =
+                tokio::task::spawn_blocking(move || store.take_lease(&lease, &node, CLAIM_MS))
+                    .await??;
             if taken.is_some() {
                 claim.shared = true;
                 return Ok(Some((f, claim)));

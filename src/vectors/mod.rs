@@ -57,6 +57,9 @@ pub struct Vectors {
     inner: Arc<Inner>,
 }
 
+/// A store's changes seen on this node, and counted in the store by every node.
+type Version = (u64, i64);
+
 /// The store counter of a vector store's changes.
 fn counter_key(vector_store_id: &str) -> String {
     format!("vector_store.{vector_store_id}")
@@ -70,7 +73,7 @@ struct Inner {
     config: VectorsConfig,
     embedder: OnceCell<Arc<dyn Embedder>>,
     /// Built indexes by store id, with the change counts they were built at.
-    indexes: Mutex<HashMap<String, ((u64, i64), Arc<Index>)>>,
+    indexes: Mutex<HashMap<String, (Version, Arc<Index>)>>,
     /// Each store's change count (files added, read, removed, re-attributed) on this node.
     changes: Mutex<HashMap<String, u64>>,
     wake: Notify,
@@ -171,7 +174,7 @@ impl Vectors {
     }
 
     /// A store's changes seen on this node, and (on a cluster) counted by every node.
-    fn change_count(&self, vector_store_id: &str) -> Result<(u64, i64)> {
+    fn change_count(&self, vector_store_id: &str) -> Result<Version> {
         let here = self
             .inner
             .changes

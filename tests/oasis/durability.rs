@@ -40,6 +40,11 @@ impl Server {
         Server::launch(data, config, env, None).await
     }
 
+    /// [`Server::start_with`] with environment values given as strings (URLs, names).
+    pub async fn start_with_vars(data: &Path, config: &Path, env: &[(&str, &str)]) -> Server {
+        Server::launch(data, config, env, None).await
+    }
+
     /// [`Server::start_with`] under `ulimit -n nofile`.
     pub async fn start_limited(
         data: &Path,
@@ -50,10 +55,10 @@ impl Server {
         Server::launch(data, config, env, Some(nofile)).await
     }
 
-    async fn launch(
+    async fn launch<V: AsRef<std::ffi::OsStr>>(
         data: &Path,
         config: &Path,
-        env: &[(&str, &Path)],
+        env: &[(&str, V)],
         nofile: Option<u32>,
     ) -> Server {
         let bin = env!("CARGO_BIN_EXE_oasis");
@@ -79,6 +84,12 @@ impl Server {
         let sets: Vec<&str> = env.iter().map(|(k, _)| *k).collect();
         for k in crate::helpers::foreign_oasis_vars(&sets) {
             cmd.env_remove(k);
+        }
+        // The S3 client reads every `AWS_*` variable: only the ones a test sets reach it.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("AWS_") && !sets.contains(&&*k.to_string_lossy()) {
+                cmd.env_remove(k);
+            }
         }
         let mut child = cmd
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -129,7 +140,7 @@ impl Server {
     }
 
     /// The server's last stderr lines.
-    fn stderr_tail(&self) -> String {
+    pub fn stderr_tail(&self) -> String {
         joined(&self.stderr)
     }
 

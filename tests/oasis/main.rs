@@ -6,6 +6,7 @@ mod api;
 mod bad_input;
 mod bucket;
 mod cli;
+mod cluster;
 mod conformance;
 mod durability;
 mod expiry;

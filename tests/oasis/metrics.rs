@@ -97,7 +97,7 @@ async fn metrics_count_requests_by_route_template_and_show_no_key_or_id() {
     }
     // Every label value is a route template, a fixed name or a number.
     for line in text.lines().filter(|l| !l.starts_with('#')) {
-        if let Some(labels) = line.split_once('{').and_then(|(_, l)| l.split_once('}')) {
+        if let Some(labels) = line.split_once('{').and_then(|(_, l)| l.rsplit_once('}')) {
             assert!(!labels.0.contains("_nope"), "{line}");
             assert!(
                 !labels.0.contains("thread_") || labels.0.contains("{thread_id}"),

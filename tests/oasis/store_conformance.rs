@@ -438,6 +438,7 @@ fn concurrent_claimers_take_each_queued_run_exactly_once() {
             tx.set_run_owner("run_01", Some("n0"), false)
         })
         .unwrap();
+        assert_eq!(s.queued_runs().unwrap(), 54);
         let n = 6;
         let gate = Arc::new(Barrier::new(n));
         let handles: Vec<_> = (0..n)
@@ -447,7 +448,11 @@ fn concurrent_claimers_take_each_queued_run_exactly_once() {
                     let node = format!("n{i}");
                     gate.wait();
                     let mut mine = vec![];
-                    while let Some(id) = s.claim_run(&node).unwrap() {
+                    while let Some((id, waited)) = s.claim_run(&node).unwrap() {
+                        // How long a run waited is known once its owner was set (as the
+                        // orchestrator does when it queues one), by the database's clock.
+                        let reserved = id == "run_00" || id == "run_01";
+                        assert_eq!(waited.is_some_and(|ms| ms >= 0), reserved, "{id}");
                         mine.push(id);
                     }
                     (node, mine)
@@ -475,6 +480,7 @@ fn concurrent_claimers_take_each_queued_run_exactly_once() {
         assert_eq!(seen.len(), 54);
         assert!(!seen.contains("run_09"));
         assert_eq!(s.claim_run("n1").unwrap(), None);
+        assert_eq!(s.queued_runs().unwrap(), 0);
     });
 }
 

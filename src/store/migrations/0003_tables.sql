@@ -1,7 +1,8 @@
 -- Store v2: a table per kind of object. Each keeps `seq` (creation order, carried over from
 -- `objects`), id, scope (the thread or vector store it belongs to), created_at and the object as
 -- JSON, plus a column for each field filtered, ordered or locked on (src/store/schema.rs).
--- `runs.node`/`claimed_at` say which node drives a run (NULL: none yet).
+-- `runs.node`/`claimed_at` say which node drives a run (NULL: none yet); `queued_at` (database
+-- milliseconds) when it was last queued.
 CREATE TABLE files (
     seq        INTEGER PRIMARY KEY AUTOINCREMENT,
     id         TEXT NOT NULL UNIQUE,
@@ -50,6 +51,7 @@ CREATE TABLE runs (
     expires_at INTEGER,
     node       TEXT,
     claimed_at INTEGER,
+    queued_at  INTEGER,
     body       TEXT NOT NULL
 );
 INSERT INTO runs (seq, id, scope, created_at, status, expires_at, body)

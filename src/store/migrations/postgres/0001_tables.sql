@@ -40,6 +40,7 @@ CREATE TABLE runs (
     expires_at BIGINT,
     node       TEXT,
     claimed_at BIGINT,
+    queued_at  BIGINT,
     body       TEXT NOT NULL
 );
 CREATE TABLE run_steps (
