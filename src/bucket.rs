@@ -507,6 +507,55 @@ impl Bucket {
         }
     }
 
+    /// Delete every object under the folder `prefix` (one with none is deleted already). For
+    /// the local store the folder goes too, with any temporary file a crash left in it.
+    pub async fn delete_folder(&self, prefix: &str) -> Result<()> {
+        let loc = self.location(prefix)?;
+        match &self.inner.backend {
+            Backend::Local { root } => {
+                let dir = root.join(prefix);
+                blocking(prefix, move || match std::fs::remove_dir_all(&dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                })
+                .await
+            }
+            Backend::Remote(cache) => {
+                let found: Vec<ObjectPath> = match self
+                    .inner
+                    .store
+                    .list(Some(&loc))
+                    .try_collect::<Vec<_>>()
+                    .await
+                {
+                    Ok(v) => v.into_iter().map(|m| m.location).collect(),
+                    Err(object_store::Error::NotFound { .. }) => vec![],
+                    Err(e) => return Err(failed(prefix, e)),
+                };
+                let base = self.inner.prefix.clone();
+                for l in &found {
+                    if let Some(parts) = l.prefix_match(&base) {
+                        let key: Vec<String> = parts.map(|p| p.as_ref().to_string()).collect();
+                        let key = key.join("/");
+                        if valid_key(&key) {
+                            cache.forget(&key);
+                        }
+                    }
+                }
+                // In bulk (S3's DeleteObjects, a thousand keys a request).
+                let gone = futures::stream::iter(found.into_iter().map(Ok)).boxed();
+                let mut deleted = self.inner.store.delete_stream(gone);
+                while let Some(d) = deleted.next().await {
+                    match d {
+                        Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(failed(prefix, e)),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// The objects under the folder `prefix` (`""` for all), by key.
     pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         let loc = if prefix.is_empty() {
@@ -819,6 +868,20 @@ mod tests {
             Err(BucketError::NotFound(_))
         ));
         assert!(b.list("nothing").await.unwrap().is_empty());
+        b.put_bytes("up/u1/p1", b"1".to_vec()).await.unwrap();
+        b.put_bytes("up/u1/p2", b"2".to_vec()).await.unwrap();
+        b.put_bytes("up/u2/p1", b"3".to_vec()).await.unwrap();
+        b.delete_folder("up/u1").await.unwrap();
+        b.delete_folder("up/u1").await.unwrap();
+        assert!(!dir.path().join("up/u1").exists());
+        let keys: Vec<String> = b
+            .list("up")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.key)
+            .collect();
+        assert_eq!(keys, ["up/u2/p1"]);
         assert!(matches!(
             b.put_bytes("../escape", vec![]).await,
             Err(BucketError::InvalidKey(_))

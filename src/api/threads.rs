@@ -183,6 +183,11 @@ async fn delete_thread(
     if let Some(sessions) = &state.sessions {
         sessions.remove(&id).await?;
     }
+    // On a cluster, also its shared state, files and lease (other nodes' copies are dropped
+    // by their retention sweep).
+    if let Some(r) = &state.roaming {
+        r.remove(&id).await?;
+    }
     Ok(deleted::<ThreadDeleted>(&id))
 }
 

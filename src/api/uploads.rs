@@ -2,19 +2,25 @@
 //! `uploads.upload_file_chunked` drives).
 //!
 //! An Upload is created `pending` with the number of bytes its Parts must add up to (at most
-//! `max_upload_bytes`). Each Part streams to disk (never whole in memory) as
-//! `files/uploads/<upload id>/<part id>`, at most 64 MiB, and all of an Upload's Parts together
-//! at most its `bytes`. Completing it joins the Parts in the order given into a new File,
-//! checking the size and an optional `md5`, stores its bytes in the bucket, and then records the
-//! File and the Upload's new status in one transaction. Parts stay on the node that received
-//! them. A pending Upload expires an hour after its creation. Its Parts are deleted
-//! when it completes, is cancelled or expires. Changes to one Upload (a Part landing, completing,
-//! cancelling, expiring) happen one at a time, under that Upload's lock.
+//! `max_upload_bytes`). Each Part streams to disk (never whole in memory), at most 64 MiB, and
+//! is then stored in the bucket as `files/uploads/<upload id>/<part id>` (with the default local
+//! bucket, the file `<data dir>/files/uploads/<upload id>/<part id>`, where Parts always were);
+//! all of an Upload's Parts together hold at most its `bytes`. Any node of a cluster can take a
+//! Part or complete an Upload: completing joins the Parts in the order given, each streamed
+//! from the bucket into a temporary file, checks the size and an optional `md5`, stores the
+//! File's bytes, and then records the File and the Upload's new status in one transaction. A
+//! pending Upload expires an hour after its creation. Its Parts are deleted when it completes,
+//! is cancelled or expires.
+//!
+//! Changes to one Upload (a Part landing, completing, cancelling, expiring) happen one at a
+//! time: each holds the Upload (see [`Hold`]), i.e. its lock on this server and, when the store
+//! is shared with other nodes, its lease `upload.<upload id>` in the store.
 
-use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::path::{Path as FsPath, PathBuf};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
@@ -22,6 +28,8 @@ use axum::extract::multipart::MultipartRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
 use axum::http::StatusCode;
 use axum::routing::post;
+use bytes::Bytes;
+use futures::StreamExt;
 use md5::{Digest, Md5};
 use serde::Deserialize;
 
@@ -31,10 +39,11 @@ use super::files::{
     self, ExpiresAfter, check_expires_after, check_purpose, clean_filename, multipart_error,
 };
 use super::{AppState, blocking, insert_returning};
+use crate::bucket::{Bucket, BucketError};
 use crate::model::{
     Kind, StoredUpload, Upload, UploadPart, UploadPartTag, UploadStatus, UploadTag, new_id,
 };
-use crate::store::{Filter, Record, StoreExt, blobs};
+use crate::store::{Filter, Record, Store, StoreExt, blobs};
 
 /// The most one Part may hold (OpenAI's: 64 MB, the SDK's default part size).
 pub const MAX_PART_BYTES: u64 = 64 << 20;
@@ -45,6 +54,17 @@ pub const UPLOAD_TTL_SECS: i64 = 3600;
 /// The longest `filename` and `mime_type` accepted, in characters.
 const MAX_FILENAME_CHARS: usize = 1024;
 const MAX_MIME_TYPE_CHARS: usize = 255;
+/// The folder (key prefix) of the bucket that holds Parts: `<folder>/<upload id>/<part id>`.
+/// Under `files/`, so that the local default bucket keeps them where they always were.
+const PARTS_FOLDER: &str = "files/uploads";
+/// How long an Upload's lease lasts unless renewed (a node that dies holding one holds it this
+/// long), and how often it is renewed while held.
+const LEASE_TTL: Duration = Duration::from_secs(15);
+const LEASE_RENEW: Duration = Duration::from_secs(5);
+/// How long a request waits for an Upload that another request holds (then a 409), and how
+/// often it asks again meanwhile.
+const HOLD_WAIT: Duration = Duration::from_secs(30);
+const LEASE_POLL: Duration = Duration::from_millis(20);
 
 pub fn router(max_upload: u64) -> Router<AppState> {
     let part_body = usize::try_from(part_cap(max_upload))
@@ -202,11 +222,19 @@ async fn add_part(
     mp: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Json<UploadPart>> {
     // Refuse a Part for an Upload that cannot take one before reading it (what is left of the
-    // body is read away by `drain.rs`).
-    let stored = {
-        let _held = lock(&upload_id).await;
-        pending(&state, &upload_id, "add Parts to").await?
-    };
+    // body is read away by `drain.rs`). A pending Upload is looked at without holding it: it is
+    // looked at again, held, before its Part is stored.
+    let id = upload_id.clone();
+    let found = blocking(&state, move |s| s.find::<StoredUpload>(&id))
+        .await?
+        .ok_or_else(|| no_such_upload(&upload_id))?;
+    if !is_live(&state, &found) {
+        // Say why, held (one whose hour is over is ended as expired there).
+        let hold = hold(&state, &upload_id).await?;
+        let why = pending(&state, &hold, &upload_id, "add Parts to").await;
+        hold.release().await;
+        why?;
+    }
     let mut mp = mp.map_err(|e| {
         ApiError::new(
             e.status(),
@@ -245,43 +273,49 @@ async fn add_part(
     }
     let (tmp, size, _) =
         staged.ok_or_else(|| ApiError::invalid("data", "Missing required parameter: 'data'."))?;
-    let _held = lock(&upload_id).await;
-    let stored = pending(&state, &stored.upload.id, "add Parts to").await?;
-    let dir = parts_dir(&state, &stored.upload.id);
+    let hold = hold(&state, &upload_id).await?;
+    let out = store_part(&state, &hold, &upload_id, tmp, size).await;
+    hold.release().await;
+    Ok(Json(out?))
+}
+
+/// Store the staged Part `tmp` (`size` bytes) of the Upload `id`, held, if it is still pending
+/// and has room for it.
+async fn store_part(
+    state: &AppState,
+    hold: &Hold,
+    id: &str,
+    tmp: tempfile::NamedTempFile,
+    size: u64,
+) -> ApiResult<UploadPart> {
+    let stored = pending(state, hold, id, "add Parts to").await?;
+    let (declared, id) = (stored.upload.bytes, stored.upload.id);
+    let parts = state.bucket.list(&parts_folder(&id)).await?;
+    if parts.len() >= MAX_PARTS {
+        return Err(ApiError::invalid(
+            "data",
+            format!("Upload {id} already has {MAX_PARTS} Parts, the most one may have."),
+        ));
+    }
+    let held: u64 = parts.iter().map(|p| p.size).sum();
+    if held + size > declared {
+        return Err(ApiError::invalid(
+            "data",
+            format!(
+                "Upload {id} was created for {declared} bytes; its Parts would hold {} with \
+                 this one.",
+                held + size
+            ),
+        ));
+    }
     let part_id = new_id("part_");
-    let (declared, id) = (stored.upload.bytes, stored.upload.id.clone());
-    let path = dir.join(&part_id);
-    tokio::task::spawn_blocking(move || -> ApiResult<()> {
-        let (held, count) = parts_on_disk(&dir).map_err(ApiError::internal)?;
-        if count >= MAX_PARTS {
-            return Err(ApiError::invalid(
-                "data",
-                format!("Upload {id} already has {MAX_PARTS} Parts, the most one may have."),
-            ));
-        }
-        if held + size > declared {
-            return Err(ApiError::invalid(
-                "data",
-                format!(
-                    "Upload {id} was created for {declared} bytes; its Parts would hold {} with \
-                     this one.",
-                    held + size
-                ),
-            ));
-        }
-        std::fs::create_dir_all(&dir).map_err(ApiError::internal)?;
-        tmp.as_file().sync_all().map_err(ApiError::internal)?;
-        tmp.persist(&path)
-            .map_err(|e| ApiError::internal(e.error))?;
-        Ok(())
-    })
-    .await??;
-    Ok(Json(UploadPart {
+    state.bucket.put_temp(&part_key(&id, &part_id), tmp).await?;
+    Ok(UploadPart {
         id: part_id,
         object: UploadPartTag,
         created_at: state.config.clock.now(),
-        upload_id: stored.upload.id,
-    }))
+        upload_id: id,
+    })
 }
 
 async fn complete(
@@ -289,8 +323,20 @@ async fn complete(
     Path(upload_id): Path<String>,
     ApiJson(req): ApiJson<CompleteUploadRequest>,
 ) -> ApiResult<Json<Upload>> {
-    let _held = lock(&upload_id).await;
-    let mut stored = pending(&state, &upload_id, "complete").await?;
+    let hold = hold(&state, &upload_id).await?;
+    let out = complete_held(&state, &hold, &upload_id, req).await;
+    hold.release().await;
+    Ok(Json(out?))
+}
+
+/// Complete the Upload `upload_id`, held.
+async fn complete_held(
+    state: &AppState,
+    hold: &Hold,
+    upload_id: &str,
+    req: CompleteUploadRequest,
+) -> ApiResult<Upload> {
+    let mut stored = pending(state, hold, upload_id, "complete").await?;
     if req.part_ids.len() > MAX_PARTS {
         return Err(ApiError::invalid(
             "part_ids",
@@ -303,40 +349,54 @@ async fn complete(
         .code("array_above_max_length"));
     }
     let id = stored.upload.id.clone();
-    let dir = parts_dir(&state, &id);
-    let mut seen = std::collections::HashSet::new();
-    let mut paths = Vec::with_capacity(req.part_ids.len());
+    let sizes: HashMap<String, u64> = state
+        .bucket
+        .list(&parts_folder(&id))
+        .await?
+        .into_iter()
+        .map(|p| (p.key, p.size))
+        .collect();
+    let mut seen = HashSet::new();
+    let mut keys = Vec::with_capacity(req.part_ids.len());
+    let mut given = 0u64;
     for (i, part) in req.part_ids.iter().enumerate() {
-        let param = format!("part_ids[{i}]");
-        // Only ids Oasis could have made name a file: nothing else reaches the file system.
-        let path = dir.join(part);
-        if !is_part_id(part) || !tokio::fs::try_exists(&path).await.unwrap_or(false) {
-            return Err(ApiError::invalid(
-                &param,
-                format!("Invalid '{param}': Upload {id} has no Part '{part}'."),
-            ));
-        }
+        // Only ids Oasis could have made name an object: nothing else reaches the bucket.
+        let key = is_part_id(part).then(|| part_key(&id, part));
+        let Some(size) = key.as_ref().and_then(|k| sizes.get(k)) else {
+            return Err(no_part(&id, i, part));
+        };
         if !seen.insert(part.as_str()) {
+            let param = format!("part_ids[{i}]");
             return Err(ApiError::invalid(
                 &param,
                 format!("Invalid '{param}': Part '{part}' is given more than once."),
             ));
         }
-        paths.push(path);
+        given += size;
+        keys.extend(key);
     }
-    let out = state.bucket.temp_file(blobs::FOLDER).await?;
-    let (tmp, size, md5, head) = tokio::task::spawn_blocking(move || join(out, &paths))
-        .await?
-        .map_err(ApiError::internal)?;
     let declared = stored.upload.bytes;
-    if size != declared {
-        return Err(ApiError::invalid(
+    let wrong_size = |size: u64| {
+        ApiError::invalid(
             "part_ids",
             format!(
                 "The Parts given hold {size} bytes, but Upload {id} was created for {declared} \
                  bytes: they must match."
             ),
-        ));
+        )
+    };
+    // Known from the listing: no need to join them to say so.
+    if given != declared {
+        return Err(wrong_size(given));
+    }
+    let out = state.bucket.temp_file(blobs::FOLDER).await?;
+    let (tmp, size, md5, head) = join(&state.bucket, out, &keys).await.map_err(|e| match e {
+        JoinError::Missing(i) => no_part(&id, i, &req.part_ids[i]),
+        JoinError::Bucket(e) => e.into(),
+        JoinError::Write(e) => ApiError::internal(e),
+    })?;
+    if size != declared {
+        return Err(wrong_size(size));
     }
     if let Some(expected) = &req.md5
         && !expected.trim().eq_ignore_ascii_case(&md5)
@@ -350,7 +410,7 @@ async fn complete(
         return Err(files::not_an_image("part_ids"));
     }
     let file = files::new_file(
-        &state,
+        state,
         stored.upload.filename.clone(),
         stored.upload.purpose.clone(),
         size,
@@ -360,23 +420,33 @@ async fn complete(
     stored.upload.file = Some(file.clone());
     let record = Record::of(&stored)?;
     blobs::commit(&state.store, &state.bucket, tmp, &file, vec![record]).await?;
-    remove_parts(&state, &id).await;
-    Ok(Json(stored.upload))
+    hold.ended();
+    remove_parts(state, &id).await;
+    Ok(stored.upload)
 }
 
 async fn cancel(
     State(state): State<AppState>,
     Path(upload_id): Path<String>,
 ) -> ApiResult<Json<Upload>> {
-    let _held = lock(&upload_id).await;
-    let stored = pending(&state, &upload_id, "cancel").await?;
-    Ok(Json(end(&state, stored, UploadStatus::Cancelled).await?))
+    let hold = hold(&state, &upload_id).await?;
+    let out = async {
+        let stored = pending(&state, &hold, &upload_id, "cancel").await?;
+        end(&state, &hold, stored, UploadStatus::Cancelled).await
+    }
+    .await;
+    hold.release().await;
+    Ok(Json(out?))
 }
 
-/// End every pending Upload whose hour is over (its Parts deleted), and delete Parts left on
-/// disk by an Upload that is no longer pending (a crash between its end and their deletion).
+/// End every pending Upload whose hour is over (its Parts deleted), and delete Parts left by
+/// an Upload that is no longer pending (a crash between its end and their deletion), in the
+/// bucket and in `uploads_dir` (where a node kept Parts before they were in the bucket). An
+/// Upload another request holds is left to a later sweep (requests end an expired Upload they
+/// come across themselves).
 pub async fn sweep_expired(state: &AppState) -> ApiResult<usize> {
     let mut n = 0;
+    let mut busy = HashSet::new();
     loop {
         let now = state.config.clock.now();
         let batch = blocking(state, move |s| {
@@ -387,33 +457,61 @@ pub async fn sweep_expired(state: &AppState) -> ApiResult<usize> {
             s.expired(Kind::Upload, Some(&pending), now, 256)
         })
         .await?;
+        let batch: Vec<Record> = batch
+            .into_iter()
+            .filter(|r| !busy.contains(&r.id))
+            .collect();
         if batch.is_empty() {
             break;
         }
         for r in batch {
-            let _held = lock(&r.id).await;
-            let id = r.id.clone();
-            let Some(stored) = blocking(state, move |s| s.find::<StoredUpload>(&id)).await? else {
+            let Some(hold) = try_hold(state, &r.id).await? else {
+                busy.insert(r.id);
                 continue;
             };
-            // It may have ended meanwhile.
-            if stored.upload.status == UploadStatus::Pending && stored.upload.expires_at <= now {
-                end(state, stored, UploadStatus::Expired).await?;
-                n += 1;
+            let ended = async {
+                let id = r.id.clone();
+                let Some(stored) = blocking(state, move |s| s.find::<StoredUpload>(&id)).await?
+                else {
+                    return Ok(false);
+                };
+                // It may have ended meanwhile.
+                if stored.upload.status != UploadStatus::Pending {
+                    hold.ended();
+                    return Ok(false);
+                }
+                if stored.upload.expires_at > now {
+                    return Ok(false);
+                }
+                end(state, &hold, stored, UploadStatus::Expired).await?;
+                Ok::<_, ApiError>(true)
             }
+            .await;
+            hold.release().await;
+            n += usize::from(ended?);
         }
     }
-    let root = state.uploads_dir.clone();
-    let mut dirs = match tokio::fs::read_dir(&root).await {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(n),
+    // Whose Parts are kept: in the bucket, and in the folder of Parts kept on this node before.
+    let mut ids = BTreeSet::new();
+    for p in state.bucket.list(PARTS_FOLDER).await? {
+        if let Some(id) = p.key[PARTS_FOLDER.len()..].split('/').nth(1) {
+            ids.insert(id.to_string());
+        }
+    }
+    match tokio::fs::read_dir(&state.uploads_dir).await {
+        Ok(mut dirs) => {
+            while let Some(entry) = dirs.next_entry().await.map_err(ApiError::internal)? {
+                ids.insert(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(ApiError::internal(e)),
-    };
-    while let Some(entry) = dirs.next_entry().await.map_err(ApiError::internal)? {
-        let id = entry.file_name().to_string_lossy().into_owned();
-        let _held = lock(&id).await;
+    }
+    for id in ids.into_iter().filter(|id| is_upload_id(id)) {
         let id2 = id.clone();
         let stored = blocking(state, move |s| s.find::<StoredUpload>(&id2)).await?;
+        // An Upload that is not pending never is again, and takes no more Parts: no need to
+        // hold it.
         if stored.is_none_or(|u| u.upload.status != UploadStatus::Pending) {
             remove_parts(state, &id).await;
         }
@@ -421,23 +519,34 @@ pub async fn sweep_expired(state: &AppState) -> ApiResult<usize> {
     Ok(n)
 }
 
-/// The Upload `id` if it is pending (call with its lock held). One whose hour is over is ended
-/// as expired here; then, as for one completed or cancelled, a 400 saying it cannot be `verb`.
-async fn pending(state: &AppState, id: &str, verb: &str) -> ApiResult<StoredUpload> {
+/// Whether `stored` is pending and its hour is not over.
+fn is_live(state: &AppState, stored: &StoredUpload) -> bool {
+    stored.upload.status == UploadStatus::Pending
+        && stored.upload.expires_at > state.config.clock.now()
+}
+
+/// The Upload `id` if it is pending (call with it held). One whose hour is over is ended as
+/// expired here; then, as for one completed or cancelled, a 400 saying it cannot be `verb`.
+async fn pending(state: &AppState, hold: &Hold, id: &str, verb: &str) -> ApiResult<StoredUpload> {
     let id2 = id.to_string();
-    let stored = blocking(state, move |s| s.find::<StoredUpload>(&id2))
-        .await?
-        .ok_or_else(|| no_such_upload(id))?;
+    let Some(stored) = blocking(state, move |s| s.find::<StoredUpload>(&id2)).await? else {
+        // Nor will it ever be: no lease is kept for it.
+        hold.ended();
+        return Err(no_such_upload(id));
+    };
+    if is_live(state, &stored) {
+        return Ok(stored);
+    }
     let u = &stored.upload;
     let status = match u.status {
-        UploadStatus::Pending if u.expires_at > state.config.clock.now() => return Ok(stored),
         UploadStatus::Pending => {
-            end(state, stored.clone(), UploadStatus::Expired)
+            end(state, hold, stored.clone(), UploadStatus::Expired)
                 .await?
                 .status
         }
         s => s,
     };
+    hold.ended();
     let why = match status {
         UploadStatus::Completed => "it is already completed".to_string(),
         UploadStatus::Cancelled => "it was cancelled".to_string(),
@@ -452,15 +561,17 @@ async fn pending(state: &AppState, id: &str, verb: &str) -> ApiResult<StoredUplo
     )))
 }
 
-/// Give a pending Upload its final `status` and delete its Parts.
+/// Give a pending Upload (held) its final `status` and delete its Parts.
 async fn end(
     state: &AppState,
+    hold: &Hold,
     mut stored: StoredUpload,
     status: UploadStatus,
 ) -> ApiResult<Upload> {
     stored.upload.status = status;
     let id = stored.upload.id.clone();
     let out = super::save_returning(state, stored).await?;
+    hold.ended();
     remove_parts(state, &id).await;
     Ok(out.upload)
 }
@@ -474,13 +585,34 @@ fn no_such_upload(id: &str) -> ApiError {
     .param("id")
 }
 
-/// Where an Upload's Parts are kept.
-fn parts_dir(state: &AppState, upload_id: &str) -> PathBuf {
-    state.uploads_dir.join(upload_id)
+/// The 400 for `part_ids[i]`, `part`, which is no Part of the Upload `id`.
+fn no_part(id: &str, i: usize, part: &str) -> ApiError {
+    let param = format!("part_ids[{i}]");
+    ApiError::invalid(
+        &param,
+        format!("Invalid '{param}': Upload {id} has no Part '{part}'."),
+    )
 }
 
+/// The folder of the bucket that holds the Parts of Upload `upload_id`.
+fn parts_folder(upload_id: &str) -> String {
+    format!("{PARTS_FOLDER}/{upload_id}")
+}
+
+/// The key of a Part.
+fn part_key(upload_id: &str, part_id: &str) -> String {
+    format!("{PARTS_FOLDER}/{upload_id}/{part_id}")
+}
+
+/// Delete the Parts of Upload `upload_id` (failures are logged: the sweep tries again).
 async fn remove_parts(state: &AppState, upload_id: &str) {
-    let dir = parts_dir(state, upload_id);
+    let folder = parts_folder(upload_id);
+    if let Err(e) = state.bucket.delete_folder(&folder).await {
+        tracing::warn!(error = %e, folder = %folder, "deleting an Upload's Parts");
+    }
+    // Where this node kept them before they were in the bucket (with the default bucket, the
+    // folder just deleted).
+    let dir = state.uploads_dir.join(upload_id);
     if let Err(e) = tokio::fs::remove_dir_all(&dir).await
         && e.kind() != std::io::ErrorKind::NotFound
     {
@@ -494,56 +626,290 @@ fn is_part_id(id: &str) -> bool {
         .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
-/// The bytes and the number of the Parts in `dir` (none if it does not exist).
-fn parts_on_disk(dir: &FsPath) -> std::io::Result<(u64, usize)> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
-        Err(e) => return Err(e),
-    };
-    let (mut bytes, mut count) = (0, 0);
-    for entry in entries {
-        bytes += entry?.metadata()?.len();
-        count += 1;
-    }
-    Ok((bytes, count))
+/// Whether `id` is shaped like the Upload ids Oasis makes (`upload_` and letters and digits).
+fn is_upload_id(id: &str) -> bool {
+    id.strip_prefix("upload_")
+        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
-/// The Parts at `paths` joined in that order into the temporary file `out`: the file, its
-/// size, its MD5 (hex) and its first bytes.
-fn join(
-    mut out: tempfile::NamedTempFile,
-    paths: &[PathBuf],
-) -> std::io::Result<(tempfile::NamedTempFile, u64, String, Vec<u8>)> {
-    let mut md5 = Md5::new();
-    let mut head = Vec::with_capacity(files::HEAD_BYTES);
-    let mut size = 0u64;
-    let mut buf = vec![0u8; 1 << 16];
-    for path in paths {
-        let mut part = std::fs::File::open(path)?;
-        loop {
-            let n = part.read(&mut buf)?;
-            if n == 0 {
-                break;
+/// Why Parts could not be joined.
+#[derive(Debug)]
+enum JoinError {
+    /// The `i`th Part is not in the bucket.
+    Missing(usize),
+    Bucket(BucketError),
+    /// Writing the joined bytes failed.
+    Write(std::io::Error),
+}
+
+/// The objects `keys` of `bucket` joined in that order into the temporary file `out`, each
+/// streamed (never whole in memory): the file, its size, its MD5 (hex) and its first bytes.
+/// Hashing and writing happen off the async threads.
+async fn join(
+    bucket: &Bucket,
+    out: tempfile::NamedTempFile,
+    keys: &[String],
+) -> Result<(tempfile::NamedTempFile, u64, String, Vec<u8>), JoinError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut j = Joiner::new(out);
+        while let Some(chunk) = rx.blocking_recv() {
+            j.add(&chunk)?;
+        }
+        j.finish()
+    });
+    let read = async {
+        for (i, key) in keys.iter().enumerate() {
+            let (_, mut stream) = match bucket.get_stream(key).await {
+                Ok(s) => s,
+                Err(BucketError::NotFound(_)) => return Err(JoinError::Missing(i)),
+                Err(e) => return Err(JoinError::Bucket(e)),
+            };
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| {
+                    crate::metrics::object_store_error("any");
+                    JoinError::Bucket(BucketError::Unavailable {
+                        key: key.clone(),
+                        message: e.to_string(),
+                    })
+                })?;
+                if tx.send(chunk).await.is_err() {
+                    // The writer failed: it says why.
+                    return Ok(());
+                }
             }
-            let chunk = &buf[..n];
-            md5.update(chunk);
-            let room = files::HEAD_BYTES - head.len();
-            head.extend_from_slice(&chunk[..room.min(n)]);
-            out.write_all(chunk)?;
-            size += n as u64;
+        }
+        Ok(())
+    }
+    .await;
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| JoinError::Write(std::io::Error::other(e)))?;
+    read?;
+    written.map_err(JoinError::Write)
+}
+
+/// Bytes being joined into a temporary file, with their size, MD5 and first bytes.
+struct Joiner {
+    out: std::io::BufWriter<tempfile::NamedTempFile>,
+    md5: Md5,
+    head: Vec<u8>,
+    size: u64,
+}
+
+impl Joiner {
+    fn new(out: tempfile::NamedTempFile) -> Joiner {
+        Joiner {
+            out: std::io::BufWriter::with_capacity(1 << 20, out),
+            md5: Md5::new(),
+            head: Vec::with_capacity(files::HEAD_BYTES),
+            size: 0,
         }
     }
-    Ok((out, size, hex::encode(md5.finalize()), head))
+
+    fn add(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        self.md5.update(chunk);
+        let room = files::HEAD_BYTES - self.head.len();
+        self.head.extend_from_slice(&chunk[..room.min(chunk.len())]);
+        self.out.write_all(chunk)?;
+        self.size += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// The file, its size, its MD5 (hex) and its first bytes.
+    fn finish(self) -> std::io::Result<(tempfile::NamedTempFile, u64, String, Vec<u8>)> {
+        let out = self.out.into_inner().map_err(|e| e.into_error())?;
+        Ok((out, self.size, hex::encode(self.md5.finalize()), self.head))
+    }
 }
 
-/// Changes to one Upload happen one at a time: each holds its lock (see [`lock`]).
+/// An Upload held for a change: its lock on this server and, on a store shared with other
+/// nodes, its lease in the store. Give it back with [`Hold::release`] (dropped, it gives back
+/// its lease in the background).
+struct Hold {
+    /// Declared first: given back before the lock, so that a request waiting here finds the
+    /// lease free.
+    lease: Option<Lease>,
+    _local: Held,
+    /// Set once the Upload is known to be over (completed, cancelled, expired): its lease is
+    /// then forgotten rather than given back, so the store keeps no row for it.
+    ended: AtomicBool,
+}
+
+impl Hold {
+    /// Note that the Upload is over.
+    fn ended(&self) {
+        self.ended.store(true, Ordering::Relaxed);
+    }
+
+    async fn release(mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.give_back(self.ended.load(Ordering::Relaxed)).await;
+        }
+    }
+}
+
+/// Whether the store is shared with other nodes (PostgreSQL; a server on one comes with
+/// roaming sessions). Alone on its store (SQLite), a server's own lock orders an Upload's
+/// changes.
+fn shared(state: &AppState) -> bool {
+    state.roaming.is_some()
+}
+
+/// Hold the Upload `id`. Alone on its store, a server waits for its other requests as long as
+/// they take; on a shared store it waits up to [`HOLD_WAIT`] while another request (of this
+/// node or another) holds it, then answers 409 (which the SDKs retry).
+async fn hold(state: &AppState, id: &str) -> ApiResult<Hold> {
+    if !shared(state) {
+        return Ok(Hold {
+            lease: None,
+            _local: lock(state, id).await,
+            ended: AtomicBool::new(false),
+        });
+    }
+    let started = Instant::now();
+    let local = tokio::time::timeout(HOLD_WAIT, lock(state, id))
+        .await
+        .map_err(|_| busy(id))?;
+    let lease = Lease::take(state, id, HOLD_WAIT.saturating_sub(started.elapsed()))
+        .await?
+        .ok_or_else(|| busy(id))?;
+    Ok(Hold {
+        lease: Some(lease),
+        _local: local,
+        ended: AtomicBool::new(false),
+    })
+}
+
+/// Hold the Upload `id` if no other request holds it.
+async fn try_hold(state: &AppState, id: &str) -> ApiResult<Option<Hold>> {
+    let Some(local) = try_lock(state, id) else {
+        return Ok(None);
+    };
+    let lease = if shared(state) {
+        match Lease::take(state, id, Duration::ZERO).await? {
+            Some(l) => Some(l),
+            None => return Ok(None),
+        }
+    } else {
+        None
+    };
+    Ok(Some(Hold {
+        lease,
+        _local: local,
+        ended: AtomicBool::new(false),
+    }))
+}
+
+/// The 409 for an Upload another request held too long.
+fn busy(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        format!("Upload {id} is being changed by another request; please try again shortly."),
+    )
+}
+
+/// The lease of an Upload in a store that several nodes share (a cluster's PostgreSQL):
+/// `upload.<upload id>`, held under a name of its own (each hold has a new one, so two
+/// requests of one node never share a lease), renewed while held. A node that dies holding
+/// one holds it for [`LEASE_TTL`] at most.
+struct Lease {
+    store: Arc<dyn Store>,
+    id: String,
+    holder: String,
+    renewing: tokio::task::JoinHandle<()>,
+    given_back: bool,
+}
+
+impl Lease {
+    /// The lease of Upload `upload_id`, asking every [`LEASE_POLL`] for up to `wait` while
+    /// another holds it; `None` if it did not come free.
+    async fn take(state: &AppState, upload_id: &str, wait: Duration) -> ApiResult<Option<Lease>> {
+        let (id, holder) = (format!("upload.{upload_id}"), new_id("upload-hold-"));
+        let ttl = LEASE_TTL.as_millis() as i64;
+        let started = Instant::now();
+        loop {
+            let (store, l, h) = (state.store.clone(), id.clone(), holder.clone());
+            // The store's calls block (PostgreSQL's client): never on an async thread.
+            let taken =
+                tokio::task::spawn_blocking(move || store.take_lease(&l, &h, ttl)).await??;
+            if taken.is_some() {
+                break;
+            }
+            if started.elapsed() + LEASE_POLL > wait {
+                return Ok(None);
+            }
+            tokio::time::sleep(LEASE_POLL).await;
+        }
+        let (store, l, h) = (state.store.clone(), id.clone(), holder.clone());
+        let renewing = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE_RENEW).await;
+                let (store, l2, h) = (store.clone(), l.clone(), h.clone());
+                let held =
+                    tokio::task::spawn_blocking(move || store.renew_lease(&l2, &h, ttl)).await;
+                if !matches!(held, Ok(Ok(true))) {
+                    tracing::warn!(lease = %l, "could not renew an Upload's lease");
+                }
+            }
+        });
+        Ok(Some(Lease {
+            store: state.store.clone(),
+            id,
+            holder,
+            renewing,
+            given_back: false,
+        }))
+    }
+
+    /// The store call that gives the lease back: forgets it if the Upload is over.
+    fn giving_back(&mut self, ended: bool) -> impl FnOnce() + Send + 'static {
+        self.renewing.abort();
+        self.given_back = true;
+        let (store, id, holder) = (self.store.clone(), self.id.clone(), self.holder.clone());
+        move || {
+            let done = if ended {
+                store.drop_lease(&id)
+            } else {
+                store.release_lease(&id, &holder, false).map(drop)
+            };
+            if let Err(e) = done {
+                tracing::warn!(lease = %id, error = %e, "giving back an Upload's lease");
+            }
+        }
+    }
+
+    async fn give_back(mut self, ended: bool) {
+        let call = self.giving_back(ended);
+        if let Err(e) = tokio::task::spawn_blocking(call).await {
+            tracing::warn!(lease = %self.id, error = %e, "giving back an Upload's lease");
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.given_back {
+            return;
+        }
+        // A request dropped while it held the Upload (its client went away).
+        let call = self.giving_back(false);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn_blocking(call);
+        }
+    }
+}
+
+/// Each server's requests for one Upload queue here, so that only one of them at a time asks
+/// for its lease (see [`lock`]).
 type Locks = std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
 static LOCKS: LazyLock<Locks> = LazyLock::new(Locks::default);
 
-/// The lock of one Upload, held until dropped (then forgotten if no one else wants it).
+/// The lock of one Upload on one server, held until dropped (then forgotten if no one else
+/// wants it).
 struct Held {
-    id: String,
+    key: String,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
@@ -552,25 +918,46 @@ impl Drop for Held {
         self.guard.take();
         let mut locks = LOCKS.lock().unwrap_or_else(PoisonError::into_inner);
         if locks
-            .get(&self.id)
+            .get(&self.key)
             .is_some_and(|m| Arc::strong_count(m) == 1)
         {
-            locks.remove(&self.id);
+            locks.remove(&self.key);
         }
     }
 }
 
-async fn lock(id: &str) -> Held {
-    let m = LOCKS
+/// The key of Upload `id`'s lock on the server of `state` (several servers may run in one
+/// process, as in the tests: each is a node of its own).
+fn lock_key(state: &AppState, id: &str) -> String {
+    format!("{:p}/{id}", Arc::as_ptr(&state.store))
+}
+
+fn lock_of(key: &str) -> Arc<tokio::sync::Mutex<()>> {
+    LOCKS
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .entry(id.to_string())
+        .entry(key.to_string())
         .or_default()
-        .clone();
+        .clone()
+}
+
+async fn lock(state: &AppState, id: &str) -> Held {
+    let key = lock_key(state, id);
+    let m = lock_of(&key);
     Held {
-        id: id.to_string(),
+        key,
         guard: Some(m.lock_owned().await),
     }
+}
+
+fn try_lock(state: &AppState, id: &str) -> Option<Held> {
+    let key = lock_key(state, id);
+    // Held by another, which forgets it when done.
+    let guard = lock_of(&key).try_lock_owned().ok()?;
+    Some(Held {
+        key,
+        guard: Some(guard),
+    })
 }
 
 #[cfg(test)]
@@ -578,8 +965,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_part_ids_oasis_makes_reach_the_file_system() {
+    fn only_part_ids_oasis_makes_reach_the_bucket() {
         assert!(is_part_id("part_abcXYZ012"));
+        assert!(is_upload_id("upload_abcXYZ012"));
         for bad in [
             "part_",
             "part_../x",
@@ -591,21 +979,38 @@ mod tests {
         ] {
             assert!(!is_part_id(bad), "{bad}");
         }
+        for bad in ["upload_", "upload_a/b", ".tmpX", "part_a"] {
+            assert!(!is_upload_id(bad), "{bad}");
+        }
     }
 
-    #[test]
-    fn parts_join_in_the_order_given_with_their_md5() {
+    #[tokio::test]
+    async fn parts_join_in_the_order_given_with_their_md5() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        std::fs::write(&a, b"hello ").unwrap();
-        std::fs::write(&b, b"world").unwrap();
-        let out = tempfile::NamedTempFile::new_in(dir.path()).unwrap();
-        let (tmp, size, md5, head) = join(out, &[b.clone(), a.clone()]).unwrap();
-        assert_eq!(std::fs::read(tmp.path()).unwrap(), b"worldhello ");
-        assert_eq!(size, 11);
-        assert_eq!(head, b"worldhello ");
-        // md5("worldhello ")
-        assert_eq!(md5, hex::encode(Md5::digest(b"worldhello ")));
-        assert_eq!(parts_on_disk(dir.path()).unwrap().1, 3);
+        let bucket = Bucket::local(dir.path()).unwrap();
+        let (a, b) = (
+            part_key("upload_x", "part_a"),
+            part_key("upload_x", "part_b"),
+        );
+        bucket.put_bytes(&a, b"hello ".to_vec()).await.unwrap();
+        // More than one chunk of the stream and of the writer's buffer.
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        bucket.put_bytes(&b, big.clone()).await.unwrap();
+        let out = bucket.temp_file(blobs::FOLDER).await.unwrap();
+        let (tmp, size, md5, head) = join(&bucket, out, &[b.clone(), a.clone()]).await.unwrap();
+        let mut want = big.clone();
+        want.extend_from_slice(b"hello ");
+        assert_eq!(std::fs::read(tmp.path()).unwrap(), want);
+        assert_eq!(size, want.len() as u64);
+        assert_eq!(head, want[..files::HEAD_BYTES]);
+        assert_eq!(md5, hex::encode(Md5::digest(&want)));
+        // Parts are where they always were with the local bucket.
+        assert!(dir.path().join("files/uploads/upload_x/part_a").is_file());
+        let out = bucket.temp_file(blobs::FOLDER).await.unwrap();
+        let missing = part_key("upload_x", "part_c");
+        assert!(matches!(
+            join(&bucket, out, &[a, missing]).await,
+            Err(JoinError::Missing(1))
+        ));
     }
 }

@@ -101,15 +101,15 @@ impl Sessions {
     }
 
     /// How many sessions have a live interpreter and how many a hibernated state instead
-    /// (read from disk: for a metrics scrape, not a hot path). `None` with workers, whose
-    /// interpreters only the worker processes know of.
+    /// (read from disk: for a metrics scrape, not a hot path); with workers, summed over
+    /// those that answer.
     pub async fn counts(&self) -> Option<(usize, usize)> {
         match self {
             Sessions::InProcess(m) => {
                 let m = m.clone();
                 tokio::task::spawn_blocking(move || m.counts()).await.ok()
             }
-            Sessions::Workers(_) => None,
+            Sessions::Workers(s) => Some(s.counts().await),
         }
     }
 

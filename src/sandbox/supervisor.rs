@@ -284,7 +284,7 @@ impl Supervisor {
             }
             Reply::Failed(e) => Err(e),
             Reply::Lost(why) => Ok(lost(&why, started)),
-            Reply::Removed(_) | Reply::Status(_) | Reply::HibernatedAll(_) => {
+            Reply::Removed(_) | Reply::Status(_) | Reply::HibernatedAll(_) | Reply::Counted(..) => {
                 Err(SandboxError::Internal(anyhow::anyhow!(
                     "the sandbox worker answered a call with something else"
                 )))
@@ -324,6 +324,25 @@ impl Supervisor {
             }
         }
         Ok(info_on_disk(&self.inner.config.root, id, live))
+    }
+
+    /// How many sessions are live and how many hibernated, over the workers that answer.
+    pub async fn counts(&self) -> (usize, usize) {
+        let asks = (0..self.inner.shards.len()).map(|shard| async move {
+            let conn = self.up(shard)?;
+            let (call, rx) = conn.register(None).ok()?;
+            let _forget = Forget { conn: &conn, call };
+            conn.send(Frame::new(Head::Counts { call }));
+            match tokio::time::timeout(Duration::from_secs(5), rx).await {
+                Ok(Ok(Reply::Counted(live, hibernated))) => Some((live, hibernated)),
+                _ => None,
+            }
+        });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .fold((0, 0), |(l, h), (a, b)| (l + a as usize, h + b as usize))
     }
 
     /// A graceful shutdown: every running worker hibernates its live interpreters (waiting at
@@ -499,6 +518,8 @@ enum Reply {
     Status(bool),
     /// How many interpreters a worker hibernated.
     HibernatedAll(u64),
+    /// How many of a worker's sessions are live and hibernated.
+    Counted(u64, u64),
     /// The worker died before answering.
     Lost(String),
 }
@@ -623,6 +644,11 @@ impl Conn {
             Head::HibernatedAll { call, sessions } => {
                 self.answer(call, Reply::HibernatedAll(sessions))
             }
+            Head::Counted {
+                call,
+                live,
+                hibernated,
+            } => self.answer(call, Reply::Counted(live, hibernated)),
             Head::Pong { .. } => {}
             other => bail!("unexpected frame from a worker: {other:?}"),
         }

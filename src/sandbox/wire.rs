@@ -21,7 +21,7 @@ use super::result::{ExecResult, FileChange, Outcome, PythonError};
 use super::session::InputFile;
 
 /// Bumped whenever a frame changes shape; a worker of another version is refused.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Largest frame either side accepts: a call's result carries at most its stdout and stderr
 /// caps plus the door's 128 MiB of reports.
@@ -69,6 +69,11 @@ pub enum Head {
         call: u64,
         busy_wait_ms: u64,
     },
+    /// How many sessions are live and how many hibernated (for metrics); answered with
+    /// [`Head::Counted`].
+    Counts {
+        call: u64,
+    },
     /// Liveness check; answered with [`Head::Pong`].
     Ping {
         seq: u64,
@@ -107,6 +112,12 @@ pub enum Head {
     HibernatedAll {
         call: u64,
         sessions: u64,
+    },
+    /// A counts' answer.
+    Counted {
+        call: u64,
+        live: u64,
+        hibernated: u64,
     },
     Pong {
         seq: u64,

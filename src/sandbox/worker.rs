@@ -267,6 +267,18 @@ async fn serve(args: WorkerArgs, input: OwnedFd, output: OwnedFd) -> anyhow::Res
                     }));
                 });
             }
+            Head::Counts { call } => {
+                let (manager, out) = (manager.clone(), out.clone());
+                tokio::spawn(async move {
+                    let counted = tokio::task::spawn_blocking(move || manager.counts()).await;
+                    let (live, hibernated) = counted.unwrap_or_default();
+                    out.send(Frame::new(Head::Counted {
+                        call,
+                        live: live as u64,
+                        hibernated: hibernated as u64,
+                    }));
+                });
+            }
             Head::Ping { seq } => out.send(Frame::new(Head::Pong { seq })),
             other => bail!("unexpected frame from the server: {other:?}"),
         }

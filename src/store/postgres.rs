@@ -30,7 +30,19 @@ const ATTEMPTS: usize = 5;
 
 /// The PostgreSQL [`Backend`].
 pub struct Pg {
-    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    /// Always `Some` until dropped (see `Drop`).
+    pool: Option<r2d2::Pool<PostgresConnectionManager<NoTls>>>,
+}
+
+impl Drop for Pg {
+    /// A `postgres` client closes its connection by blocking on a runtime of its own, which
+    /// panics on a Tokio thread (where the server's last handle to the store usually goes):
+    /// the pool is dropped on a thread of its own.
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let _ = std::thread::spawn(move || drop(pool)).join();
+        }
+    }
 }
 
 /// The store of a cluster.
@@ -53,8 +65,9 @@ impl PgStore {
             .context("connecting to PostgreSQL")?;
         let mut client = pool.get().context("connecting to PostgreSQL")?;
         migrate(&mut client)?;
+        drop(client);
         Ok(SqlStore {
-            backend: Pg { pool },
+            backend: Pg { pool: Some(pool) },
         })
     }
 }
@@ -196,6 +209,8 @@ impl<C: GenericClient> Conn for On<'_, C> {
 impl Pg {
     fn client(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
         self.pool
+            .as_ref()
+            .expect("the pool lives as long as the store")
             .get()
             .map_err(|e| StoreError::Unavailable(anyhow::anyhow!("no database connection: {e}")))
     }

@@ -15,6 +15,10 @@ use serde_json::{Value, json};
 use crate::durability::Server;
 use crate::services::{Postgres, S3};
 
+/// Held by each test of this file: one cluster at a time (each starts PostgreSQL, S3 and
+/// several nodes, on a machine that may have 2 cores).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Seconds a node may go without a heartbeat before the others count it lost.
 const LEASE_SECS: u64 = 3;
 /// How often a state is polled.
@@ -330,6 +334,15 @@ impl Cluster {
         .unwrap_or_else(|e| panic!("asking which node holds {id}: {e}"))
     }
 
+    /// The node that drove run `id` (that finished it, once it is over).
+    pub fn ran_on(&self, pg: &Postgres, id: &str) -> String {
+        pg.psql(
+            &self.database_url,
+            &format!("SELECT node FROM runs WHERE id = '{id}'"),
+        )
+        .unwrap_or_else(|e| panic!("asking which node ran {id}: {e}"))
+    }
+
     /// One turn of a thread: `code` as a user message (on the next node), a run of `assistant`
     /// (created on the next node), which must complete; the run and its reply's text.
     pub async fn turn(&self, assistant: &str, thread: &str, code: &str) -> (Value, String) {
@@ -471,6 +484,7 @@ fn last_event(events: &[(String, String)], name: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_share_threads_runs_and_sessions() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let t0 = Instant::now();
     let pg = Postgres::start();
     let s3 = S3::start();
@@ -535,7 +549,7 @@ async fn three_nodes_share_threads_runs_and_sessions() {
         "turn 3 does not see turn 2's x and files: {text3}"
     );
     let runs = [&r1, &r2, &r3].map(|r| r["id"].as_str().unwrap().to_string());
-    let ran_on: Vec<String> = runs.iter().map(|r| c.run_node(&pg, r)).collect();
+    let ran_on: Vec<String> = runs.iter().map(|r| c.ran_on(&pg, r)).collect();
     eprintln!("turns ran on {ran_on:?}");
     assert!(
         ran_on.iter().collect::<HashSet<_>>().len() >= 2,
@@ -684,6 +698,7 @@ fn python_venv() -> PathBuf {
 /// to the nodes in turn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_sdks_cookbook_flows_pass_on_three_nodes() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let t0 = Instant::now();
     let python = tokio::task::spawn_blocking(python_venv).await.unwrap();
     let pg = Postgres::start();
@@ -797,6 +812,7 @@ fn each_once(what: &str, listed: &[Value], ids: &[String]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_killed_during_a_run_loses_nothing_acknowledged() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let t0 = Instant::now();
     let pg = Postgres::start();
     let s3 = S3::start();
@@ -941,7 +957,11 @@ async fn a_node_killed_during_a_run_loses_nothing_acknowledged() {
         each_once("notes", &listed, &note_ids);
         assert_eq!(listed.len(), 1 + note_ids.len(), "{listed:?}");
         let listed = c.list_all(&format!("/v1/threads/{thread}/messages")).await;
-        each_once("the thread's messages", &listed, &[long_message.clone()]);
+        each_once(
+            "the thread's messages",
+            &listed,
+            std::slice::from_ref(&long_message),
+        );
         let roles: Vec<&str> = listed.iter().map(|m| m["role"].as_str().unwrap()).collect();
         assert_eq!(
             roles,
@@ -984,7 +1004,7 @@ async fn a_node_killed_during_a_run_loses_nothing_acknowledged() {
         )
         .await;
     assert!(text3.contains("101 kept"), "{text3}");
-    let r3_node = c.run_node(&pg, r3["id"].as_str().unwrap());
+    let r3_node = c.ran_on(&pg, r3["id"].as_str().unwrap());
     assert_ne!(r3_node, holder);
     eprintln!(
         "a_node_killed_during_a_run_loses_nothing_acknowledged: {:?}",
@@ -1095,10 +1115,60 @@ async fn until(bound: Duration, what: &str, mut done: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgresql_restarted_under_load_gives_503s_then_recovers() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let t0 = Instant::now();
     let mut pg = Postgres::start();
     let s3 = S3::start();
     let c = Arc::new(Cluster::start(&pg, &s3, "restart", 2, &[]).await);
+    // A run in flight across the outage: its cell runs until the test writes a file into its
+    // folder, once PostgreSQL is back.
+    let assistant = c
+        .post_ok(
+            "/v1/assistants",
+            json!({"model": "oasis-local", "tools": [{"type": "code_interpreter"}]}),
+        )
+        .await;
+    let assistant = assistant["id"].as_str().unwrap().to_string();
+    let code = "open('/mnt/data/started', 'w').write('1')\nimport os, time\n\
+                while not os.path.exists('/mnt/data/go'):\n    time.sleep(0.05)\n\
+                print('ran across the outage')";
+    let thread = c
+        .post_ok(
+            "/v1/threads",
+            json!({"messages": [{"role": "user", "content": format!("```python\n{code}\n```")}]}),
+        )
+        .await;
+    let thread = thread["id"].as_str().unwrap().to_string();
+    let run = c
+        .post_ok(
+            &format!("/v1/threads/{thread}/runs"),
+            json!({"assistant_id": assistant}),
+        )
+        .await;
+    let run = run["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let holder = loop {
+        let node = c.run_node(&pg, &run);
+        if !node.is_empty() {
+            break node;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no node claimed {run}{}",
+            c.logs()
+        );
+        tokio::time::sleep(POLL).await;
+    };
+    let session = c.nodes[c.index_of(&holder)]
+        .data
+        .join("sessions")
+        .join(&thread)
+        .join("data");
+    until(Duration::from_secs(60), "the cell started", || {
+        session.join("started").exists()
+    })
+    .await;
+
     let load = Arc::new(Load::default());
     let clients: Vec<_> = (0..4)
         .map(|me| tokio::spawn(load_client(c.clone(), load.clone(), me)))
@@ -1115,11 +1185,17 @@ async fn postgresql_restarted_under_load_gives_503s_then_recovers() {
         "PostgreSQL stopped ({} messages acknowledged before)",
         load.acked_messages()
     );
-    // The outage is seen: both nodes answer (a 503, or whatever they answer) during it.
+    // The outage is seen (both nodes answer during it), and outlasts the node lease: every
+    // node's heartbeat lapses.
+    let lease = Duration::from_secs(LEASE_SECS + 1);
     until(
         Duration::from_secs(60),
         "both nodes answered during the outage",
-        || (0..2).all(|n| load.count(|s| s.phase == 1 && s.node == n && s.answer.is_ok()) >= 2),
+        || {
+            stopped.elapsed() > lease
+                && (0..2)
+                    .all(|n| load.count(|s| s.phase == 1 && s.node == n && s.answer.is_ok()) >= 2)
+        },
     )
     .await;
     load.phase.store(2, Ordering::SeqCst);
@@ -1154,7 +1230,7 @@ async fn postgresql_restarted_under_load_gives_503s_then_recovers() {
     }
 
     // Every answer was a success or OpenAI's 503; never a 500, never a dropped connection.
-    let seen = load.seen.lock().unwrap();
+    let seen = std::mem::take(&mut *load.seen.lock().unwrap());
     let bad: Vec<String> = seen
         .iter()
         .filter(|s| match &s.answer {
@@ -1190,7 +1266,6 @@ async fn postgresql_restarted_under_load_gives_503s_then_recovers() {
         c.logs()
     );
     assert!(unavailable > 0, "no 503 during the outage");
-    drop(seen);
 
     // Nothing acknowledged was lost.
     let acked = load.acked.lock().unwrap().clone();
@@ -1201,15 +1276,32 @@ async fn postgresql_restarted_under_load_gives_503s_then_recovers() {
         each_once(&format!("thread {thread}"), &listed, messages);
     }
     eprintln!(
-        "{} threads and {} messages acknowledged, all there; {:?}",
+        "{} threads and {} messages acknowledged, all there",
         acked.len(),
         acked.values().map(Vec::len).sum::<usize>(),
+    );
+
+    // The run in flight went on: its node never stopped, only the database did.
+    std::fs::write(session.join("go"), "1").unwrap();
+    let ended = c.wait_run(&thread, &run, RUN_BOUND).await;
+    assert_eq!(
+        ended["status"],
+        "completed",
+        "a run in flight on {holder}, which kept running, did not survive a database outage \
+         longer than the node lease: {ended}{}",
+        c.logs()
+    );
+    let reply = text_of(&c.reply(&thread, &run).await);
+    assert!(reply.contains("ran across the outage"), "{reply}");
+    eprintln!(
+        "postgresql_restarted_under_load_gives_503s_then_recovers: {:?}",
         t0.elapsed()
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_object_store_down_fails_uploads_cleanly() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let t0 = Instant::now();
     let pg = Postgres::start();
     let mut s3 = S3::start();
@@ -1236,6 +1328,36 @@ async fn the_object_store_down_fails_uploads_cleanly() {
         );
         assert_eq!(s, 503, "{body}{}", c.logs());
         assert!(is_server_error_body(&body), "{body}");
+    }
+    // Files stored before: served (from a node's copy) or a 503, never a 500.
+    for i in c.live() {
+        let r = c
+            .http
+            .get(format!("{}/v1/files/{before_id}/content", c.base(i)))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("download on {} got no answer: {e}", c.nodes[i].id));
+        let status = r.status().as_u16();
+        let body = r.bytes().await.unwrap();
+        eprintln!("download with S3 down on {}: {status}", c.nodes[i].id);
+        match status {
+            200 => assert!(
+                body == before,
+                "{before_id} on {} is not what was uploaded",
+                c.nodes[i].id
+            ),
+            503 => assert!(
+                is_server_error_body(&serde_json::from_slice(&body).unwrap_or_default()),
+                "{}",
+                String::from_utf8_lossy(&body)
+            ),
+            _ => panic!(
+                "download with S3 down on {}: {status} {}{}",
+                c.nodes[i].id,
+                String::from_utf8_lossy(&body),
+                c.logs()
+            ),
+        }
     }
     // No File record for them, on any node.
     for i in c.live() {

@@ -24,6 +24,7 @@ mod runs;
 mod sandbox;
 mod services;
 mod store_conformance;
+mod uploads_cluster;
 mod upstream_fake;
 mod upstream_stream;
 mod vector_store_limits;

@@ -155,3 +155,39 @@ async fn ready_names_the_part_that_does_not_answer() {
     );
     app.stop().await;
 }
+
+/// With sandboxes in worker processes (the default), the sessions gauge counts what the
+/// workers hold: live interpreters, and hibernated states once they were evicted.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sessions_gauge_counts_what_the_sandbox_workers_hold() {
+    let app = TestApp::spawn_with(None, crate::worker_processes::in_worker_processes).await;
+    for session in ["gauge-a", "gauge-b"] {
+        let (s, v) = app
+            .post(
+                "/v1/code_interpreter/execute",
+                json!({"session_id": session, "code": "x = 1"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let gauge = |state: &str| {
+        let name = format!("oasis_sandbox_sessions{{state=\"{state}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&name))
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(gauge("live"), "2");
+    assert_eq!(gauge("hibernated"), "0");
+    app.stop().await;
+}
