@@ -49,7 +49,8 @@ def db_counts(url):
         return None
     time.sleep(1)  # the statistics collector reports with a short delay
     out = subprocess.run(
-        ["psql", url, "-tAc", "SELECT xact_commit, tup_inserted, tup_updated, tup_deleted "
+        ["psql", url, "-tAc", "SELECT xact_commit, tup_inserted, tup_updated, tup_deleted, "
+         "pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint "
          "FROM pg_stat_database WHERE datname = current_database()"],
         capture_output=True, text=True, check=True).stdout.strip()
     return [int(x) for x in out.split("|")]
@@ -113,9 +114,10 @@ def main():
     print(line("run created -> left queued (claim + start)", claim))
     if before and after:
         per = [(x - y) / args.runs for x, y in zip(after, before)]
-        print(f"PostgreSQL per run with a code cell (thread + message + run + polls, heartbeats "
-              f"included): {per[0]:.1f} commits, {per[1]:.1f} rows inserted, {per[2]:.1f} updated, "
-              f"{per[3]:.1f} deleted")
+        print(f"PostgreSQL per run with a code cell (thread + message + run + its polls; "
+              f"heartbeats included): {per[0]:.1f} transactions (reads included), "
+              f"{per[1]:.1f} rows inserted, {per[2]:.1f} updated, {per[3]:.1f} deleted, "
+              f"{per[4] / 1024:.1f} KiB of WAL")
 
 
 if __name__ == "__main__":

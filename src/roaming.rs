@@ -82,6 +82,17 @@ fn internal(what: &str, e: impl std::fmt::Display) -> SandboxError {
     SandboxError::Internal(anyhow::anyhow!("{what}: {e}"))
 }
 
+/// An object-store failure while `doing` something: the store down is `Unavailable` (a 503).
+fn bucket(doing: &str, e: crate::bucket::BucketError) -> SandboxError {
+    match e {
+        crate::bucket::BucketError::Unavailable { .. } => SandboxError::Unavailable {
+            what: "object store",
+            message: format!("{doing}: {e}"),
+        },
+        e => internal(doing, e),
+    }
+}
+
 fn key(id: &str, rest: &str) -> String {
     format!("sessions/{id}/{rest}")
 }
@@ -111,7 +122,13 @@ impl Roaming {
         tokio::task::spawn_blocking(move || f(store.as_ref()))
             .await
             .map_err(|e| internal("the store task failed", e))?
-            .map_err(|e| internal("the session lease", e))
+            .map_err(|e| match e {
+                crate::store::StoreError::Unavailable(e) => SandboxError::Unavailable {
+                    what: "database",
+                    message: format!("the session lease: {e:#}"),
+                },
+                e => internal("the session lease", e),
+            })
     }
 
     /// Run `code` in session `id` with its lease held, from the shared state, sharing the
@@ -286,7 +303,7 @@ impl Roaming {
                 .bucket
                 .get_bytes(&key(id, &format!("manifest.{generation}.json")))
                 .await
-                .map_err(|e| internal("fetching the session's files", e))?;
+                .map_err(|e| bucket("fetching the session's files", e))?;
             serde_json::from_slice::<Manifest>(&bytes)
                 .map_err(|e| internal("reading the session's manifest", e))?
         };
@@ -307,7 +324,7 @@ impl Roaming {
                 self.bucket
                     .get_to_file(&key(id, &format!("files/{}", entry.sha256)), &dest)
                     .await
-                    .map_err(|e| internal("fetching the session's files", e))?;
+                    .map_err(|e| bucket("fetching the session's files", e))?;
                 if let Ok(meta) = tokio::fs::metadata(&dest).await {
                     seen.insert(rel.clone(), stamp(&meta));
                 }
@@ -320,7 +337,7 @@ impl Roaming {
                 Ok(_) => {}
                 // The last turn left no state (its interpreter ended): start afresh.
                 Err(crate::bucket::BucketError::NotFound(_)) => {}
-                Err(e) => return Err(internal("fetching the session's state", e)),
+                Err(e) => return Err(bucket("fetching the session's state", e)),
             }
         }
         self.copies
@@ -373,19 +390,19 @@ impl Roaming {
             self.bucket
                 .put_file(&key(id, &format!("files/{}", entry.sha256)), &path)
                 .await
-                .map_err(|e| internal("sharing the session's files", e))?;
+                .map_err(|e| bucket("sharing the session's files", e))?;
         }
         if tokio::fs::try_exists(&state).await.unwrap_or(false) {
             self.bucket
                 .put_file(&key(id, &format!("state.{next}")), &state)
                 .await
-                .map_err(|e| internal("sharing the session's state", e))?;
+                .map_err(|e| bucket("sharing the session's state", e))?;
         }
         let body = serde_json::to_vec(&manifest).map_err(|e| internal("the manifest", e))?;
         self.bucket
             .put_bytes(&key(id, &format!("manifest.{next}.json")), body)
             .await
-            .map_err(|e| internal("sharing the session's manifest", e))?;
+            .map_err(|e| bucket("sharing the session's manifest", e))?;
         // Contents no file refers to any more go once the new generation is counted.
         self.copies
             .lock()
@@ -456,7 +473,7 @@ impl Roaming {
             .bucket
             .list(&format!("sessions/{id}"))
             .await
-            .map_err(|e| internal("listing the session's objects", e))?;
+            .map_err(|e| bucket("listing the session's objects", e))?;
         let existed = !listed.is_empty();
         for obj in listed {
             let _ = self.bucket.delete(&obj.key).await;

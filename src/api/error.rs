@@ -152,6 +152,7 @@ impl From<SandboxError> for ApiError {
             SandboxError::InvalidInput(_) => ApiError::invalid("code", e.to_string()),
             SandboxError::QuotaExceeded(_) => ApiError::invalid("file_ids", e.to_string()),
             SandboxError::ImageMismatch { .. } => ApiError::invalid("image", e.to_string()),
+            SandboxError::Unavailable { what, message } => ApiError::unavailable(what, message),
             SandboxError::Internal(e) => ApiError::internal(format!("{e:#}")),
         }
     }

@@ -64,6 +64,10 @@ pub enum SandboxError {
         has: String,
         wanted: String,
     },
+    /// A service sessions are shared through (on a cluster: the database or the object
+    /// store) does not answer; the call did not run.
+    #[error("the {what} is unavailable: {message}")]
+    Unavailable { what: &'static str, message: String },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }

@@ -341,6 +341,10 @@ impl From<&SandboxError> for WireError {
             SandboxError::Internal(e) => WireError::Internal {
                 message: format!("{e:#}"),
             },
+            // Never made in a worker (only the server shares sessions); sent as it reads.
+            SandboxError::Unavailable { .. } => WireError::Internal {
+                message: e.to_string(),
+            },
         }
     }
 }
