@@ -12,6 +12,15 @@ use crate::store::{Filter, Order, Page, StoreExt};
 
 use super::{Orchestrator, Result};
 
+/// A task aborted when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Orchestrator {
     /// Start the workers' claimer, the sweeper and (on a shared store) the heartbeat, after
     /// taking over the runs a previous process left. Call once, inside a Tokio runtime.
@@ -41,26 +50,59 @@ impl Orchestrator {
         });
         if !self.inner.config.exclusive {
             let me = self.clone();
-            tokio::spawn(async move {
-                let every =
-                    (me.inner.config.node_lease / 5).max(std::time::Duration::from_millis(100));
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = me.beat().await {
-                        tracing::warn!(error = %e, "heartbeat failed");
-                    }
-                    if let Err(e) = me.watch_cancels().await {
-                        tracing::warn!(error = %e, "checking for cancels failed");
-                    }
-                    if let Err(e) = me.take_over_lost().await {
-                        tracing::warn!(error = %e, "taking over lost nodes failed");
-                    }
-                }
-            });
+            tokio::spawn(async move { me.heartbeat_loop().await });
         }
         Ok(())
+    }
+
+    /// On a shared store: heart-beat, pass on cancels made on other nodes, and take over the
+    /// runs of nodes that stopped heart-beating. The heartbeat has a task of its own, so that
+    /// the slower work never delays it.
+    async fn heartbeat_loop(&self) {
+        let lease = self.inner.config.node_lease;
+        let every = (lease / 5).max(std::time::Duration::from_millis(100));
+        // Since when this node's heartbeats have all reached the database.
+        let (healthy_tx, healthy) = tokio::sync::watch::channel(None::<tokio::time::Instant>);
+        let me = self.clone();
+        let beats = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match me.beat().await {
+                    Ok(()) => healthy_tx.send_if_modified(|since| {
+                        since.is_none() && {
+                            *since = Some(tokio::time::Instant::now());
+                            true
+                        }
+                    }),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "heartbeat failed");
+                        healthy_tx.send_replace(None);
+                        false
+                    }
+                };
+            }
+        });
+        let _beats = AbortOnDrop(beats);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.watch_cancels().await {
+                tracing::warn!(error = %e, "checking for cancels failed");
+            }
+            // Another node is judged lost only after two leases of this node's own heartbeats
+            // reaching the database: while the database was down every node's heartbeat
+            // lapsed, and the nodes still alive need time to show it again (their connection
+            // pools reconnect with a backoff).
+            let since = *healthy.borrow();
+            if since.is_some_and(|t| t.elapsed() >= 2 * lease)
+                && let Err(e) = self.take_over_lost().await
+            {
+                tracing::warn!(error = %e, "taking over lost nodes failed");
+            }
+        }
     }
 
     /// Stop claiming runs (a draining node finishes what it holds).

@@ -13,7 +13,12 @@ use super::{Orchestrator, Result, RunError, Transcript};
 use crate::backend::{Backend, ChatMessage, FinishReason};
 use crate::model::{Message, Run, RunUsage, now};
 use crate::sandbox::InputFile;
-use crate::store::StoreExt;
+use crate::store::{StoreError, StoreExt};
+
+/// How often, and how far apart, a drive's end tries to settle its run while the database
+/// does not answer (about 10 minutes: past that, a restart of this node settles it).
+const SETTLE_TRIES: usize = 600;
+const SETTLE_WAIT: Duration = Duration::from_secs(1);
 
 /// What a drive knows about its run.
 pub(super) struct Ctx {
@@ -120,39 +125,56 @@ impl Orchestrator {
             tracing::error!(run = run_id, error = %e, "run failed");
         }
         // Settle whatever the drive left: a cancel that raced its end, the run's time running
-        // out (the drive stops where it was; its open step ends `expired`), or an error.
-        let rid = run_id.to_string();
-        let status = self
-            .db(move |s| s.find::<Run>(&rid))
-            .await
-            .ok()
-            .flatten()
-            .map(|r| r.status);
-        match status {
-            Some(RunStatus::Cancelling) => {
-                let _ = self.finish(run_id, RunEvent::Stopped, None).await;
+        // out (the drive stops where it was; its open step ends `expired`), or an error. A
+        // database that does not answer (the likely cause of the error) is waited for: the
+        // run must not stay `in_progress` with no worker.
+        let unavailable = |e: &RunError| matches!(e, RunError::Store(StoreError::Unavailable(_)));
+        for _ in 0..SETTLE_TRIES {
+            let rid = run_id.to_string();
+            let status = match self.db(move |s| s.find::<Run>(&rid)).await {
+                Ok(run) => run.map(|r| r.status),
+                Err(e) if unavailable(&e) => {
+                    tokio::time::sleep(SETTLE_WAIT).await;
+                    continue;
+                }
+                Err(_) => return,
+            };
+            let settled = match status {
+                Some(RunStatus::Cancelling) => self.finish(run_id, RunEvent::Stopped, None).await,
+                Some(RunStatus::InProgress) if stop.expired() => {
+                    self.finish(run_id, RunEvent::Expire, None).await
+                }
+                Some(RunStatus::InProgress) => {
+                    let msg = match &res {
+                        Err(RunError::NotFound { kind, .. }) => {
+                            format!("The run's {kind} was deleted while it ran.")
+                        }
+                        Err(e) if unavailable(e) => {
+                            "The database did not answer while this run was in progress."
+                                .to_string()
+                        }
+                        _ => "Oasis had an internal error while running this run.".to_string(),
+                    };
+                    self.finish(run_id, RunEvent::Fail, Some(("server_error", &msg)))
+                        .await
+                }
+                // The run is gone (its thread was deleted): tell its streams.
+                None => {
+                    let ev = Orchestrator::error_event(&format!("Run {run_id} no longer exists."));
+                    self.emit(run_id, ev);
+                    return;
+                }
+                _ => return,
+            };
+            match settled {
+                Err(e) if unavailable(&e) => tokio::time::sleep(SETTLE_WAIT).await,
+                _ => return,
             }
-            Some(RunStatus::InProgress) if stop.expired() => {
-                let _ = self.finish(run_id, RunEvent::Expire, None).await;
-            }
-            Some(RunStatus::InProgress) => {
-                let msg = match &res {
-                    Err(RunError::NotFound { kind, .. }) => {
-                        format!("The run's {kind} was deleted while it ran.")
-                    }
-                    _ => "Oasis had an internal error while running this run.".to_string(),
-                };
-                let _ = self
-                    .finish(run_id, RunEvent::Fail, Some(("server_error", &msg)))
-                    .await;
-            }
-            // The run is gone (its thread was deleted): tell its streams.
-            None => {
-                let ev = Orchestrator::error_event(&format!("Run {run_id} no longer exists."));
-                self.emit(run_id, ev);
-            }
-            _ => {}
         }
+        tracing::error!(
+            run = run_id,
+            "could not settle a run: the database did not answer"
+        );
     }
 
     pub(super) async fn drive_inner(&self, run_id: &str, stop: &Stop) -> Result<()> {

@@ -57,10 +57,15 @@ impl PgStore {
         let pool = r2d2::Pool::builder()
             .max_size(16)
             .min_idle(Some(1))
-            .connection_timeout(Duration::from_secs(5))
+            // How long a request waits for a connection before it is a 503; also the longest
+            // pause between reconnection attempts after an outage.
+            .connection_timeout(Duration::from_secs(2))
             // A broken connection is noticed when used (and then dropped); testing each one on
             // checkout would cost a round trip per statement.
             .test_on_check_out(false)
+            // A database that does not answer is reported once per request that needed it (a
+            // 503 and a warning), not again for every connection the pool tried.
+            .error_handler(Box::new(r2d2::NopErrorHandler))
             .build(manager)
             .context("connecting to PostgreSQL")?;
         let mut client = pool.get().context("connecting to PostgreSQL")?;

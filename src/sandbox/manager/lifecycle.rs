@@ -145,7 +145,8 @@ impl SessionManager {
     }
 
     /// How many sessions have a live interpreter here, and how many have none but a hibernated
-    /// state in their folder (a walk of the root: for a metrics scrape, not a hot path).
+    /// state in their folder (a walk of the root: for a metrics scrape, not a hot path). In a
+    /// sandbox worker, only the sessions that shard to it.
     pub fn counts(&self) -> (usize, usize) {
         let live: std::collections::HashSet<String> = self
             .inner
@@ -164,6 +165,7 @@ impl SessionManager {
                 let name = e.file_name();
                 let name = name.to_string_lossy();
                 valid_session_id(&name)
+                    && self.owns(&name)
                     && !live.contains(name.as_ref())
                     && e.path().join(hibernate::STATE_FILE).is_file()
             })
