@@ -9,11 +9,11 @@ use crate::store::{Filter, Order, Page, Record, Store, StoreExt, Tx, TxExt};
 
 use super::{Orchestrator, Result, RunError, Transcript};
 
-/// Every step of a run, oldest first, in a transaction.
-pub(super) fn steps_in_tx(
-    tx: &mut dyn Tx,
-    thread_id: &str,
+/// Every step of a run, oldest first, read a page at a time by `list` (of a store or a
+/// transaction).
+fn all_steps(
     run_id: &str,
+    mut list: impl FnMut(&Filter, &Page) -> crate::store::Result<(Vec<RunStep>, bool)>,
 ) -> crate::store::Result<Vec<RunStep>> {
     let filter = Filter {
         field: "run_id",
@@ -27,7 +27,7 @@ pub(super) fn steps_in_tx(
     };
     let mut out = vec![];
     loop {
-        let (items, more) = tx.page::<RunStep>(Some(thread_id), Some(&filter), &page)?;
+        let (items, more) = list(&filter, &page)?;
         page.after = items.last().map(|r| r.id.clone());
         out.extend(items);
         if !more {
@@ -36,31 +36,26 @@ pub(super) fn steps_in_tx(
     }
 }
 
+/// Every step of a run, oldest first, in a transaction.
+pub(super) fn steps_in_tx(
+    tx: &mut dyn Tx,
+    thread_id: &str,
+    run_id: &str,
+) -> crate::store::Result<Vec<RunStep>> {
+    all_steps(run_id, |f, p| {
+        tx.page::<RunStep>(Some(thread_id), Some(f), p)
+    })
+}
+
 /// Every step of a run, oldest first.
 pub(super) fn steps_in(
     s: &dyn Store,
     thread_id: &str,
     run_id: &str,
 ) -> crate::store::Result<Vec<RunStep>> {
-    let filter = Filter {
-        field: "run_id",
-        value: run_id.to_string(),
-    };
-    let mut page = Page {
-        limit: 100,
-        order: Order::Asc,
-        after: None,
-        before: None,
-    };
-    let mut out = vec![];
-    loop {
-        let (items, more) = s.page::<RunStep>(Some(thread_id), Some(&filter), &page)?;
-        page.after = items.last().map(|r| r.id.clone());
-        out.extend(items);
-        if !more {
-            return Ok(out);
-        }
-    }
+    all_steps(run_id, |f, p| {
+        s.page::<RunStep>(Some(thread_id), Some(f), p)
+    })
 }
 
 impl Orchestrator {

@@ -584,35 +584,9 @@ async fn tools_mode_serves_only_the_code_interpreter_and_files() {
 async fn the_official_python_sdk_suite_passes() {
     let (app, upstream_app, upstream_socket) = crate::helpers::sdk_servers().await;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let venv = root.join("target").join("py-venv");
-    let python = venv.join("bin").join("python");
-    let reqs = root.join("tests/python/requirements.txt");
-    let stamp = venv.join("requirements.stamp");
-    let wanted = std::fs::read_to_string(&reqs).unwrap();
-    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
-        let ok = std::process::Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3 is needed for the SDK suite")
-            .success();
-        assert!(ok, "python3 -m venv failed");
-        let ok = std::process::Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&reqs)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "pip install -r tests/python/requirements.txt failed");
-        std::fs::write(&stamp, wanted).unwrap();
-    }
+    let python = tokio::task::spawn_blocking(crate::helpers::python_venv)
+        .await
+        .unwrap();
     let mut pytest = tokio::process::Command::new(&python);
     pytest
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])

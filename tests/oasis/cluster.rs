@@ -656,42 +656,6 @@ async fn three_nodes_share_threads_runs_and_sessions() {
     );
 }
 
-/// `target/py-venv` with the SDK suite's pinned requirements (as the single-node SDK test
-/// makes it): its python.
-fn python_venv() -> PathBuf {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let venv = root.join("target").join("py-venv");
-    let python = venv.join("bin").join("python");
-    let reqs = root.join("tests/python/requirements.txt");
-    let stamp = venv.join("requirements.stamp");
-    let wanted = std::fs::read_to_string(&reqs).unwrap();
-    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
-        let ok = std::process::Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3 is needed for the SDK suite")
-            .success();
-        assert!(ok, "python3 -m venv failed");
-        let ok = std::process::Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&reqs)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "pip install -r tests/python/requirements.txt failed");
-        std::fs::write(&stamp, wanted).unwrap();
-    }
-    python
-}
-
 /// The cookbook flows of the Python SDK suite (`tests/python/test_runs.py`), each on both
 /// backends: the built-in model on one cluster, the suite's scripted upstream on another (on
 /// the same PostgreSQL server and S3, their own database and prefix), the SDK's requests sent
@@ -700,7 +664,9 @@ fn python_venv() -> PathBuf {
 async fn the_sdks_cookbook_flows_pass_on_three_nodes() {
     let _one = ONE_AT_A_TIME.lock().await;
     let t0 = Instant::now();
-    let python = tokio::task::spawn_blocking(python_venv).await.unwrap();
+    let python = tokio::task::spawn_blocking(crate::helpers::python_venv)
+        .await
+        .unwrap();
     let pg = Postgres::start();
     let s3 = S3::start();
     // The scripted upstream is served by pytest, on this socket (bound here, so that its port

@@ -386,3 +386,41 @@ pub fn zlib_of_repeated(block: &[u8], times: usize) -> Vec<u8> {
     out.extend([0, 0, 0, 0]);
     out
 }
+
+/// `target/py-venv` with the SDK suites' pinned requirements (made once, however many tests
+/// ask at once): its python.
+pub fn python_venv() -> PathBuf {
+    static MADE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = MADE.lock().unwrap_or_else(|p| p.into_inner());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join("target").join("py-venv");
+    let python = venv.join("bin").join("python");
+    let reqs = root.join("tests/python/requirements.txt");
+    let stamp = venv.join("requirements.stamp");
+    let wanted = std::fs::read_to_string(&reqs).unwrap();
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        let ok = std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 is needed for the SDK suite")
+            .success();
+        assert!(ok, "python3 -m venv failed");
+        let ok = std::process::Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&reqs)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "pip install -r tests/python/requirements.txt failed");
+        std::fs::write(&stamp, wanted).unwrap();
+    }
+    python
+}
