@@ -142,7 +142,8 @@ fn describe() {
     describe_histogram!(
         SANDBOX_WAIT,
         Unit::Seconds,
-        "Time a code-interpreter call waited for its session and a place in the sandbox pool"
+        "Time a code-interpreter call waited for its session and a place in the sandbox pool \
+         (with sandbox workers: its time in the worker beyond its code's, resume included)"
     );
     describe_gauge!(
         SANDBOX_SESSIONS,

@@ -275,6 +275,11 @@ impl Supervisor {
         };
         match reply {
             Reply::Done(mut r) => {
+                // The worker's own recorder is not this process's: its waits are counted here,
+                // as the call's time in the worker beyond its code's (which also holds the
+                // worker's resume and hibernate).
+                let waited = started.elapsed().saturating_sub(r.duration);
+                crate::metrics::sandbox_wait(waited.as_secs_f64());
                 if let Some(l) = &limits {
                     r.enforce_caps(l);
                 } else {
