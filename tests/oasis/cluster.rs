@@ -379,6 +379,12 @@ impl Cluster {
         data[0].clone()
     }
 
+    /// SIGTERM node `i` and wait for it to exit (at most `bound`); whether it exited by itself.
+    pub async fn terminate(&mut self, i: usize, bound: Duration) -> bool {
+        let server = self.nodes[i].server.take().expect("a live node");
+        server.terminate(bound).await
+    }
+
     /// SIGKILL node `i` (its sandbox workers die with it).
     pub async fn kill(&mut self, i: usize) {
         let server = self.nodes[i].server.take().expect("a live node");
@@ -1421,4 +1427,73 @@ async fn the_object_store_down_fails_uploads_cleanly() {
         "the_object_store_down_fails_uploads_cleanly: {:?}",
         t0.elapsed()
     );
+}
+
+/// A node stopped gracefully (SIGTERM) drains: it claims no more runs, finishes the one it is
+/// driving before it exits, and the thread carries on on another node.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_stopped_gracefully_finishes_its_run_first() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let pg = Postgres::start();
+    let s3 = S3::start();
+    let mut c = Cluster::start(&pg, &s3, "drain", 2, &[]).await;
+    let assistant = c
+        .post_ok(
+            "/v1/assistants",
+            json!({"model": "oasis-local", "tools": [{"type": "code_interpreter"}]}),
+        )
+        .await;
+    let assistant = assistant["id"].as_str().unwrap().to_string();
+    let thread = c.post_ok("/v1/threads", json!({})).await;
+    let thread = thread["id"].as_str().unwrap().to_string();
+    let (_, text) = c
+        .turn(&assistant, &thread, "kept = 'before'\nprint(kept)")
+        .await;
+    assert!(text.contains("before"), "{text}");
+    // A run whose cell takes a few seconds (well within the drain's 10 s).
+    c.post_ok(
+        &format!("/v1/threads/{thread}/messages"),
+        json!({"role": "user", "content": "```python\nimport time\ntime.sleep(3)\nkept = 'drained'\nprint(kept)\n```"}),
+    )
+    .await;
+    let run = c
+        .post_ok(
+            &format!("/v1/threads/{thread}/runs"),
+            json!({"assistant_id": assistant}),
+        )
+        .await;
+    let run = run["id"].as_str().unwrap().to_string();
+    let start = Instant::now();
+    let holder = loop {
+        let node = c.run_node(&pg, &run);
+        if !node.is_empty() {
+            break node;
+        }
+        assert!(start.elapsed() < RUN_BOUND, "no node claimed {run}");
+        tokio::time::sleep(POLL).await;
+    };
+    let i = c.index_of(&holder);
+    let other = 1 - i;
+    assert!(
+        c.terminate(i, Duration::from_secs(30)).await,
+        "{holder} did not exit by itself after SIGTERM{}",
+        c.logs()
+    );
+    // It finished the run before it left.
+    let (s, r) = c
+        .get_on(other, &format!("/v1/threads/{thread}/runs/{run}"))
+        .await;
+    assert_eq!((s, r["status"].as_str()), (200, Some("completed")), "{r}");
+    let (s, msgs) = c
+        .get_on(
+            other,
+            &format!("/v1/threads/{thread}/messages?run_id={run}"),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert!(text_of(&msgs["data"][0]).contains("drained"), "{msgs}");
+    // The thread goes on on the other node, with what the drained turn left.
+    let (_, text) = c.turn(&assistant, &thread, "print(kept * 2)").await;
+    assert!(text.contains("draineddrained"), "{text}");
+    assert_eq!(c.ran_on(&pg, &run), holder);
 }

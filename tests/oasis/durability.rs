@@ -205,6 +205,24 @@ impl Server {
         self.child.start_kill().unwrap();
         self.child.wait().await.unwrap();
     }
+
+    /// SIGTERM (a graceful shutdown), then wait up to `bound` for the process to exit; whether
+    /// it exited by itself.
+    pub async fn terminate(mut self, bound: Duration) -> bool {
+        let pid = self.child.id().expect("running").to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        match tokio::time::timeout(bound, self.child.wait()).await {
+            Ok(status) => status.unwrap().success(),
+            Err(_) => {
+                self.child.start_kill().unwrap();
+                false
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
