@@ -17,10 +17,6 @@
 //! is shared with other nodes, its lease `upload.<upload id>` in the store.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, PoisonError};
-use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
@@ -28,9 +24,6 @@ use axum::extract::multipart::MultipartRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
 use axum::http::StatusCode;
 use axum::routing::post;
-use bytes::Bytes;
-use futures::StreamExt;
-use md5::{Digest, Md5};
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
@@ -39,11 +32,16 @@ use super::files::{
     self, ExpiresAfter, check_expires_after, check_purpose, clean_filename, multipart_error,
 };
 use super::{AppState, blocking, insert_returning};
-use crate::bucket::{Bucket, BucketError};
 use crate::model::{
     Kind, StoredUpload, Upload, UploadPart, UploadPartTag, UploadStatus, UploadTag, new_id,
 };
-use crate::store::{Filter, Record, Store, StoreExt, blobs};
+use crate::store::{Filter, Record, StoreExt, blobs};
+
+mod holding;
+mod joining;
+
+use holding::{Hold, hold, try_hold};
+use joining::{JoinError, join};
 
 /// The most one Part may hold (OpenAI's: 64 MB, the SDK's default part size).
 pub const MAX_PART_BYTES: u64 = 64 << 20;
@@ -57,14 +55,6 @@ const MAX_MIME_TYPE_CHARS: usize = 255;
 /// The folder (key prefix) of the bucket that holds Parts: `<folder>/<upload id>/<part id>`.
 /// Under `files/`, so that the local default bucket keeps them where they always were.
 const PARTS_FOLDER: &str = "files/uploads";
-/// How long an Upload's lease lasts unless renewed (a node that dies holding one holds it this
-/// long), and how often it is renewed while held.
-const LEASE_TTL: Duration = Duration::from_secs(15);
-const LEASE_RENEW: Duration = Duration::from_secs(5);
-/// How long a request waits for an Upload that another request holds (then a 409), and how
-/// often it asks again meanwhile.
-const HOLD_WAIT: Duration = Duration::from_secs(30);
-const LEASE_POLL: Duration = Duration::from_millis(20);
 
 pub fn router(max_upload: u64) -> Router<AppState> {
     let part_body = usize::try_from(part_cap(max_upload))
@@ -632,337 +622,11 @@ fn is_upload_id(id: &str) -> bool {
         .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
-/// Why Parts could not be joined.
-#[derive(Debug)]
-enum JoinError {
-    /// The `i`th Part is not in the bucket.
-    Missing(usize),
-    Bucket(BucketError),
-    /// Writing the joined bytes failed.
-    Write(std::io::Error),
-}
-
-/// The objects `keys` of `bucket` joined in that order into the temporary file `out`, each
-/// streamed (never whole in memory): the file, its size, its MD5 (hex) and its first bytes.
-/// Hashing and writing happen off the async threads.
-async fn join(
-    bucket: &Bucket,
-    out: tempfile::NamedTempFile,
-    keys: &[String],
-) -> Result<(tempfile::NamedTempFile, u64, String, Vec<u8>), JoinError> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-    let writer = tokio::task::spawn_blocking(move || {
-        let mut j = Joiner::new(out);
-        while let Some(chunk) = rx.blocking_recv() {
-            j.add(&chunk)?;
-        }
-        j.finish()
-    });
-    let read = async {
-        for (i, key) in keys.iter().enumerate() {
-            let (_, mut stream) = match bucket.get_stream(key).await {
-                Ok(s) => s,
-                Err(BucketError::NotFound(_)) => return Err(JoinError::Missing(i)),
-                Err(e) => return Err(JoinError::Bucket(e)),
-            };
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| {
-                    crate::metrics::object_store_error("any");
-                    JoinError::Bucket(BucketError::Unavailable {
-                        key: key.clone(),
-                        message: e.to_string(),
-                    })
-                })?;
-                if tx.send(chunk).await.is_err() {
-                    // The writer failed: it says why.
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
-    }
-    .await;
-    drop(tx);
-    let written = writer
-        .await
-        .map_err(|e| JoinError::Write(std::io::Error::other(e)))?;
-    read?;
-    written.map_err(JoinError::Write)
-}
-
-/// Bytes being joined into a temporary file, with their size, MD5 and first bytes.
-struct Joiner {
-    out: std::io::BufWriter<tempfile::NamedTempFile>,
-    md5: Md5,
-    head: Vec<u8>,
-    size: u64,
-}
-
-impl Joiner {
-    fn new(out: tempfile::NamedTempFile) -> Joiner {
-        Joiner {
-            out: std::io::BufWriter::with_capacity(1 << 20, out),
-            md5: Md5::new(),
-            head: Vec::with_capacity(files::HEAD_BYTES),
-            size: 0,
-        }
-    }
-
-    fn add(&mut self, chunk: &[u8]) -> std::io::Result<()> {
-        self.md5.update(chunk);
-        let room = files::HEAD_BYTES - self.head.len();
-        self.head.extend_from_slice(&chunk[..room.min(chunk.len())]);
-        self.out.write_all(chunk)?;
-        self.size += chunk.len() as u64;
-        Ok(())
-    }
-
-    /// The file, its size, its MD5 (hex) and its first bytes.
-    fn finish(self) -> std::io::Result<(tempfile::NamedTempFile, u64, String, Vec<u8>)> {
-        let out = self.out.into_inner().map_err(|e| e.into_error())?;
-        Ok((out, self.size, hex::encode(self.md5.finalize()), self.head))
-    }
-}
-
-/// An Upload held for a change: its lock on this server and, on a store shared with other
-/// nodes, its lease in the store. Give it back with [`Hold::release`] (dropped, it gives back
-/// its lease in the background).
-struct Hold {
-    /// Declared first: given back before the lock, so that a request waiting here finds the
-    /// lease free.
-    lease: Option<Lease>,
-    _local: Held,
-    /// Set once the Upload is known to be over (completed, cancelled, expired): its lease is
-    /// then forgotten rather than given back, so the store keeps no row for it.
-    ended: AtomicBool,
-}
-
-impl Hold {
-    /// Note that the Upload is over.
-    fn ended(&self) {
-        self.ended.store(true, Ordering::Relaxed);
-    }
-
-    async fn release(mut self) {
-        if let Some(lease) = self.lease.take() {
-            lease.give_back(self.ended.load(Ordering::Relaxed)).await;
-        }
-    }
-}
-
-/// Whether the store is shared with other nodes (PostgreSQL; a server on one comes with
-/// roaming sessions). Alone on its store (SQLite), a server's own lock orders an Upload's
-/// changes.
-fn shared(state: &AppState) -> bool {
-    state.roaming.is_some()
-}
-
-/// Hold the Upload `id`. Alone on its store, a server waits for its other requests as long as
-/// they take; on a shared store it waits up to [`HOLD_WAIT`] while another request (of this
-/// node or another) holds it, then answers 409 (which the SDKs retry).
-async fn hold(state: &AppState, id: &str) -> ApiResult<Hold> {
-    if !shared(state) {
-        return Ok(Hold {
-            lease: None,
-            _local: lock(state, id).await,
-            ended: AtomicBool::new(false),
-        });
-    }
-    let started = Instant::now();
-    let local = tokio::time::timeout(HOLD_WAIT, lock(state, id))
-        .await
-        .map_err(|_| busy(id))?;
-    let lease = Lease::take(state, id, HOLD_WAIT.saturating_sub(started.elapsed()))
-        .await?
-        .ok_or_else(|| busy(id))?;
-    Ok(Hold {
-        lease: Some(lease),
-        _local: local,
-        ended: AtomicBool::new(false),
-    })
-}
-
-/// Hold the Upload `id` if no other request holds it.
-async fn try_hold(state: &AppState, id: &str) -> ApiResult<Option<Hold>> {
-    let Some(local) = try_lock(state, id) else {
-        return Ok(None);
-    };
-    let lease = if shared(state) {
-        match Lease::take(state, id, Duration::ZERO).await? {
-            Some(l) => Some(l),
-            None => return Ok(None),
-        }
-    } else {
-        None
-    };
-    Ok(Some(Hold {
-        lease,
-        _local: local,
-        ended: AtomicBool::new(false),
-    }))
-}
-
-/// The 409 for an Upload another request held too long.
-fn busy(id: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        format!("Upload {id} is being changed by another request; please try again shortly."),
-    )
-}
-
-/// The lease of an Upload in a store that several nodes share (a cluster's PostgreSQL):
-/// `upload.<upload id>`, held under a name of its own (each hold has a new one, so two
-/// requests of one node never share a lease), renewed while held. A node that dies holding
-/// one holds it for [`LEASE_TTL`] at most.
-struct Lease {
-    store: Arc<dyn Store>,
-    id: String,
-    holder: String,
-    renewing: tokio::task::JoinHandle<()>,
-    given_back: bool,
-}
-
-impl Lease {
-    /// The lease of Upload `upload_id`, asking every [`LEASE_POLL`] for up to `wait` while
-    /// another holds it; `None` if it did not come free.
-    async fn take(state: &AppState, upload_id: &str, wait: Duration) -> ApiResult<Option<Lease>> {
-        let (id, holder) = (format!("upload.{upload_id}"), new_id("upload-hold-"));
-        let ttl = LEASE_TTL.as_millis() as i64;
-        let started = Instant::now();
-        loop {
-            let (store, l, h) = (state.store.clone(), id.clone(), holder.clone());
-            // The store's calls block (PostgreSQL's client): never on an async thread.
-            let taken =
-                tokio::task::spawn_blocking(move || store.take_lease(&l, &h, ttl)).await??;
-            if taken.is_some() {
-                break;
-            }
-            if started.elapsed() + LEASE_POLL > wait {
-                return Ok(None);
-            }
-            tokio::time::sleep(LEASE_POLL).await;
-        }
-        let (store, l, h) = (state.store.clone(), id.clone(), holder.clone());
-        let renewing = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(LEASE_RENEW).await;
-                let (store, l2, h) = (store.clone(), l.clone(), h.clone());
-                let held =
-                    tokio::task::spawn_blocking(move || store.renew_lease(&l2, &h, ttl)).await;
-                if !matches!(held, Ok(Ok(true))) {
-                    tracing::warn!(lease = %l, "could not renew an Upload's lease");
-                }
-            }
-        });
-        Ok(Some(Lease {
-            store: state.store.clone(),
-            id,
-            holder,
-            renewing,
-            given_back: false,
-        }))
-    }
-
-    /// The store call that gives the lease back: forgets it if the Upload is over.
-    fn giving_back(&mut self, ended: bool) -> impl FnOnce() + Send + 'static {
-        self.renewing.abort();
-        self.given_back = true;
-        let (store, id, holder) = (self.store.clone(), self.id.clone(), self.holder.clone());
-        move || {
-            let done = if ended {
-                store.drop_lease(&id)
-            } else {
-                store.release_lease(&id, &holder, false).map(drop)
-            };
-            if let Err(e) = done {
-                tracing::warn!(lease = %id, error = %e, "giving back an Upload's lease");
-            }
-        }
-    }
-
-    async fn give_back(mut self, ended: bool) {
-        let call = self.giving_back(ended);
-        if let Err(e) = tokio::task::spawn_blocking(call).await {
-            tracing::warn!(lease = %self.id, error = %e, "giving back an Upload's lease");
-        }
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if self.given_back {
-            return;
-        }
-        // A request dropped while it held the Upload (its client went away).
-        let call = self.giving_back(false);
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn_blocking(call);
-        }
-    }
-}
-
-/// Each server's requests for one Upload queue here, so that only one of them at a time asks
-/// for its lease (see [`lock`]).
-type Locks = std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
-static LOCKS: LazyLock<Locks> = LazyLock::new(Locks::default);
-
-/// The lock of one Upload on one server, held until dropped (then forgotten if no one else
-/// wants it).
-struct Held {
-    key: String,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.guard.take();
-        let mut locks = LOCKS.lock().unwrap_or_else(PoisonError::into_inner);
-        if locks
-            .get(&self.key)
-            .is_some_and(|m| Arc::strong_count(m) == 1)
-        {
-            locks.remove(&self.key);
-        }
-    }
-}
-
-/// The key of Upload `id`'s lock on the server of `state` (several servers may run in one
-/// process, as in the tests: each is a node of its own).
-fn lock_key(state: &AppState, id: &str) -> String {
-    format!("{:p}/{id}", Arc::as_ptr(&state.store))
-}
-
-fn lock_of(key: &str) -> Arc<tokio::sync::Mutex<()>> {
-    LOCKS
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .entry(key.to_string())
-        .or_default()
-        .clone()
-}
-
-async fn lock(state: &AppState, id: &str) -> Held {
-    let key = lock_key(state, id);
-    let m = lock_of(&key);
-    Held {
-        key,
-        guard: Some(m.lock_owned().await),
-    }
-}
-
-fn try_lock(state: &AppState, id: &str) -> Option<Held> {
-    let key = lock_key(state, id);
-    // Held by another, which forgets it when done.
-    let guard = lock_of(&key).try_lock_owned().ok()?;
-    Some(Held {
-        key,
-        guard: Some(guard),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bucket::Bucket;
+    use md5::{Digest, Md5};
 
     #[test]
     fn only_part_ids_oasis_makes_reach_the_bucket() {
