@@ -56,7 +56,13 @@ struct Copy {
     manifest: Manifest,
     /// The files' stamps when last hashed.
     seen: Stamps,
+    /// When it was last brought up to date or shared.
+    used: Instant,
 }
+
+/// Copies of sessions this node remembers at most (the least recently used is forgotten: its
+/// next turn here fetches the shared state, as after a restart).
+const COPIES_KEPT: usize = 10_000;
 
 pub struct Roaming {
     store: Arc<dyn Store>,
@@ -141,11 +147,7 @@ impl Roaming {
         code: String,
         opts: ExecOptions,
     ) -> Result<ExecResult, SandboxError> {
-        let turn = {
-            let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
-            turns.entry(id.to_string()).or_default().clone()
-        };
-        let _turn = turn.lock().await;
+        let _turn = self.one_turn(id).await;
         let Some(generation) = self.take(id, opts.cancel.as_ref()).await? else {
             return Ok(ExecResult::cancelled_before_start());
         };
@@ -163,9 +165,14 @@ impl Roaming {
                     }
                     Some(g)
                 }
-                // Not shared, or the lease had lapsed meanwhile: this copy is no one's.
+                // Not shared, or the lease had lapsed meanwhile: this copy is no one's (and
+                // the objects it uploaded belong to no counted generation).
                 _ => {
                     copies.remove(id);
+                    self.dropped
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(id);
                     None
                 }
             }
@@ -176,13 +183,39 @@ impl Roaming {
         result
     }
 
-    /// Bring this node's copy of session `id` up to date (to read its files or state here).
-    pub async fn refresh(&self, sessions: &Sessions, id: &str) -> Result<(), SandboxError> {
-        let turn = {
+    /// Wait for this node's other turns of session `id`; this one lasts until the guard is
+    /// dropped.
+    async fn one_turn(&self, id: &str) -> Turn<'_> {
+        let lock = {
             let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
             turns.entry(id.to_string()).or_default().clone()
         };
-        let _turn = turn.lock().await;
+        Turn {
+            roaming: self,
+            id: id.to_string(),
+            guard: Some(lock.lock_owned().await),
+        }
+    }
+
+    /// Remember this node's copy of session `id` (forgetting the least recently used one past
+    /// [`COPIES_KEPT`]).
+    fn keep_copy(&self, id: &str, copy: Copy) {
+        let mut copies = self.copies.lock().unwrap_or_else(|p| p.into_inner());
+        if copies.len() >= COPIES_KEPT
+            && !copies.contains_key(id)
+            && let Some(oldest) = copies
+                .iter()
+                .min_by_key(|(_, c)| c.used)
+                .map(|(k, _)| k.clone())
+        {
+            copies.remove(&oldest);
+        }
+        copies.insert(id.to_string(), copy);
+    }
+
+    /// Bring this node's copy of session `id` up to date (to read its files or state here).
+    pub async fn refresh(&self, sessions: &Sessions, id: &str) -> Result<(), SandboxError> {
+        let _turn = self.one_turn(id).await;
         let Some(generation) = self.take(id, None).await? else {
             return Ok(());
         };
@@ -340,17 +373,15 @@ impl Roaming {
                 Err(e) => return Err(bucket("fetching the session's state", e)),
             }
         }
-        self.copies
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                id.to_string(),
-                Copy {
-                    generation,
-                    manifest,
-                    seen,
-                },
-            );
+        self.keep_copy(
+            id,
+            Copy {
+                generation,
+                manifest,
+                seen,
+                used: Instant::now(),
+            },
+        );
         Ok(())
     }
 
@@ -369,6 +400,7 @@ impl Roaming {
                 generation: next - 1,
                 manifest: Manifest::default(),
                 seen: HashMap::new(),
+                used: Instant::now(),
             });
         let (d, prev) = (data.clone(), previous.clone());
         let (manifest, seen) = tokio::task::spawn_blocking(move || scan(&d, &prev))
@@ -404,17 +436,15 @@ impl Roaming {
             .await
             .map_err(|e| bucket("sharing the session's manifest", e))?;
         // Contents no file refers to any more go once the new generation is counted.
-        self.copies
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                id.to_string(),
-                Copy {
-                    generation: previous.generation,
-                    manifest,
-                    seen,
-                },
-            );
+        self.keep_copy(
+            id,
+            Copy {
+                generation: previous.generation,
+                manifest,
+                seen,
+                used: Instant::now(),
+            },
+        );
         self.dropped
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -496,6 +526,27 @@ pub async fn execute(
     match roaming {
         Some(r) => r.execute(sessions, id, image, code, opts).await,
         None => sessions.execute(id, image, code, opts).await,
+    }
+}
+
+/// One turn of a session on this node (see [`Roaming::one_turn`]); its lock is forgotten once no
+/// one else waits for it.
+struct Turn<'a> {
+    roaming: &'a Roaming,
+    id: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut turns = self.roaming.turns.lock().unwrap_or_else(|p| p.into_inner());
+        if turns
+            .get(&self.id)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            turns.remove(&self.id);
+        }
     }
 }
 
