@@ -256,6 +256,15 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
+/// A page of records as objects.
+fn decoded<T: DeserializeOwned>((records, more): (Vec<Record>, bool)) -> Result<(Vec<T>, bool)> {
+    let items = records
+        .iter()
+        .map(Record::decode)
+        .collect::<Result<Vec<T>>>()?;
+    Ok((items, more))
+}
+
 /// Typed helpers over any [`Store`].
 pub trait StoreExt: Store {
     fn insert<T: Object>(&self, obj: &T) -> Result<()> {
@@ -298,12 +307,7 @@ pub trait StoreExt: Store {
         filter: Option<&Filter>,
         page: &Page,
     ) -> Result<(Vec<T>, bool)> {
-        let (records, more) = self.list(T::KIND, scope, filter, page)?;
-        let items = records
-            .iter()
-            .map(Record::decode)
-            .collect::<Result<Vec<T>>>()?;
-        Ok((items, more))
+        decoded(self.list(T::KIND, scope, filter, page)?)
     }
 }
 
@@ -335,12 +339,7 @@ pub trait TxExt: Tx {
         filter: Option<&Filter>,
         page: &Page,
     ) -> Result<(Vec<T>, bool)> {
-        let (records, more) = self.list(T::KIND, scope, filter, page)?;
-        let items = records
-            .iter()
-            .map(Record::decode)
-            .collect::<Result<Vec<T>>>()?;
-        Ok((items, more))
+        decoded(self.list(T::KIND, scope, filter, page)?)
     }
 }
 

@@ -595,23 +595,7 @@ async fn the_official_python_sdk_suite_passes() {
         .env("OASIS_UPSTREAM_OASIS_URL", &upstream_app.base)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env_remove("SCRIPTED_UPSTREAM_PORT");
-    {
-        use std::os::fd::AsRawFd;
-        let fd = upstream_socket.as_raw_fd();
-        pytest.env("SCRIPTED_UPSTREAM_FD", fd.to_string());
-        // SAFETY: runs in the child between fork and exec, and only calls fcntl(2), which is
-        // async-signal-safe. It lets the child (alone: the flag is per process after the fork)
-        // keep the listening socket across exec, under the same number.
-        unsafe {
-            pytest.pre_exec(move || {
-                use nix::fcntl::{FcntlArg, FdFlag, fcntl};
-                let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
-                fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))
-                    .map(drop)
-                    .map_err(std::io::Error::from)
-            });
-        }
-    }
+    crate::helpers::hand_down_upstream_socket(&mut pytest, &upstream_socket);
     let out = pytest.output().await.unwrap();
     drop(upstream_socket);
     let text = format!(

@@ -424,3 +424,26 @@ pub fn python_venv() -> PathBuf {
     }
     python
 }
+
+/// Let pytest's scripted upstream serve on `socket` (bound here): the child keeps it across
+/// exec under the same number, named by `SCRIPTED_UPSTREAM_FD`.
+pub fn hand_down_upstream_socket(
+    pytest: &mut tokio::process::Command,
+    socket: &std::net::TcpListener,
+) {
+    use std::os::fd::AsRawFd;
+    let fd = socket.as_raw_fd();
+    pytest.env("SCRIPTED_UPSTREAM_FD", fd.to_string());
+    // SAFETY: runs in the child between fork and exec, and only calls fcntl(2), which is
+    // async-signal-safe. It lets the child (alone: the flag is per process after the fork)
+    // keep the listening socket across exec, under the same number.
+    unsafe {
+        pytest.pre_exec(move || {
+            use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+            let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
+}

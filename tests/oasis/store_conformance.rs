@@ -59,6 +59,25 @@ fn page(order: Order, after: Option<&str>, before: Option<&str>, limit: usize) -
     }
 }
 
+/// `f(store, i)` for `i` in `0..n`, each on a thread of its own, all let go at once.
+fn at_once<R: Send + 'static>(
+    s: &Arc<dyn Store>,
+    n: usize,
+    f: impl Fn(&dyn Store, usize) -> R + Send + Sync + 'static,
+) -> Vec<R> {
+    let (gate, f) = (Arc::new(Barrier::new(n)), Arc::new(f));
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let (s, gate, f) = (s.clone(), gate.clone(), f.clone());
+            std::thread::spawn(move || {
+                gate.wait();
+                f(s.as_ref(), i)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
 fn ids(v: Vec<Record>) -> Vec<String> {
     v.into_iter().map(|r| r.id).collect()
 }
@@ -362,20 +381,8 @@ fn the_thread_lock_lets_one_of_many_concurrent_runs_start() {
     both("thread_lock", |s| {
         s.insert_all(&[rec(Kind::Thread, "t", None, serde_json::json!({}))])
             .unwrap();
-        let n = 8;
-        let gate = Arc::new(Barrier::new(n));
-        let handles: Vec<_> = (0..n)
-            .map(|i| {
-                let (s, gate) = (s.clone(), gate.clone());
-                std::thread::spawn(move || {
-                    gate.wait();
-                    start_run_if_free(s.as_ref(), "t", &format!("run_{i}"))
-                })
-            })
-            .collect();
-        let started = handles
+        let started = at_once(&s, 8, |s, i| start_run_if_free(s, "t", &format!("run_{i}")))
             .into_iter()
-            .map(|h| h.join().unwrap())
             .filter(|x| *x)
             .count();
         assert_eq!(started, 1);
@@ -439,29 +446,20 @@ fn concurrent_claimers_take_each_queued_run_exactly_once() {
         })
         .unwrap();
         assert_eq!(s.queued_runs().unwrap(), 54);
-        let n = 6;
-        let gate = Arc::new(Barrier::new(n));
-        let handles: Vec<_> = (0..n)
-            .map(|i| {
-                let (s, gate) = (s.clone(), gate.clone());
-                std::thread::spawn(move || {
-                    let node = format!("n{i}");
-                    gate.wait();
-                    let mut mine = vec![];
-                    while let Some((id, waited)) = s.claim_run(&node).unwrap() {
-                        // How long a run waited is known once its owner was set (as the
-                        // orchestrator does when it queues one), by the database's clock.
-                        let reserved = id == "run_00" || id == "run_01";
-                        assert_eq!(waited.is_some_and(|ms| ms >= 0), reserved, "{id}");
-                        mine.push(id);
-                    }
-                    (node, mine)
-                })
-            })
-            .collect();
+        let claimed = at_once(&s, 6, |s, i| {
+            let node = format!("n{i}");
+            let mut mine = vec![];
+            while let Some((id, waited)) = s.claim_run(&node).unwrap() {
+                // How long a run waited is known once its owner was set (as the
+                // orchestrator does when it queues one), by the database's clock.
+                let reserved = id == "run_00" || id == "run_01";
+                assert_eq!(waited.is_some_and(|ms| ms >= 0), reserved, "{id}");
+                mine.push(id);
+            }
+            (node, mine)
+        });
         let mut seen = HashSet::new();
-        for h in handles {
-            let (node, mine) = h.join().unwrap();
+        for (node, mine) in claimed {
             for id in mine {
                 if id == "run_00" || id == "run_01" {
                     assert_eq!(node, "n0", "{id} was reserved for n0");
@@ -595,21 +593,12 @@ fn a_session_lease_is_held_by_one_node_and_counts_shared_turns() {
         s.drop_lease("sess").unwrap();
         assert_eq!(s.take_lease("sess", "c", 60_000).unwrap(), Some(0));
         // Of many nodes asking at once, one gets it.
-        let n = 8;
-        let gate = Arc::new(Barrier::new(n));
-        let handles: Vec<_> = (0..n)
-            .map(|i| {
-                let (s, gate) = (s.clone(), gate.clone());
-                std::thread::spawn(move || {
-                    gate.wait();
-                    s.take_lease("contended", &format!("n{i}"), 60_000).unwrap()
-                })
-            })
-            .collect();
-        let got = handles
-            .into_iter()
-            .filter_map(|h| h.join().unwrap())
-            .count();
+        let got = at_once(&s, 8, |s, i| {
+            s.take_lease("contended", &format!("n{i}"), 60_000).unwrap()
+        })
+        .into_iter()
+        .flatten()
+        .count();
         assert_eq!(got, 1);
     });
 }
