@@ -45,6 +45,11 @@ pub enum Command {
     Serve(Box<crate::server::ServeArgs>),
     /// Run Python in a fresh sandbox session and print what it printed.
     Exec(ExecArgs),
+    /// Manage the API keys of projects (the keys file).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Run benchmarks and print numbers.
     Bench {
         #[command(subcommand)]
@@ -66,6 +71,23 @@ pub enum RuntimeAction {
     Prepare {
         #[arg(long, default_value = DEFAULT_IMAGE)]
         image: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Make a new key for a project (created if new) and print it; the keys file keeps only
+    /// its SHA-256, and a running server picks it up within a second.
+    Add {
+        /// The project's id: 1 to 64 letters, digits, '_' or '-'.
+        #[arg(long)]
+        project: String,
+        /// A name for people, for a new project (an existing project keeps its name).
+        #[arg(long)]
+        name: Option<String>,
+        /// The keys file (created if absent).
+        #[arg(long, env = "OASIS_KEYS_FILE")]
+        file: PathBuf,
     },
 }
 
@@ -154,6 +176,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::retrieval::extract::run_worker()?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Keys { action } => match action {
+            KeysAction::Add {
+                project,
+                name,
+                file,
+            } => {
+                let key = crate::tenancy::add_key(&file, &project, name.as_deref())?;
+                println!("{key}");
+                eprintln!(
+                    "oasis: stored its SHA-256 in {}; this is the only time the key is shown",
+                    file.display()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+        },
         Command::Bench { what } => match what {
             BenchWhat::Sandbox(args) => {
                 crate::bench::sandbox(&cli.data_dir, args)?;

@@ -19,6 +19,7 @@
 //! - [`sandbox`]: the code-interpreter sandbox (wasmtime, WASI, sessions). Knows no HTTP or SQL.
 //! - [`disk`]: file helpers (hashing, atomic writes) the pinned downloads and the sandbox share.
 //! - [`metrics`]: what `GET /metrics` shows operators (names, labels, the calls that record).
+//! - [`tenancy`]: projects and their API keys (the keys file), limits, session keys.
 //! - [`cli`]: the `oasis` command line.
 //! - [`bench`]: `oasis bench`, benchmarks that print numbers (never timed tests).
 
@@ -37,4 +38,5 @@ pub mod roaming;
 pub mod sandbox;
 pub mod server;
 pub mod store;
+pub mod tenancy;
 pub mod vectors;

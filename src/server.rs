@@ -50,6 +50,11 @@ pub struct Knobs {
     #[arg(long, value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_keys: Option<Vec<String>>,
+    /// A keys file (TOML): projects, the SHA-256 of each of their keys, their limits; re-read
+    /// when it changes and on SIGHUP [default: none].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys_file: Option<PathBuf>,
     /// Largest upload, and largest File a run stores, in bytes [default: 512 MiB].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -216,6 +221,7 @@ impl Knobs {
             addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             mode: Some(Mode::All),
             api_keys: Some(vec![]),
+            keys_file: Some(PathBuf::new()),
             max_upload_bytes: Some(0),
             cache_dir: Some(PathBuf::new()),
             idle_ttl_secs: Some(0),
@@ -346,7 +352,7 @@ impl Settings {
                 .clone()
                 .unwrap_or_else(|| data_dir.to_path_buf()),
             api: ApiConfig {
-                api_keys: keys.map(Arc::new),
+                keys: crate::tenancy::Keys::new(keys, k.keys_file.clone())?,
                 max_upload_bytes: k.max_upload_bytes.unwrap_or(512 * 1024 * 1024),
                 mode: k.mode.unwrap_or(Mode::All),
                 thread_list: k.thread_list.unwrap_or(false),
@@ -529,6 +535,7 @@ pub fn build_state(settings: &Settings, sandbox: Option<Arc<Sandbox>>) -> anyhow
                 vectors.clone(),
                 settings.runs.clone(),
             );
+            let runs = runs.with_keys(settings.api.keys.clone());
             Some(match &roaming {
                 Some(r) => runs.with_roaming(r.clone()),
                 None => runs,
@@ -545,6 +552,7 @@ pub fn build_state(settings: &Settings, sandbox: Option<Arc<Sandbox>>) -> anyhow
         runs,
         vectors,
         config: settings.api.clone(),
+        project: crate::tenancy::Project::default_project(),
     })
 }
 
@@ -597,6 +605,8 @@ pub async fn serve(
         }
     });
     let sweeper = tokio::spawn(api::sweep_expired_forever(state.clone()));
+    // A changed keys file (or SIGHUP) takes effect without a restart.
+    let keys_watch = state.config.keys.watch();
     let ingester = state
         .vectors
         .clone()
@@ -608,6 +618,7 @@ pub async fn serve(
         .await
         .context("serving HTTP");
     sweeper.abort();
+    keys_watch.abort();
     if let Some(i) = ingester {
         i.abort();
     }
@@ -694,12 +705,12 @@ pub async fn shutdown_signal() {
 /// `oasis serve`.
 pub fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::resolve(data_dir, &args)?;
-    if settings.api.api_keys.is_none() && !settings.addr.ip().is_loopback() {
+    if settings.api.keys.is_open() && !settings.addr.ip().is_loopback() {
         tracing::warn!(
             addr = %settings.addr,
-            "!!! OASIS_API_KEYS is not set and Oasis listens on a non-loopback address: anyone \
-             who can reach it can run code in its sandboxes and read every file. Set \
-             OASIS_API_KEYS. !!!"
+            "!!! Neither OASIS_API_KEYS nor OASIS_KEYS_FILE is set and Oasis listens on a \
+             non-loopback address: anyone who can reach it can run code in its sandboxes and \
+             read every file. Set OASIS_API_KEYS or OASIS_KEYS_FILE. !!!"
         );
     }
     tracing::info!(?settings, "starting");

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::routing::get;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::error::ApiResult;
 use super::extract::{ApiJson, ListBody, ListQuery, deleted};
 use super::wire::{AssistantDeleted, Deleted, MetadataParam, ReasoningEffort};
-use super::{AppState, blocking, insert_returning, save_returning, validate};
+use super::{AppState, Scoped, blocking, insert_returning, save_returning, validate};
 use crate::model::{
     Assistant, Kind, Metadata, ResponseFormatOption, Tool, ToolResources, new_id, now,
 };
@@ -89,7 +89,7 @@ fn check_text(
 }
 
 async fn create(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     ApiJson(req): ApiJson<CreateAssistant>,
 ) -> ApiResult<Json<Assistant>> {
     if req.model.trim().is_empty() {
@@ -123,17 +123,14 @@ async fn create(
     Ok(Json(insert_returning(&state, a).await?))
 }
 
-async fn retrieve(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Assistant>> {
+async fn retrieve(Scoped(state): Scoped, Path(id): Path<String>) -> ApiResult<Json<Assistant>> {
     Ok(Json(
         blocking(&state, move |s| s.fetch::<Assistant>(&id)).await?,
     ))
 }
 
 async fn modify(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<ModifyAssistant>,
 ) -> ApiResult<Json<Assistant>> {
@@ -186,7 +183,7 @@ async fn modify(
 }
 
 async fn remove(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Deleted<AssistantDeleted>>> {
     let id2 = id.clone();
@@ -197,7 +194,7 @@ async fn remove(
     Ok(deleted::<AssistantDeleted>(&id))
 }
 
-async fn list(State(state): State<AppState>, q: ListQuery) -> ApiResult<Json<ListBody<Assistant>>> {
+async fn list(Scoped(state): Scoped, q: ListQuery) -> ApiResult<Json<ListBody<Assistant>>> {
     let page = q.page()?;
     let (data, more) = blocking(&state, move |s| s.page::<Assistant>(None, None, &page)).await?;
     Ok(Json(ListBody::new(data, more)))

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -27,7 +27,7 @@ use super::wire::{
     Deleted, ListTag, SessionDeleted, SessionFile, SessionFileList, SessionId, SessionObject,
     SessionStatus, SessionTag,
 };
-use super::{AppState, blocking};
+use super::{AppState, Scoped, blocking};
 use crate::model::{FileObject, FileRef, Thread, new_id};
 use crate::sandbox::{
     ExecOptions, ExecResult, InputFile, Outcome, OutputTap, Sessions, StreamKind,
@@ -151,7 +151,7 @@ fn sessions(state: &AppState) -> ApiResult<&Sessions> {
 }
 
 async fn execute(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     ApiJson(req): ApiJson<ExecuteRequest>,
 ) -> ApiResult<Response> {
     let manager = sessions(&state)?.clone();
@@ -187,10 +187,13 @@ async fn execute(
         inputs: inputs(&state, &req.file_ids).await?,
         ..Default::default()
     };
+    let key = state.session_key(&session_id)?;
+    state.check_sessions(&manager, &key).await?;
     let call = Call {
         state,
         manager,
         session_id,
+        key,
     };
     if !req.stream {
         let r = call.execute(req.image.as_deref(), req.code, opts).await?;
@@ -346,6 +349,8 @@ struct Call {
     state: AppState,
     manager: Sessions,
     session_id: String,
+    /// The sandbox's key for the session (see `AppState::session_key`).
+    key: String,
 }
 
 impl Call {
@@ -357,16 +362,12 @@ impl Call {
         opts: ExecOptions,
     ) -> Result<crate::sandbox::ExecResult, crate::sandbox::SandboxError> {
         let roaming = self.state.roaming.as_deref();
-        crate::roaming::execute(roaming, &self.manager, &self.session_id, image, code, opts).await
+        crate::roaming::execute(roaming, &self.manager, &self.key, image, code, opts).await
     }
 
     /// Store `bytes` as a File if the session's export budget allows; otherwise a note.
     async fn export(&self, name: &str, bytes: Vec<u8>) -> ApiResult<Result<FileObject, String>> {
-        let (m, id, n) = (
-            self.manager.clone(),
-            self.session_id.clone(),
-            bytes.len() as u64,
-        );
+        let (m, id, n) = (self.manager.clone(), self.key.clone(), bytes.len() as u64);
         let fits = tokio::task::spawn_blocking(move || m.charge_export(&id, n))
             .await?
             .map_err(|e| ApiError::internal(format!("charging the session's exports: {e}")))?;
@@ -374,6 +375,12 @@ impl Call {
             return Ok(Err(format!(
                 "[oasis] {name} ({n} bytes) was not stored as a File: this session has used up \
                  what it may add to the file store\n"
+            )));
+        }
+        if !self.state.storage_fits(n).await? {
+            return Ok(Err(format!(
+                "[oasis] {name} ({n} bytes) was not stored as a File: the project has reached \
+                 its storage limit\n"
             )));
         }
         Ok(Ok(create_from_bytes(
@@ -424,7 +431,7 @@ impl Call {
             }
             let (m, id, rel) = (
                 self.manager.clone(),
-                self.session_id.clone(),
+                self.key.clone(),
                 change.relative.clone(),
             );
             // At most what the scan saw: the file may have grown since.
@@ -472,14 +479,15 @@ impl Call {
 }
 
 async fn list_files(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SessionFileList>> {
     let manager = sessions(&state)?;
+    let key = state.session_key(&id)?;
     if let Some(r) = &state.roaming {
-        r.refresh(manager, &id).await?;
+        r.refresh(manager, &key).await?;
     }
-    let files = manager.list_files(&id)?;
+    let files = manager.list_files(&key)?;
     let data = files
         .into_iter()
         .map(|(rel, size)| SessionFile {
@@ -495,14 +503,15 @@ async fn list_files(
 }
 
 async fn get_session(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SessionObject>> {
     let manager = sessions(&state)?;
+    let key = state.session_key(&id)?;
     if let Some(r) = &state.roaming {
-        r.refresh(manager, &id).await?;
+        r.refresh(manager, &key).await?;
     }
-    let Some(info) = manager.info(&id).await? else {
+    let Some(info) = manager.info(&key).await? else {
         return Err(ApiError::not_found("session", &id));
     };
     let status = if info.live {
@@ -526,13 +535,14 @@ async fn get_session(
 }
 
 async fn end_session(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Deleted<SessionDeleted>>> {
     let manager = sessions(&state)?;
-    let here = manager.remove(&id).await?;
+    let key = state.session_key(&id)?;
+    let here = manager.remove(&key).await?;
     let shared = match &state.roaming {
-        Some(r) => r.remove(&id).await?,
+        Some(r) => r.remove(&key).await?,
         None => false,
     };
     if !here && !shared {

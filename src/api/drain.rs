@@ -137,7 +137,7 @@ pub async fn settle_request_body(
         return next.run(Request::from_parts(parts, body)).await;
     }
     let bounds = Bounds::for_caller(
-        super::caller_is_valid(&state.config, &parts.headers),
+        super::scope::caller(&state.config, &parts.headers).is_some(),
         state.config.max_upload_bytes,
     );
     let shared = Arc::new(Shared {

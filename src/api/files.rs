@@ -11,7 +11,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
-use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
+use axum::extract::{DefaultBodyLimit, Multipart, Path};
 use axum::http::{StatusCode, header};
 use axum::response::Response;
 use axum::routing::get;
@@ -20,7 +20,7 @@ use serde::Deserialize;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ListBody, ListQuery, deleted};
 use super::wire::{Deleted, FileDeleted};
-use super::{AppState, blocking};
+use super::{AppState, Scoped, blocking};
 use crate::bucket::BucketError;
 use crate::model::FileObject;
 use crate::store::{Filter, StoreExt, blobs};
@@ -227,7 +227,7 @@ pub fn clean_filename(name: &str) -> Option<String> {
 }
 
 async fn upload(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     mp: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Json<FileObject>> {
     let mut mp = mp.map_err(|e| {
@@ -300,6 +300,7 @@ async fn upload(
     if purpose == "vision" && !is_image(&head) {
         return Err(not_an_image("file"));
     }
+    state.check_storage(size).await?;
     let obj = new_file(&state, filename, purpose, size, expires_after);
     commit(&state, tmp, obj).await.map(Json)
 }
@@ -390,10 +391,7 @@ pub async fn create_from_bytes(
     Ok(blobs::create(&state.store, &state.bucket, filename, purpose, bytes).await?)
 }
 
-async fn retrieve(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<FileObject>> {
+async fn retrieve(Scoped(state): Scoped, Path(id): Path<String>) -> ApiResult<Json<FileObject>> {
     find_live(&state, &id)
         .await?
         .map(Json)
@@ -401,7 +399,7 @@ async fn retrieve(
 }
 
 async fn remove(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Deleted<FileDeleted>>> {
     if find_live(&state, &id).await?.is_none() {
@@ -419,7 +417,7 @@ async fn remove(
     Ok(deleted::<FileDeleted>(&id))
 }
 
-async fn content(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn content(Scoped(state): Scoped, Path(id): Path<String>) -> ApiResult<Response> {
     let f = find_live(&state, &id)
         .await?
         .ok_or_else(|| no_such_file(&id))?;
@@ -462,10 +460,7 @@ fn content_disposition(name: &str) -> String {
     format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
-async fn list(
-    State(state): State<AppState>,
-    q: ListQuery,
-) -> ApiResult<Json<ListBody<FileObject>>> {
+async fn list(Scoped(state): Scoped, q: ListQuery) -> ApiResult<Json<ListBody<FileObject>>> {
     let page = q.page_up_to(LIST_LIMIT, LIST_LIMIT)?;
     // Expired Files go before the page is read; should that fail (their bytes could not be
     // deleted), they are still left out of it.

@@ -12,6 +12,7 @@ mod listen;
 mod models;
 mod openapi;
 mod runs;
+mod scope;
 mod threads;
 mod uploads;
 mod validate;
@@ -24,13 +25,14 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 pub use error::{ApiError, ApiResult};
 pub use listen::{ConnLimits, serve as serve_http};
+pub use scope::Scoped;
 
 use crate::sandbox::Sessions;
 use crate::store::{Store, StoreError};
@@ -50,8 +52,8 @@ pub enum Mode {
 /// Settings the handlers read.
 #[derive(Clone)]
 pub struct ApiConfig {
-    /// Accepted bearer keys; `None` accepts any request.
-    pub api_keys: Option<Arc<Vec<String>>>,
+    /// Accepted bearer keys and their projects (open: any request, the default project).
+    pub keys: crate::tenancy::Keys,
     pub max_upload_bytes: u64,
     pub mode: Mode,
     /// Serve `GET /v1/threads` (an Oasis extension; OpenAI has no thread list).
@@ -82,13 +84,7 @@ impl Clock {
 impl std::fmt::Debug for ApiConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiConfig")
-            .field(
-                "api_keys",
-                &self
-                    .api_keys
-                    .as_ref()
-                    .map(|k| format!("{} key(s), redacted", k.len())),
-            )
+            .field("keys", &self.keys)
             .field("max_upload_bytes", &self.max_upload_bytes)
             .field("mode", &self.mode)
             .field("thread_list", &self.thread_list)
@@ -112,6 +108,9 @@ pub struct AppState {
     /// Vector stores (absent in `tools` mode).
     pub vectors: Option<crate::vectors::Vectors>,
     pub config: ApiConfig,
+    /// The project whose objects this state sees (see `scope.rs`). The router's own state is
+    /// the default project's; handlers behind the key check take [`Scoped`] instead.
+    pub project: crate::tenancy::Project,
 }
 
 /// Run blocking store work off the async threads.
@@ -159,7 +158,7 @@ pub fn router(state: AppState) -> Router {
     }
     let v1 = v1
         .layer(middleware::from_fn(beta_header))
-        .layer(middleware::from_fn_with_state(state.clone(), auth));
+        .layer(middleware::from_fn_with_state(state.clone(), scope::auth));
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
@@ -360,65 +359,6 @@ async fn openai_shaped_errors(req: Request, next: Next) -> Response {
     e.into_response()
 }
 
-/// The key a request presents in `Authorization: Bearer <key>`, if any.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-}
-
-fn accepted(keys: &[String], key: &str) -> bool {
-    keys.iter()
-        .any(|ok| constant_time_eq(ok.as_bytes(), key.as_bytes()))
-}
-
-/// Whether a request comes with a valid key (every request does when no keys are set).
-fn caller_is_valid(config: &ApiConfig, headers: &HeaderMap) -> bool {
-    match &config.api_keys {
-        None => true,
-        Some(keys) => bearer(headers).is_some_and(|k| accepted(keys, k)),
-    }
-}
-
-/// `Authorization: Bearer <key>` against `OASIS_API_KEYS`, when set.
-async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(keys) = &state.config.api_keys else {
-        return next.run(req).await;
-    };
-    match bearer(req.headers()) {
-        None => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "You didn't provide an API key. You need to provide your API key in an Authorization \
-             header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-        )
-        .into_response(),
-        Some(k) if accepted(keys, k) => next.run(req).await,
-        Some(k) => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            format!("Incorrect API key provided: {}.", redact(k)),
-        )
-        .code("invalid_api_key")
-        .into_response(),
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Show only the ends of a key, as OpenAI does.
-fn redact(key: &str) -> String {
-    let chars: Vec<char> = key.chars().collect();
-    if chars.len() <= 8 {
-        return "*".repeat(chars.len());
-    }
-    let head: String = chars[..3].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}{}{tail}", "*".repeat(chars.len() - 7))
-}
-
 /// `OpenAI-Beta: assistants=v1` is gone; v2 or no header is served.
 async fn beta_header(req: Request, next: Next) -> Response {
     let v1 = req
@@ -437,15 +377,4 @@ async fn beta_header(req: Request, next: Next) -> Response {
         .into_response();
     }
     next.run(req).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_are_redacted_in_errors() {
-        assert_eq!(redact("sk-abcdefghijkl"), "sk-********ijkl");
-        assert_eq!(redact("short"), "*****");
-    }
 }

@@ -4,13 +4,13 @@ use std::sync::LazyLock;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::get;
 
-use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::wire::{ListTag, ModelList, ModelObject, ModelTag};
+use super::{AppState, Scoped};
 use crate::backend::LOCAL_MODEL;
 use crate::model::now;
 
@@ -54,7 +54,7 @@ fn no_such_model(model: &str) -> ApiError {
     .code("model_not_found")
 }
 
-async fn list(State(state): State<AppState>) -> Json<ModelList> {
+async fn list(Scoped(state): Scoped) -> Json<ModelList> {
     let data = ids(&state).await.iter().map(|m| object(m)).collect();
     Json(ModelList {
         object: ListTag,
@@ -63,7 +63,7 @@ async fn list(State(state): State<AppState>) -> Json<ModelList> {
 }
 
 async fn retrieve(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path(model): Path<String>,
 ) -> ApiResult<Json<ModelObject>> {
     if ids(&state).await.contains(&model) {
@@ -75,7 +75,7 @@ async fn retrieve(
 
 /// OpenAI deletes only fine-tuned models their owner made; Oasis has none of those, so a model
 /// it serves cannot be deleted (403) and any other does not exist (404).
-async fn remove(State(state): State<AppState>, Path(model): Path<String>) -> ApiError {
+async fn remove(Scoped(state): Scoped, Path(model): Path<String>) -> ApiError {
     if ids(&state).await.contains(&model) {
         ApiError::new(
             StatusCode::FORBIDDEN,

@@ -4,7 +4,7 @@ use std::convert::Infallible;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::HeaderValue;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +16,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ListBody, ListQuery};
 use super::threads::{CreateMessage, CreateThread, build_message};
 use super::wire::{MetadataParam, ReasoningEffort, check_step_include};
-use super::{AppState, blocking, validate};
+use super::{AppState, Scoped, blocking, validate};
 use crate::model::{
     Metadata, ResponseFormatOption, Run, RunStep, Thread, Tool, ToolChoiceOption, ToolResources,
     Truncation, new_id, now,
@@ -65,6 +65,7 @@ impl From<RunError> for ApiError {
                     None => e,
                 }
             }
+            RunError::OverLimit(message) => super::scope::over_limit(message),
             RunError::Store(e) => e.into(),
             RunError::Internal(e) => ApiError::internal(format!("{e:#}")),
         }
@@ -341,7 +342,7 @@ async fn build_messages(
 }
 
 async fn create_run(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path(thread_id): Path<String>,
     RawQuery(query): RawQuery,
     ApiJson(req): ApiJson<CreateRun>,
@@ -400,7 +401,7 @@ async fn create_run(
 }
 
 async fn create_thread_and_run(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     ApiJson(req): ApiJson<CreateThreadAndRun>,
 ) -> ApiResult<Response> {
     let orch = orchestrator(&state)?.clone();
@@ -468,7 +469,7 @@ async fn create_thread_and_run(
 }
 
 async fn list_runs(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path(thread_id): Path<String>,
     q: ListQuery,
 ) -> ApiResult<Json<ListBody<Run>>> {
@@ -482,7 +483,7 @@ async fn list_runs(
 }
 
 async fn retrieve_run(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path((thread_id, run_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let run = orchestrator(&state)?.get_run(&thread_id, &run_id).await?;
@@ -490,7 +491,7 @@ async fn retrieve_run(
 }
 
 async fn modify_run(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path((thread_id, run_id)): Path<(String, String)>,
     ApiJson(req): ApiJson<ModifyRun>,
 ) -> ApiResult<Response> {
@@ -506,7 +507,7 @@ async fn modify_run(
 }
 
 async fn cancel_run(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path((thread_id, run_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let run = orchestrator(&state)?.cancel(&thread_id, &run_id).await?;
@@ -514,7 +515,7 @@ async fn cancel_run(
 }
 
 async fn submit_tool_outputs(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path((thread_id, run_id)): Path<(String, String)>,
     ApiJson(req): ApiJson<SubmitToolOutputs>,
 ) -> ApiResult<Response> {
@@ -533,7 +534,7 @@ async fn submit_tool_outputs(
 }
 
 async fn list_steps(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path((thread_id, run_id)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     q: ListQuery,
@@ -563,7 +564,7 @@ fn shown(step: RunStep, content: bool) -> RunStep {
 }
 
 async fn retrieve_step(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path((thread_id, run_id, step_id)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<RunStep>> {

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::routing::get;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -11,7 +11,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ListBody, ListQuery, deleted};
 use super::vector_stores::attach_for_search;
 use super::wire::{Deleted, MessageDeleted, MetadataParam, ThreadDeleted};
-use super::{AppState, blocking, insert_returning, save_returning, validate};
+use super::{AppState, Scoped, blocking, insert_returning, save_returning, validate};
 use crate::model::{
     Attachment, Kind, Message, MessageRole, MessageStatus, Metadata, Thread, ToolResources, new_id,
     now,
@@ -111,7 +111,7 @@ pub async fn build_message(
 }
 
 async fn create_thread(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     ApiJson(req): ApiJson<CreateThread>,
 ) -> ApiResult<Json<Thread>> {
     let thread = Thread {
@@ -141,17 +141,14 @@ async fn create_thread(
     Ok(Json(thread))
 }
 
-async fn retrieve_thread(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Thread>> {
+async fn retrieve_thread(Scoped(state): Scoped, Path(id): Path<String>) -> ApiResult<Json<Thread>> {
     Ok(Json(
         blocking(&state, move |s| s.fetch::<Thread>(&id)).await?,
     ))
 }
 
 async fn modify_thread(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<ModifyThread>,
 ) -> ApiResult<Json<Thread>> {
@@ -169,7 +166,7 @@ async fn modify_thread(
 /// Deleting a thread cancels its active run, deletes its messages, runs and steps (one
 /// transaction) and its sandbox session.
 async fn delete_thread(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Deleted<ThreadDeleted>>> {
     if let Some(runs) = &state.runs {
@@ -180,22 +177,20 @@ async fn delete_thread(
     if !existed {
         return Err(ApiError::not_found("thread", &id));
     }
+    let key = state.project.session_key(&id);
     if let Some(sessions) = &state.sessions {
-        sessions.remove(&id).await?;
+        sessions.remove(&key).await?;
     }
     // On a cluster, also its shared state, files and lease (other nodes' copies are dropped
     // by their retention sweep).
     if let Some(r) = &state.roaming {
-        r.remove(&id).await?;
+        r.remove(&key).await?;
     }
     Ok(deleted::<ThreadDeleted>(&id))
 }
 
 /// Oasis extension (OpenAI has no thread list), served when `thread_list` is on.
-async fn list_threads(
-    State(state): State<AppState>,
-    q: ListQuery,
-) -> ApiResult<Json<ListBody<Thread>>> {
+async fn list_threads(Scoped(state): Scoped, q: ListQuery) -> ApiResult<Json<ListBody<Thread>>> {
     if !state.config.thread_list {
         return Err(ApiError::new(
             axum::http::StatusCode::NOT_FOUND,
@@ -209,7 +204,7 @@ async fn list_threads(
 }
 
 async fn create_message(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path(thread_id): Path<String>,
     ApiJson(req): ApiJson<CreateMessage>,
 ) -> ApiResult<Json<Message>> {
@@ -245,14 +240,14 @@ async fn fetch_message(
 }
 
 async fn retrieve_message(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path((thread_id, message_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Message>> {
     Ok(Json(fetch_message(&state, thread_id, message_id).await?))
 }
 
 async fn modify_message(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path((thread_id, message_id)): Path<(String, String)>,
     ApiJson(req): ApiJson<ModifyMessage>,
 ) -> ApiResult<Json<Message>> {
@@ -264,7 +259,7 @@ async fn modify_message(
 }
 
 async fn delete_message(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path((thread_id, message_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Deleted<MessageDeleted>>> {
     let m = fetch_message(&state, thread_id, message_id).await?;
@@ -274,7 +269,7 @@ async fn delete_message(
 }
 
 async fn list_messages(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path(thread_id): Path<String>,
     q: ListQuery,
 ) -> ApiResult<Json<ListBody<Message>>> {

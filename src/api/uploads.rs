@@ -21,7 +21,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use axum::Json;
 use axum::Router;
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
+use axum::extract::{DefaultBodyLimit, Multipart, Path};
 use axum::http::StatusCode;
 use axum::routing::post;
 use serde::Deserialize;
@@ -31,7 +31,7 @@ use super::extract::ApiJson;
 use super::files::{
     self, ExpiresAfter, check_expires_after, check_purpose, clean_filename, multipart_error,
 };
-use super::{AppState, blocking, insert_returning};
+use super::{AppState, Scoped, blocking, insert_returning};
 use crate::model::{
     Kind, StoredUpload, Upload, UploadPart, UploadPartTag, UploadStatus, UploadTag, new_id,
 };
@@ -119,7 +119,7 @@ pub struct AddUploadPartRequest {
 }
 
 async fn create(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     ApiJson(req): ApiJson<CreateUploadRequest>,
 ) -> ApiResult<Json<Upload>> {
     let chars = req.filename.chars().count();
@@ -163,6 +163,7 @@ async fn create(
         )
         .code("integer_above_max_value"));
     }
+    state.check_storage(bytes).await?;
     let mime = req.mime_type.chars().count();
     if mime == 0 {
         return Err(ApiError::invalid(
@@ -207,7 +208,7 @@ async fn create(
 }
 
 async fn add_part(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path(upload_id): Path<String>,
     mp: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Json<UploadPart>> {
@@ -309,7 +310,7 @@ async fn store_part(
 }
 
 async fn complete(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path(upload_id): Path<String>,
     ApiJson(req): ApiJson<CompleteUploadRequest>,
 ) -> ApiResult<Json<Upload>> {
@@ -327,6 +328,8 @@ async fn complete_held(
     req: CompleteUploadRequest,
 ) -> ApiResult<Upload> {
     let mut stored = pending(state, hold, upload_id, "complete").await?;
+    // Checked again: other Files may have been stored since the Upload was created.
+    state.check_storage(stored.upload.bytes).await?;
     if req.part_ids.len() > MAX_PARTS {
         return Err(ApiError::invalid(
             "part_ids",
@@ -415,10 +418,7 @@ async fn complete_held(
     Ok(stored.upload)
 }
 
-async fn cancel(
-    State(state): State<AppState>,
-    Path(upload_id): Path<String>,
-) -> ApiResult<Json<Upload>> {
+async fn cancel(Scoped(state): Scoped, Path(upload_id): Path<String>) -> ApiResult<Json<Upload>> {
     let hold = hold(&state, &upload_id).await?;
     let out = async {
         let stored = pending(&state, &hold, &upload_id, "cancel").await?;

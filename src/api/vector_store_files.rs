@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,7 +14,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ListBody};
 use super::vector_stores::{TextContent, existing, vectors};
 use super::wire::{Deleted, VectorStoreFileDeleted};
-use super::{AppState, blocking, validate};
+use super::{AppState, Scoped, blocking, validate};
 use crate::model::{
     ChunkingParam, ChunkingShown, FileBatch, FileBatchStatus, FileBatchTag, FileCounts, Kind,
     StaticChunking, StoredVectorStoreFile, VectorStoreFile, VectorStoreFileStatus,
@@ -227,7 +227,7 @@ async fn stored_file(
 }
 
 async fn create_file(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path(vs): Path<String>,
     ApiJson(req): ApiJson<CreateFile>,
 ) -> ApiResult<Json<VectorStoreFile>> {
@@ -298,7 +298,7 @@ async fn page_files(
 }
 
 async fn list_files(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path(vs): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<ListBody<VectorStoreFile>>> {
@@ -318,7 +318,7 @@ fn polled(body: impl Serialize, in_progress: bool) -> Response {
 }
 
 async fn retrieve_file(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path((vs, file_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     existing(&state, &vs).await?;
@@ -328,7 +328,7 @@ async fn retrieve_file(
 }
 
 async fn update_file(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path((vs, file_id)): Path<(String, String)>,
     ApiJson(req): ApiJson<UpdateFile>,
 ) -> ApiResult<Json<VectorStoreFile>> {
@@ -343,7 +343,7 @@ async fn update_file(
 }
 
 async fn remove_file(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path((vs, file_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Deleted<VectorStoreFileDeleted>>> {
     existing(&state, &vs).await?;
@@ -357,7 +357,7 @@ async fn remove_file(
 }
 
 async fn file_content(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path((vs, file_id)): Path<(String, String)>,
 ) -> ApiResult<Json<FileContentPage>> {
     existing(&state, &vs).await?;
@@ -378,7 +378,7 @@ async fn file_content(
 }
 
 async fn create_batch(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path(vs): Path<String>,
     ApiJson(req): ApiJson<CreateBatch>,
 ) -> ApiResult<Json<FileBatch>> {
@@ -471,7 +471,7 @@ async fn batch_now(state: &AppState, vs: &str, batch_id: &str) -> ApiResult<File
 }
 
 async fn retrieve_batch(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path((vs, batch_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     existing(&state, &vs).await?;
@@ -481,7 +481,7 @@ async fn retrieve_batch(
 }
 
 async fn cancel_batch(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path((vs, batch_id)): Path<(String, String)>,
 ) -> ApiResult<Json<FileBatch>> {
     existing(&state, &vs).await?;
@@ -518,7 +518,7 @@ async fn cancel_batch(
 }
 
 async fn list_batch_files(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path((vs, batch_id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<ListBody<VectorStoreFile>>> {

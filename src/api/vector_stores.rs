@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::routing::{get, post};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ListBody, ListQuery};
 use super::vector_store_files::{Resolve, add_files};
 use super::wire::{Deleted, MetadataParam, VectorStoreDeleted};
-use super::{AppState, blocking, validate};
+use super::{AppState, Scoped, blocking, validate};
 use crate::model::{
     ChunkingParam, FileCounts, Kind, Metadata, StaticChunking, StoreExpiry, VectorStore,
     VectorStoreStatus, VectorStoreTag, new_id, now,
@@ -178,7 +178,7 @@ pub async fn current(state: &AppState, id: &str) -> ApiResult<VectorStore> {
 }
 
 async fn create(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     ApiJson(req): ApiJson<CreateVectorStore>,
 ) -> ApiResult<Json<VectorStore>> {
     validate::max_len("name", &req.name, 256)?;
@@ -282,10 +282,7 @@ fn check_expiry(e: &Option<StoreExpiry>) -> ApiResult<()> {
     Ok(())
 }
 
-async fn list(
-    State(state): State<AppState>,
-    q: ListQuery,
-) -> ApiResult<Json<ListBody<VectorStore>>> {
+async fn list(Scoped(state): Scoped, q: ListQuery) -> ApiResult<Json<ListBody<VectorStore>>> {
     let page = q.page()?;
     let v = vectors(&state)?.clone();
     let (data, more) = blocking(&state, move |s| {
@@ -300,15 +297,12 @@ async fn list(
     Ok(Json(ListBody::new(data, more)))
 }
 
-async fn retrieve(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<VectorStore>> {
+async fn retrieve(Scoped(state): Scoped, Path(id): Path<String>) -> ApiResult<Json<VectorStore>> {
     Ok(Json(current(&state, &id).await?))
 }
 
 async fn modify(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<ModifyVectorStore>,
 ) -> ApiResult<Json<VectorStore>> {
@@ -342,7 +336,7 @@ async fn modify(
 }
 
 async fn remove(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Deleted<VectorStoreDeleted>>> {
     let id2 = id.clone();
@@ -355,7 +349,7 @@ async fn remove(
 }
 
 async fn search(
-    State(state): State<AppState>,
+    Scoped(state): Scoped,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<SearchBody>,
 ) -> ApiResult<Json<SearchPage>> {

@@ -47,6 +47,14 @@ pub(super) fn check_tool_choice(run: &Run) -> Result<()> {
     }
 }
 
+/// Why a run was not created.
+enum Refused {
+    /// The thread has this active run.
+    Busy(String),
+    /// The project has this many unfinished runs, its limit.
+    Full(u64),
+}
+
 impl Orchestrator {
     /// The models served: the built-in one and the upstream's.
     pub async fn models(&self) -> Vec<String> {
@@ -256,28 +264,47 @@ impl Orchestrator {
             run.id.clone(),
             stream.then(|| self.inner.config.node.clone()),
         );
-        let active = self
+        // The project's unfinished runs are counted in the same transaction (which waits for
+        // any other counting them), so no two creations both take the last place.
+        let max_runs = self.project.limits.max_concurrent_runs;
+        let refused = self
             .db(move |s| {
                 s.within(|tx| {
                     tx.fetch::<Thread>(&tid)?;
-                    let active = Self::active_run_tx(tx, &tid)?;
-                    if active.is_none() {
-                        for r in &records {
-                            tx.insert(r)?;
-                        }
-                        tx.set_run_owner(&rid, owner.as_deref(), false)?;
+                    if let Some(a) = Self::active_run_tx(tx, &tid)? {
+                        return Ok(Some(Refused::Busy(a.id)));
                     }
-                    Ok(active)
+                    if let Some(max) = max_runs
+                        && tx.active_runs()? >= max as i64
+                    {
+                        return Ok(Some(Refused::Full(max)));
+                    }
+                    for r in &records {
+                        tx.insert(r)?;
+                    }
+                    tx.set_run_owner(&rid, owner.as_deref(), false)?;
+                    Ok(None)
                 })
             })
             .await
             .inspect_err(|_| self.inner.hub.forget(&run.id))?;
-        if let Some(a) = active {
-            self.inner.hub.forget(&run.id);
-            return Err(RunError::invalid(
-                None,
-                format!("Thread {thread_id} already has an active run {}.", a.id),
-            ));
+        match refused {
+            None => {}
+            Some(Refused::Busy(active)) => {
+                self.inner.hub.forget(&run.id);
+                return Err(RunError::invalid(
+                    None,
+                    format!("Thread {thread_id} already has an active run {active}."),
+                ));
+            }
+            Some(Refused::Full(max)) => {
+                self.inner.hub.forget(&run.id);
+                return Err(RunError::OverLimit(format!(
+                    "Rate limit reached for project {}: at most {max} runs may be unfinished at \
+                     once. Wait for one to end (or cancel one) and try again.",
+                    self.project.id
+                )));
+            }
         }
         if let Some(t) = new_thread {
             self.emit(&run.id, StreamEvent::ThreadCreated(Box::new(t.clone())));

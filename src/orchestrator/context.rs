@@ -163,7 +163,7 @@ impl Orchestrator {
             return Ok(Default::default());
         }
         use base64::Engine as _;
-        let (store, bucket) = (&self.inner.store, &self.inner.bucket);
+        let (store, bucket) = (&self.store, &self.inner.bucket);
         let mut out = std::collections::HashMap::new();
         for id in ids {
             let now = crate::model::now();
@@ -243,7 +243,7 @@ impl Orchestrator {
         if self.inner.sessions.is_none() {
             return Ok((vec![], vec![]));
         }
-        let (store, bucket) = (&self.inner.store, &self.inner.bucket);
+        let (store, bucket) = (&self.store, &self.inner.bucket);
         let mut out: Vec<(String, String)> = vec![];
         let mut inputs = vec![];
         for id in unique {

@@ -44,6 +44,7 @@ use crate::bucket::Bucket;
 use crate::model::{Kind, Message, Object, Run, Thread, Tool, Truncation};
 use crate::sandbox::Sessions;
 use crate::store::{Record, Store, StoreError, StoreExt, TxExt};
+use crate::tenancy::Project;
 
 /// Knobs of the orchestrator.
 #[derive(Debug, Clone)]
@@ -94,6 +95,9 @@ pub enum RunError {
         param: Option<&'static str>,
         message: String,
     },
+    /// The project is at one of its limits (a 429).
+    #[error("{0}")]
+    OverLimit(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -168,9 +172,16 @@ impl Object for Transcript {
     }
 }
 
+/// The run service. The root handle (from [`Orchestrator::new`]) sees every project: the run
+/// queue, the sweeps and node recovery use it. [`Orchestrator::for_project`] gives a
+/// project's handle, whose store view, vector stores and session keys are that project's;
+/// the API hands out only those, and a worker drives each run through its project's handle.
 #[derive(Clone)]
 pub struct Orchestrator {
     inner: Arc<Inner>,
+    /// The store as this handle's project sees it (the system's view for the root handle).
+    store: Arc<dyn Store>,
+    project: Project,
 }
 
 struct Inner {
@@ -184,6 +195,8 @@ struct Inner {
     upstream: Option<Arc<Upstream>>,
     /// Vector stores, which file_search searches.
     vectors: Option<crate::vectors::Vectors>,
+    /// Projects and their limits, by id (for the runs a worker claims).
+    keys: Option<crate::tenancy::Keys>,
     config: OrchestratorConfig,
     hub: Hub,
     /// Cancel flags of the runs workers are driving.
@@ -237,6 +250,8 @@ impl Orchestrator {
         config: OrchestratorConfig,
     ) -> Orchestrator {
         Orchestrator {
+            store: store.clone(),
+            project: Project::default_project(),
             inner: Arc::new(Inner {
                 store,
                 bucket,
@@ -245,6 +260,7 @@ impl Orchestrator {
                 local: Arc::new(Local),
                 upstream,
                 vectors,
+                keys: None,
                 config,
                 hub: Hub::default(),
                 driving: Mutex::new(HashMap::new()),
@@ -264,12 +280,69 @@ impl Orchestrator {
         self
     }
 
+    /// Know projects' limits from `keys` (call right after [`Self::new`]).
+    pub fn with_keys(mut self, keys: crate::tenancy::Keys) -> Orchestrator {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.keys = Some(keys);
+        }
+        self
+    }
+
+    /// This service as `project` sees it.
+    pub fn for_project(&self, project: Project) -> Orchestrator {
+        Orchestrator {
+            inner: self.inner.clone(),
+            store: self.inner.store.for_project(&project.id),
+            project,
+        }
+    }
+
+    /// The handle of the project with id `id` (a claimed run's), with its current limits.
+    pub(super) fn for_project_id(&self, id: &str) -> Orchestrator {
+        let project = self
+            .inner
+            .keys
+            .as_ref()
+            .and_then(|k| k.project(id))
+            .unwrap_or_else(|| Project::unlisted(id));
+        self.for_project(project)
+    }
+
+    /// The sandbox's key for the session of this project's thread `thread_id`.
+    pub(super) fn session_of(&self, thread_id: &str) -> String {
+        self.project.session_key(thread_id)
+    }
+
+    /// Whether `bytes` more stay within the project's storage limit (a File that would not is
+    /// not stored; it stays in `/mnt/data`, unlinked, as one past the export budget does).
+    pub(super) async fn storage_fits(&self, bytes: u64) -> bool {
+        let Some(max) = self.project.limits.max_storage_bytes else {
+            return true;
+        };
+        match self.db(|s| s.stored_bytes()).await {
+            Ok(used) => (used.max(0) as u64).saturating_add(bytes) <= max,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not sum a project's stored bytes");
+                false
+            }
+        }
+    }
+
+    /// Vector stores as this handle's project sees them.
+    pub(super) fn vectors(&self) -> Option<crate::vectors::Vectors> {
+        let v = self.inner.vectors.as_ref()?;
+        Some(match self.store.project() {
+            Some(p) => v.for_project(p),
+            None => v.clone(),
+        })
+    }
+
     /// Run blocking store work off the async threads.
     pub(super) async fn db<T: Send + 'static>(
         &self,
         f: impl FnOnce(&dyn Store) -> crate::store::Result<T> + Send + 'static,
     ) -> Result<T> {
-        let store = self.inner.store.clone();
+        let store = self.store.clone();
         Ok(tokio::task::spawn_blocking(move || f(store.as_ref()))
             .await
             .map_err(|e| RunError::Internal(anyhow::anyhow!("store task: {e}")))??)

@@ -158,13 +158,14 @@ impl Orchestrator {
             }
             let node = self.inner.config.node.clone();
             match self.db(move |s| s.claim_run(&node)).await {
-                Ok(Some((run_id, waited))) => {
-                    if let Some(ms) = waited {
+                Ok(Some(claim)) => {
+                    if let Some(ms) = claim.waited_ms {
                         crate::metrics::run_claimed(ms.max(0) as f64 / 1000.0);
                     }
-                    let me = self.clone();
+                    // Everything the run touches is its project's.
+                    let me = self.for_project_id(&claim.project);
                     tokio::spawn(async move {
-                        me.drive(&run_id).await;
+                        me.drive(&claim.run_id).await;
                         drop(permit);
                         me.inner.wake.notify_one();
                     });
@@ -181,8 +182,11 @@ impl Orchestrator {
         }
     }
 
-    /// Every run of `status`, oldest first.
-    pub(super) async fn runs_with_status(&self, status: RunStatus) -> Result<Vec<Run>> {
+    /// Every run of `status`, oldest first, each with its project's handle.
+    pub(super) async fn runs_with_status(
+        &self,
+        status: RunStatus,
+    ) -> Result<Vec<(Run, Orchestrator)>> {
         let value = super::status_str(status).to_string();
         self.db(move |s| {
             let filter = Filter {
@@ -198,15 +202,22 @@ impl Orchestrator {
                     after: after.clone(),
                     before: None,
                 };
-                let (items, more) = s.page::<Run>(None, Some(&filter), &page)?;
-                after = items.last().map(|r| r.id.clone());
-                out.extend(items);
+                let (records, more) = s.list(Kind::Run, None, Some(&filter), &page)?;
+                after = records.last().map(|r| r.id.clone());
+                for r in records {
+                    out.push((r.decode::<Run>()?, r.project));
+                }
                 if !more {
                     return Ok(out);
                 }
             }
         })
         .await
+        .map(|runs| {
+            runs.into_iter()
+                .map(|(run, p)| (run, self.for_project_id(&p)))
+                .collect()
+        })
     }
 
     /// Take over what a previous process left. Alone on its store, this node ends every run
@@ -216,15 +227,15 @@ impl Orchestrator {
     pub(super) async fn recover(&self) -> Result<()> {
         let msg = "Oasis restarted while this run was in progress.";
         if self.inner.config.exclusive {
-            for run in self.runs_with_status(RunStatus::InProgress).await? {
-                let _ = self
+            for (run, of) in self.runs_with_status(RunStatus::InProgress).await? {
+                let _ = of
                     .finish(&run.id, RunEvent::Fail, Some(("server_error", msg)))
                     .await;
             }
-            for run in self.runs_with_status(RunStatus::Cancelling).await? {
-                let _ = self.finish(&run.id, RunEvent::Stopped, None).await;
+            for (run, of) in self.runs_with_status(RunStatus::Cancelling).await? {
+                let _ = of.finish(&run.id, RunEvent::Stopped, None).await;
             }
-            for run in self.runs_with_status(RunStatus::Queued).await? {
+            for (run, _) in self.runs_with_status(RunStatus::Queued).await? {
                 self.release(&run.id).await?;
             }
             self.inner.wake.notify_one();
@@ -243,12 +254,13 @@ impl Orchestrator {
             let Ok(run) = record.decode::<Run>() else {
                 continue;
             };
+            let of = self.for_project_id(&record.project);
             let _ = match run.status {
-                RunStatus::InProgress => self
+                RunStatus::InProgress => of
                     .finish(&run.id, RunEvent::Fail, Some(("server_error", msg)))
                     .await
                     .map(|_| ()),
-                RunStatus::Cancelling => self
+                RunStatus::Cancelling => of
                     .finish(&run.id, RunEvent::Stopped, None)
                     .await
                     .map(|_| ()),
@@ -327,7 +339,8 @@ impl Orchestrator {
                 .await?;
             for record in due {
                 if !self.is_driving(&record.id) {
-                    let _ = self.finish(&record.id, RunEvent::Expire, None).await;
+                    let of = self.for_project_id(&record.project);
+                    let _ = of.finish(&record.id, RunEvent::Expire, None).await;
                 }
             }
         }

@@ -115,11 +115,9 @@ impl Orchestrator {
     /// stopped) for the files of its thread's store that are still being read, as OpenAI did:
     /// a file just attached to a message is then found by the run's first search.
     pub(super) async fn wait_for_thread_files(&self, ctx: &Ctx, stop: &super::worker::Stop) {
-        let (Some(_), Some(store), Some(vectors)) = (
-            &ctx.search_tool,
-            &ctx.thread_store,
-            self.inner.vectors.clone(),
-        ) else {
+        let (Some(_), Some(store), Some(vectors)) =
+            (&ctx.search_tool, &ctx.thread_store, self.vectors())
+        else {
             return;
         };
         let until = tokio::time::Instant::now() + THREAD_FILES_WAIT;
@@ -143,7 +141,7 @@ impl Orchestrator {
     ) -> Result<(FileSearchCall, String)> {
         let ranking = ranking(&ctx.run.tools);
         let queries = queries_of(arguments);
-        let Some(vectors) = self.inner.vectors.clone() else {
+        let Some(vectors) = self.vectors() else {
             return Ok((
                 FileSearchCall {
                     ranking_options: ranking,

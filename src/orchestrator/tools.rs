@@ -317,8 +317,26 @@ impl Orchestrator {
             ..Default::default()
         };
         let roaming = self.inner.roaming.as_deref();
-        let shared =
-            crate::roaming::execute(roaming, &sessions, &ctx.run.thread_id, None, code, opts);
+        let key = self.session_of(&ctx.run.thread_id);
+        if self.project.limits.max_live_sessions.is_some()
+            && let Some(max) = self
+                .project
+                .sessions_full(&sessions.live_keys().await, &key)
+        {
+            let msg = format!(
+                "The code could not run: this project may have at most {max} live \
+                 code-interpreter sessions, and has that many."
+            );
+            return Ok((
+                vec![CodeOutput::Logs { logs: msg.clone() }],
+                CodeToolResult {
+                    status: "error".into(),
+                    logs: msg,
+                    ..Default::default()
+                },
+            ));
+        }
+        let shared = crate::roaming::execute(roaming, &sessions, &key, None, code, opts);
         let mut r = match shared.await {
             Ok(r) => r,
             Err(e) => {
@@ -370,13 +388,17 @@ impl Orchestrator {
         let mut stored = vec![];
         for (i, png) in r.images.iter().enumerate() {
             // Charged to the session's export budget (blocking work), then stored as a File.
-            let (s, tid, n) = (sessions.clone(), ctx.run.thread_id.clone(), png.len());
-            let fits = tokio::task::spawn_blocking(move || export_fits(&s, &tid, n)).await;
-            if !matches!(fits, Ok(true)) {
+            let (s, key, n) = (
+                sessions.clone(),
+                self.session_of(&ctx.run.thread_id),
+                png.len(),
+            );
+            let fits = tokio::task::spawn_blocking(move || export_fits(&s, &key, n)).await;
+            if !matches!(fits, Ok(true)) || !self.storage_fits(n as u64).await {
                 continue;
             }
             let name = format!("{call_id}-image-{}.png", i + 1);
-            let (store, bucket) = (&self.inner.store, &self.inner.bucket);
+            let (store, bucket) = (&self.store, &self.inner.bucket);
             match blobs::create(store, bucket, &name, "assistants_output", png.clone()).await {
                 Ok(f) => stored.push(f),
                 Err(e) => tracing::warn!(error = %e, "could not store an image"),

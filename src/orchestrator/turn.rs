@@ -317,11 +317,11 @@ impl Orchestrator {
             return vec![];
         }
         let (store, bucket, max) = (
-            &self.inner.store,
+            &self.store,
             &self.inner.bucket,
             self.inner.config.max_file_bytes,
         );
-        let tid = ctx.run.thread_id.clone();
+        let key = self.session_of(&ctx.run.thread_id);
         let mut files: Vec<(String, String)> = vec![];
         let mut out = vec![];
         for l in links {
@@ -330,7 +330,7 @@ impl Orchestrator {
                 None => {
                     // The session's file, charged to its export budget (blocking work); then
                     // stored as a File (object-store work, awaited here).
-                    let (s, t, rel) = (sessions.clone(), tid.clone(), l.relative.clone());
+                    let (s, t, rel) = (sessions.clone(), key.clone(), l.relative.clone());
                     let read = tokio::task::spawn_blocking(move || {
                         let bytes = s.read_file(&t, &rel, max).ok()?;
                         export_fits(&s, &t, bytes.len()).then_some(bytes)
@@ -339,6 +339,9 @@ impl Orchestrator {
                     let Ok(Some(bytes)) = read else {
                         continue;
                     };
+                    if !self.storage_fits(bytes.len() as u64).await {
+                        continue;
+                    }
                     let name = l.relative.rsplit('/').next().unwrap_or(&l.relative);
                     match blobs::create(store, bucket, name, "assistants_output", bytes).await {
                         Ok(f) => {

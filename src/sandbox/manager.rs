@@ -145,6 +145,16 @@ pub fn valid_session_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// What the sandbox keys a session by (its folder name): a session id, or `owner.id` where
+/// `owner` (a project, see `tenancy`) is as boring as an id. Callers turn ids into keys;
+/// users only ever name ids, which cannot hold the `.`.
+pub fn valid_session_key(key: &str) -> bool {
+    match key.split_once('.') {
+        Some((owner, id)) => valid_session_id(owner) && valid_session_id(id),
+        None => valid_session_id(key),
+    }
+}
+
 impl SessionManager {
     pub fn new(sandbox: Arc<Sandbox>, root: impl Into<PathBuf>, config: ManagerConfig) -> Self {
         Self::with_warm_dir(sandbox, root, config, WARM_DIR, None)
@@ -170,7 +180,7 @@ impl SessionManager {
         warm: &str,
         shard: Option<(usize, usize)>,
     ) -> Self {
-        debug_assert!(!valid_session_id(warm));
+        debug_assert!(!valid_session_key(warm));
         let pool = Arc::new(Semaphore::new(config.max_parallel.max(1)));
         let root: PathBuf = root.into();
         let warm_dir = root.join(warm);
@@ -377,7 +387,7 @@ impl SessionManager {
     }
 
     async fn slot(&self, id: &str, image: Option<&str>) -> Result<Slot, SandboxError> {
-        if !valid_session_id(id) {
+        if !valid_session_key(id) {
             return Err(SandboxError::InvalidSessionId(id.to_string()));
         }
         if let Some(e) = self.inner.sessions.lock().expect("sessions lock").get(id) {
@@ -513,7 +523,7 @@ impl SessionManager {
     /// [`Self::remove`], unless `keep` (asked once the session is held, so no call runs)
     /// says to keep it; then `Ok(false)`.
     async fn remove_unless(&self, id: &str, keep: impl Fn() -> bool) -> Result<bool, SandboxError> {
-        if !valid_session_id(id) {
+        if !valid_session_key(id) {
             return Err(SandboxError::InvalidSessionId(id.to_string()));
         }
         let slot = self
@@ -560,7 +570,7 @@ pub(super) fn charge_export(
     limit: u64,
 ) -> std::io::Result<bool> {
     static LEDGER: Mutex<()> = Mutex::new(());
-    if !valid_session_id(id) {
+    if !valid_session_key(id) {
         return Err(std::io::Error::other(format!("invalid session id {id:?}")));
     }
     let _held = LEDGER.lock().expect("ledger lock");
@@ -585,7 +595,7 @@ const EXPORT_DIR: &str = ".exported";
 
 /// Host folder behind session `id`'s `/mnt/data` under `root` (it may not exist yet).
 pub(super) fn session_data_dir(root: &Path, id: &str) -> Result<PathBuf, SandboxError> {
-    if !valid_session_id(id) {
+    if !valid_session_key(id) {
         return Err(SandboxError::InvalidSessionId(id.to_string()));
     }
     Ok(root.join(id).join("data"))
@@ -593,7 +603,7 @@ pub(super) fn session_data_dir(root: &Path, id: &str) -> Result<PathBuf, Sandbox
 
 /// Delete session `id`'s folders under `root`; whether there were any.
 pub(super) fn remove_session_dirs(root: &Path, id: &str) -> Result<bool, SandboxError> {
-    if !valid_session_id(id) {
+    if !valid_session_key(id) {
         return Err(SandboxError::InvalidSessionId(id.to_string()));
     }
     let dir = root.join(id);

@@ -37,7 +37,7 @@ use wasmtime::{Engine, InstancePre, Linker};
 pub use hibernate::{HibernateTimings, ResumeTimings};
 pub use image::{DEFAULT_IMAGE, Image, Warm};
 pub use limits::Limits;
-pub use manager::{ManagerConfig, SessionInfo, SessionManager};
+pub use manager::{ManagerConfig, SessionInfo, SessionManager, valid_session_id};
 pub use progress::Progress;
 pub use result::{ExecResult, FileChange, Outcome, PythonError};
 pub use runtime::{Pin, Runtime};

@@ -113,6 +113,14 @@ impl Sessions {
         }
     }
 
+    /// The keys of the sessions with a live interpreter (with workers, of those that answer).
+    pub async fn live_keys(&self) -> Vec<String> {
+        match self {
+            Sessions::InProcess(m) => m.live_keys(),
+            Sessions::Workers(s) => s.live_keys().await,
+        }
+    }
+
     /// The server is shutting down: hibernate every live interpreter (bounded: sessions busy
     /// for longer than `busy_wait` are left as they are), then, with workers, stop them.
     /// Returns how many interpreters were hibernated.

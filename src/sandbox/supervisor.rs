@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::limits::MAX_CODE_BYTES;
 use super::manager::{
     ManagerConfig, SessionInfo, info_on_disk, list_regular_files, read_inside, remove_session_dirs,
-    session_data_dir, valid_session_id,
+    session_data_dir, valid_session_key,
 };
 use super::result::{ExecResult, Outcome};
 use super::session::ExecOptions;
@@ -210,7 +210,7 @@ impl Supervisor {
         opts: ExecOptions,
     ) -> Result<ExecResult, SandboxError> {
         let started = Instant::now();
-        if !valid_session_id(id) {
+        if !valid_session_key(id) {
             return Err(SandboxError::InvalidSessionId(id.to_string()));
         }
         if code.len() > MAX_CODE_BYTES {
@@ -289,11 +289,13 @@ impl Supervisor {
             }
             Reply::Failed(e) => Err(e),
             Reply::Lost(why) => Ok(lost(&why, started)),
-            Reply::Removed(_) | Reply::Status(_) | Reply::HibernatedAll(_) | Reply::Counted(..) => {
-                Err(SandboxError::Internal(anyhow::anyhow!(
-                    "the sandbox worker answered a call with something else"
-                )))
-            }
+            Reply::Removed(_)
+            | Reply::Status(_)
+            | Reply::HibernatedAll(_)
+            | Reply::Counted(..)
+            | Reply::LiveKeys(_) => Err(SandboxError::Internal(anyhow::anyhow!(
+                "the sandbox worker answered a call with something else"
+            ))),
         }
     }
 
@@ -309,7 +311,7 @@ impl Supervisor {
     /// live comes from the worker that owns it (not live if that worker is down), the rest
     /// from the session's folder. `None` if it has no folder.
     pub async fn info(&self, id: &str) -> Result<Option<SessionInfo>, SandboxError> {
-        if !valid_session_id(id) {
+        if !valid_session_key(id) {
             return Err(SandboxError::InvalidSessionId(id.to_string()));
         }
         let mut live = false;
@@ -348,6 +350,26 @@ impl Supervisor {
             .into_iter()
             .flatten()
             .fold((0, 0), |(l, h), (a, b)| (l + a as usize, h + b as usize))
+    }
+
+    /// The keys of the sessions live in the workers that answer.
+    pub async fn live_keys(&self) -> Vec<String> {
+        let asks = (0..self.inner.shards.len()).map(|shard| async move {
+            let conn = self.up(shard)?;
+            let (call, rx) = conn.register(None).ok()?;
+            let _forget = Forget { conn: &conn, call };
+            conn.send(Frame::new(Head::Live { call }));
+            match tokio::time::timeout(Duration::from_secs(5), rx).await {
+                Ok(Ok(Reply::LiveKeys(keys))) => Some(keys),
+                _ => None,
+            }
+        });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect()
     }
 
     /// A graceful shutdown: every running worker hibernates its live interpreters (waiting at
@@ -395,7 +417,7 @@ impl Supervisor {
 
     /// End a session: its interpreter (in its worker) and its folders.
     pub async fn remove(&self, id: &str) -> Result<bool, SandboxError> {
-        if !valid_session_id(id) {
+        if !valid_session_key(id) {
             return Err(SandboxError::InvalidSessionId(id.to_string()));
         }
         if let Some(conn) = self.up(self.shard(id))
@@ -525,6 +547,8 @@ enum Reply {
     HibernatedAll(u64),
     /// How many of a worker's sessions are live and hibernated.
     Counted(u64, u64),
+    /// The keys of a worker's live sessions.
+    LiveKeys(Vec<String>),
     /// The worker died before answering.
     Lost(String),
 }
@@ -654,6 +678,7 @@ impl Conn {
                 live,
                 hibernated,
             } => self.answer(call, Reply::Counted(live, hibernated)),
+            Head::LiveKeys { call, keys } => self.answer(call, Reply::LiveKeys(keys)),
             Head::Pong { .. } => {}
             other => bail!("unexpected frame from a worker: {other:?}"),
         }

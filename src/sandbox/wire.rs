@@ -21,7 +21,7 @@ use super::result::{ExecResult, FileChange, Outcome, PythonError};
 use super::session::InputFile;
 
 /// Bumped whenever a frame changes shape; a worker of another version is refused.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// Largest frame either side accepts: a call's result carries at most its stdout and stderr
 /// caps plus the door's 128 MiB of reports.
@@ -74,6 +74,11 @@ pub enum Head {
     Counts {
         call: u64,
     },
+    /// Which sessions have a live interpreter (cheap: no disk walk); answered with
+    /// [`Head::LiveKeys`].
+    Live {
+        call: u64,
+    },
     /// Liveness check; answered with [`Head::Pong`].
     Ping {
         seq: u64,
@@ -118,6 +123,11 @@ pub enum Head {
         call: u64,
         live: u64,
         hibernated: u64,
+    },
+    /// A live's answer: the keys of the sessions with a live interpreter.
+    LiveKeys {
+        call: u64,
+        keys: Vec<String>,
     },
     Pong {
         seq: u64,

@@ -279,6 +279,10 @@ async fn serve(args: WorkerArgs, input: OwnedFd, output: OwnedFd) -> anyhow::Res
                     }));
                 });
             }
+            Head::Live { call } => out.send(Frame::new(Head::LiveKeys {
+                call,
+                keys: manager.live_keys(),
+            })),
             Head::Ping { seq } => out.send(Frame::new(Head::Pong { seq })),
             other => bail!("unexpected frame from the server: {other:?}"),
         }

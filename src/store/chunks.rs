@@ -28,6 +28,7 @@ fn from_blob(b: &[u8]) -> Vec<f32> {
 /// `in_progress` (one transaction: the caller's).
 pub(super) fn put(
     c: &mut dyn Conn,
+    p: Option<&str>,
     vector_store_id: &str,
     file_id: &str,
     chunks: &[StoredChunk],
@@ -51,7 +52,7 @@ pub(super) fn put(
             ],
         )?;
     }
-    if !update(c, done, Some("in_progress"))? {
+    if !update(c, p, done, Some("in_progress"))? {
         // The file left the store (or was cancelled) while it was being read: keep nothing
         // of it.
         return Err(StoreError::NotFound {
@@ -68,11 +69,33 @@ pub(super) fn put(
     Ok(())
 }
 
-pub(super) fn all(c: &mut dyn Conn, vector_store_id: &str) -> Result<Vec<StoredChunk>> {
+/// ` AND vector_store_id IN (that project's stores)` when `p` names a project.
+fn of_project(p: Option<&str>, params: &mut Vec<Value>) -> String {
+    match p {
+        Some(p) => {
+            params.push(p.into());
+            format!(
+                " AND vector_store_id IN (SELECT id FROM vector_stores WHERE project = ${})",
+                params.len()
+            )
+        }
+        None => String::new(),
+    }
+}
+
+pub(super) fn all(
+    c: &mut dyn Conn,
+    p: Option<&str>,
+    vector_store_id: &str,
+) -> Result<Vec<StoredChunk>> {
+    let mut params = vec![vector_store_id.into()];
+    let mine = of_project(p, &mut params);
     let rows = c.query(
-        "SELECT file_id, idx, text, embedder, vector FROM chunks \
-         WHERE vector_store_id = $1 ORDER BY file_id, idx",
-        &[vector_store_id.into()],
+        &format!(
+            "SELECT file_id, idx, text, embedder, vector FROM chunks \
+             WHERE vector_store_id = $1{mine} ORDER BY file_id, idx"
+        ),
+        &params,
     )?;
     rows.into_iter()
         .map(|r| match r.as_slice() {
@@ -98,6 +121,7 @@ pub(super) fn all(c: &mut dyn Conn, vector_store_id: &str) -> Result<Vec<StoredC
 
 pub(super) fn delete(
     c: &mut dyn Conn,
+    p: Option<&str>,
     vector_store_id: Option<&str>,
     file_id: Option<&str>,
 ) -> Result<()> {
@@ -109,6 +133,7 @@ pub(super) fn delete(
             sql.push_str(&format!(" AND {col} = ${}", params.len()));
         }
     }
+    sql.push_str(&of_project(p, &mut params));
     c.execute(&sql, &params)?;
     Ok(())
 }

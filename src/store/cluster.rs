@@ -3,28 +3,29 @@
 //! `FOR UPDATE SKIP LOCKED` so claimers never wait on each other.
 
 use super::sql::{Backend, SqlStore, Value};
-use super::{Record, Result};
+use super::{Claim, Record, Result};
 use crate::model::Kind;
 
 /// Claim the oldest queued run no worker holds, free or reserved for `node`; with how long it
 /// waited (ms, if known).
-pub(super) fn claim_run<B: Backend>(
-    s: &SqlStore<B>,
-    node: &str,
-) -> Result<Option<(String, Option<i64>)>> {
+pub(super) fn claim_run<B: Backend>(s: &SqlStore<B>, node: &str) -> Result<Option<Claim>> {
     let d = B::DIALECT;
     let sql = format!(
         "UPDATE runs SET node = $1, claimed_at = {now} WHERE seq = (\
            SELECT seq FROM runs WHERE status = 'queued' AND claimed_at IS NULL \
            AND (node IS NULL OR node = $1) ORDER BY seq LIMIT 1{skip}\
-         ) RETURNING id, claimed_at - queued_at",
+         ) RETURNING id, project, claimed_at - queued_at",
         now = d.now_ms(),
         skip = d.skip_locked()
     );
     s.writing(|c| {
         let rows = c.query(&sql, &[node.into()])?;
         Ok(rows.first().and_then(|r| match r.as_slice() {
-            [Value::Text(id), waited] => Some((id.clone(), waited.int())),
+            [Value::Text(id), Value::Text(project), waited] => Some(Claim {
+                run_id: id.clone(),
+                project: project.clone(),
+                waited_ms: waited.int(),
+            }),
             _ => None,
         }))
     })
@@ -73,14 +74,14 @@ pub(super) fn forget_node<B: Backend>(s: &SqlStore<B>, node: &str) -> Result<()>
 pub(super) fn node_runs<B: Backend>(s: &SqlStore<B>, node: &str) -> Result<Vec<(Record, bool)>> {
     s.reading(|c| {
         let rows = c.query(
-            "SELECT id, scope, created_at, body, claimed_at FROM runs WHERE node = $1 \
+            "SELECT id, scope, created_at, body, project, claimed_at FROM runs WHERE node = $1 \
              AND status IN ('queued', 'in_progress', 'cancelling') ORDER BY seq",
             &[node.into()],
         )?;
         rows.iter()
             .map(|r| {
                 let rec = super::sql::record(Kind::Run, r)?;
-                Ok((rec, !matches!(r.get(4), Some(Value::Null) | None)))
+                Ok((rec, !matches!(r.get(5), Some(Value::Null) | None)))
             })
             .collect()
     })

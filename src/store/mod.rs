@@ -69,6 +69,9 @@ pub struct Record {
     pub scope: Option<String>,
     pub created_at: i64,
     pub body: String,
+    /// The project that owns it: read from the store; on insert, the project of the store's
+    /// view ([`Store::for_project`]) wins, and the system's view writes this one.
+    pub project: String,
 }
 
 impl Record {
@@ -79,6 +82,7 @@ impl Record {
             scope: obj.scope().map(str::to_string),
             created_at: obj.created_at(),
             body: to_json(obj)?,
+            project: String::new(),
         })
     }
 
@@ -119,6 +123,16 @@ pub struct Filter {
     pub value: String,
 }
 
+/// A run [`Store::claim_run`] took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub run_id: String,
+    /// The project the run belongs to (its worker works through that project's view).
+    pub project: String,
+    /// How long it waited since it was queued (ms, by the database's clock), once known.
+    pub waited_ms: Option<i64>,
+}
+
 /// A transaction of [`Store::atomically`]: what it reads stays locked until it ends.
 pub trait Tx {
     /// An object, locked.
@@ -142,9 +156,22 @@ pub trait Tx {
     fn set_run_owner(&mut self, run_id: &str, node: Option<&str>, claimed: bool) -> Result<()>;
     /// The node whose worker holds a run, if one does.
     fn run_holder(&mut self, run_id: &str) -> Result<Option<String>>;
+    /// How many runs of this view's project are not finished (queued, in progress, waiting
+    /// for tool outputs or cancelling). Serialises with every other transaction asking the
+    /// same for the same project, so a limit checked here and a run inserted after cannot be
+    /// overtaken.
+    fn active_runs(&mut self) -> Result<i64>;
 }
 
 pub trait Store: Send + Sync + 'static {
+    /// The view of this store that reads and writes only `project`'s objects: another
+    /// project's object is not found, not listed, not changed and not deleted.
+    fn for_project(&self, project: &str) -> std::sync::Arc<dyn Store>;
+    /// The project of this view; `None` for the system's view (every project), which the run
+    /// queue, the sweeps of expired objects and node recovery use.
+    fn project(&self) -> Option<&str>;
+    /// Bytes of the Files of this view's project (of every project for the system's view).
+    fn stored_bytes(&self) -> Result<i64>;
     /// Run `f` in one transaction, committed if it returns `Ok`. `f` may run more than once
     /// (the database can ask for a retry), so it must not have effects outside `tx`.
     fn atomically(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<()>) -> Result<()>;
@@ -183,7 +210,7 @@ pub trait Store: Send + Sync + 'static {
     /// Take the oldest queued run that no worker holds and that is free or reserved for
     /// `node`, marking it held by `node`; with how long it waited since it was queued (ms, by
     /// the database's clock; known once its owner was set). Claimers never wait on each other.
-    fn claim_run(&self, node: &str) -> Result<Option<(String, Option<i64>)>>;
+    fn claim_run(&self, node: &str) -> Result<Option<Claim>>;
     /// How many queued runs no worker holds yet.
     fn queued_runs(&self) -> Result<i64>;
     /// Say `node` is alive.
@@ -224,6 +251,7 @@ pub trait Store: Send + Sync + 'static {
             scope: None,
             created_at: 0,
             body: body.to_string(),
+            project: String::new(),
         };
         self.atomically(&mut |tx| tx.update(&r))
     }

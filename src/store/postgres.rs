@@ -20,7 +20,10 @@ use super::{Result, StoreError};
 
 /// Migrations, applied in order and recorded in `oasis_migrations`. Never edit one that has
 /// shipped: add the next.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/0001_tables.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/postgres/0001_tables.sql"),
+    include_str!("migrations/postgres/0002_projects.sql"),
+];
 
 /// Any number that names Oasis's migration lock among a database's advisory locks.
 const MIGRATION_LOCK: i64 = 0x0a51_5001;
@@ -71,9 +74,7 @@ impl PgStore {
         let mut client = pool.get().context("connecting to PostgreSQL")?;
         migrate(&mut client)?;
         drop(client);
-        Ok(SqlStore {
-            backend: Pg { pool: Some(pool) },
-        })
+        Ok(SqlStore::system(Pg { pool: Some(pool) }))
     }
 }
 

@@ -32,7 +32,7 @@ pub const TABLES: &[Table] = &[
         kind: Kind::File,
         name: "files",
         parent: None,
-        extras: &[EXPIRES, ("purpose", "purpose")],
+        extras: &[EXPIRES, ("purpose", "purpose"), ("bytes", "bytes")],
     },
     Table {
         kind: Kind::Assistant,

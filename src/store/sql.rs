@@ -101,9 +101,22 @@ pub trait Backend: Send + Sync + 'static {
     fn write(&self, f: &mut dyn FnMut(&mut dyn Conn) -> Result<()>) -> Result<()>;
 }
 
-/// A [`Store`] over any [`Backend`].
+/// A [`Store`] over any [`Backend`]: the system's view (every project: the run queue, sweeps,
+/// node recovery) or one project's ([`Store::for_project`]), which reads and writes only that
+/// project's objects.
 pub struct SqlStore<B> {
-    pub(super) backend: B,
+    pub(super) backend: std::sync::Arc<B>,
+    pub(super) project: Option<std::sync::Arc<str>>,
+}
+
+impl<B> SqlStore<B> {
+    /// The system's view of `backend`.
+    pub(super) fn system(backend: B) -> SqlStore<B> {
+        SqlStore {
+            backend: std::sync::Arc::new(backend),
+            project: None,
+        }
+    }
 }
 
 impl<B> std::fmt::Debug for SqlStore<B> {
@@ -132,10 +145,10 @@ impl<B: Backend> SqlStore<B> {
     }
 }
 
-const BASE: &str = "id, scope, created_at, body";
+const BASE: &str = "id, scope, created_at, body, project";
 
 fn columns(t: &Table) -> String {
-    let mut s = BASE.to_string();
+    let mut s = "id, scope, created_at, body, project".to_string();
     for (c, _) in t.extras {
         s.push_str(", ");
         s.push_str(c);
@@ -156,6 +169,7 @@ pub(super) fn record(kind: Kind, row: &Row) -> Result<Record> {
         scope: row.get(1).and_then(Value::text),
         created_at: row.get(2).and_then(Value::int).ok_or_else(bad)?,
         body: row.get(3).and_then(Value::text).ok_or_else(bad)?,
+        project: row.get(4).and_then(Value::text).ok_or_else(bad)?,
     })
 }
 
@@ -176,26 +190,52 @@ fn filter_column(t: &Table, f: &Filter) -> Result<&'static str> {
 pub(super) fn get(
     c: &mut dyn Conn,
     d: Dialect,
+    p: Option<&str>,
     kind: Kind,
     id: &str,
     lock: bool,
 ) -> Result<Option<Record>> {
     let t = table(kind);
     let lock = if lock { d.for_update() } else { "" };
+    let mut params = vec![id.into()];
+    let mine = of_project(p, &mut params);
     let rows = c.query(
-        &format!("SELECT {BASE} FROM {} WHERE id = $1{lock}", t.name),
-        &[id.into()],
+        &format!("SELECT {BASE} FROM {} WHERE id = $1{mine}{lock}", t.name),
+        &params,
     )?;
     rows.first().map(|r| record(kind, r)).transpose()
 }
 
-pub(super) fn insert(c: &mut dyn Conn, r: &Record) -> Result<()> {
+/// ` AND project = $n` when `p` names a project (pushing it onto `params`), else nothing.
+fn of_project(p: Option<&str>, params: &mut Vec<Value>) -> String {
+    match p {
+        Some(p) => {
+            params.push(p.into());
+            format!(" AND project = ${}", params.len())
+        }
+        None => String::new(),
+    }
+}
+
+/// Insert a record into project `p` (the system's view writes the project the record names).
+pub(super) fn insert(c: &mut dyn Conn, p: Option<&str>, r: &Record) -> Result<()> {
     let t = table(r.kind);
+    let project = match p {
+        Some(p) => p,
+        None if !r.project.is_empty() => r.project.as_str(),
+        None => {
+            return Err(StoreError::Other(anyhow::anyhow!(
+                "a {} was written outside any project",
+                r.kind.as_str()
+            )));
+        }
+    };
     let mut params = vec![
         Value::Text(r.id.clone()),
         Value::opt(r.scope.as_deref()),
         Value::Int(r.created_at),
         Value::Text(r.body.clone()),
+        Value::from(project),
     ];
     params.extend(t.extra_values(&r.body));
     let marks = (1..=params.len())
@@ -211,7 +251,12 @@ pub(super) fn insert(c: &mut dyn Conn, r: &Record) -> Result<()> {
 
 /// Replace a body (and its columns); with `status`, only while the row's status is that.
 /// Whether a row changed.
-pub(super) fn update(c: &mut dyn Conn, r: &Record, status: Option<&str>) -> Result<bool> {
+pub(super) fn update(
+    c: &mut dyn Conn,
+    p: Option<&str>,
+    r: &Record,
+    status: Option<&str>,
+) -> Result<bool> {
     let t = table(r.kind);
     let mut params = vec![Value::Text(r.id.clone()), Value::Text(r.body.clone())];
     let mut sets = "body = $2".to_string();
@@ -219,7 +264,8 @@ pub(super) fn update(c: &mut dyn Conn, r: &Record, status: Option<&str>) -> Resu
         params.push(v);
         sets.push_str(&format!(", {col} = ${}", params.len()));
     }
-    let mut sql = format!("UPDATE {} SET {sets} WHERE id = $1", t.name);
+    let mine = of_project(p, &mut params);
+    let mut sql = format!("UPDATE {} SET {sets} WHERE id = $1{mine}", t.name);
     if let Some(s) = status {
         params.push(s.into());
         sql.push_str(&format!(" AND status = ${}", params.len()));
@@ -227,11 +273,13 @@ pub(super) fn update(c: &mut dyn Conn, r: &Record, status: Option<&str>) -> Resu
     Ok(c.execute(&sql, &params)? > 0)
 }
 
-pub(super) fn delete(c: &mut dyn Conn, kind: Kind, id: &str) -> Result<bool> {
+pub(super) fn delete(c: &mut dyn Conn, p: Option<&str>, kind: Kind, id: &str) -> Result<bool> {
     let t = table(kind);
+    let mut params = vec![id.into()];
+    let mine = of_project(p, &mut params);
     let n = c.execute(
-        &format!("DELETE FROM {} WHERE id = $1", t.name),
-        &[id.into()],
+        &format!("DELETE FROM {} WHERE id = $1{mine}", t.name),
+        &params,
     )?;
     if n > 0 {
         for child in t.children() {
@@ -252,6 +300,7 @@ pub(super) fn delete(c: &mut dyn Conn, kind: Kind, id: &str) -> Result<bool> {
 
 pub(super) fn list(
     c: &mut dyn Conn,
+    p: Option<&str>,
     kind: Kind,
     scope: Option<&str>,
     filter: Option<&Filter>,
@@ -267,6 +316,7 @@ pub(super) fn list(
             sql.push_str(" AND scope = $2");
             params.push(s.into());
         }
+        sql.push_str(&of_project(p, &mut params));
         let rows = c.query(&sql, &params)?;
         rows.first()
             .and_then(|r| r.first())
@@ -300,6 +350,9 @@ pub(super) fn list(
     if let Some(s) = scope {
         and("scope =", s.into(), &mut params);
     }
+    if let Some(p) = p {
+        and("project =", p.into(), &mut params);
+    }
     if let Some(g) = gt {
         and("seq >", g.into(), &mut params);
     }
@@ -325,19 +378,20 @@ pub(super) fn list(
 struct SqlTx<'a> {
     c: &'a mut dyn Conn,
     d: Dialect,
+    p: Option<&'a str>,
 }
 
 impl Tx for SqlTx<'_> {
     fn get(&mut self, kind: Kind, id: &str) -> Result<Option<Record>> {
-        get(self.c, self.d, kind, id, true)
+        get(self.c, self.d, self.p, kind, id, true)
     }
 
     fn insert(&mut self, r: &Record) -> Result<()> {
-        insert(self.c, r)
+        insert(self.c, self.p, r)
     }
 
     fn update(&mut self, r: &Record) -> Result<()> {
-        if !update(self.c, r, None)? {
+        if !update(self.c, self.p, r, None)? {
             return Err(StoreError::NotFound {
                 kind: r.kind.noun(),
                 id: r.id.clone(),
@@ -347,11 +401,11 @@ impl Tx for SqlTx<'_> {
     }
 
     fn update_if(&mut self, r: &Record, status: &str) -> Result<bool> {
-        update(self.c, r, Some(status))
+        update(self.c, self.p, r, Some(status))
     }
 
     fn delete(&mut self, kind: Kind, id: &str) -> Result<bool> {
-        delete(self.c, kind, id)
+        delete(self.c, self.p, kind, id)
     }
 
     fn list(
@@ -361,7 +415,7 @@ impl Tx for SqlTx<'_> {
         filter: Option<&Filter>,
         page: &Page,
     ) -> Result<(Vec<Record>, bool)> {
-        list(self.c, kind, scope, filter, page)
+        list(self.c, self.p, kind, scope, filter, page)
     }
 
     fn set_run_owner(&mut self, run_id: &str, node: Option<&str>, claimed: bool) -> Result<()> {
@@ -379,6 +433,27 @@ impl Tx for SqlTx<'_> {
         Ok(())
     }
 
+    fn active_runs(&mut self) -> Result<i64> {
+        let project = self.p.unwrap_or("");
+        // The upsert holds the project's counter row until the transaction ends: the next
+        // transaction asking waits here, and then counts the run this one inserts.
+        self.c.execute(
+            "INSERT INTO counters (key, value) VALUES ($1, 1) \
+             ON CONFLICT (key) DO UPDATE SET value = counters.value + 1",
+            &[format!("runs.{project}").as_str().into()],
+        )?;
+        let mut params = vec![];
+        let mine = of_project(self.p, &mut params);
+        let rows = self.c.query(
+            &format!(
+                "SELECT count(*) FROM runs WHERE status IN \
+                 ('queued', 'in_progress', 'requires_action', 'cancelling'){mine}"
+            ),
+            &params,
+        )?;
+        Ok(first_int(&rows))
+    }
+
     fn run_holder(&mut self, run_id: &str) -> Result<Option<String>> {
         let rows = self.c.query(
             "SELECT node FROM runs WHERE id = $1 AND claimed_at IS NOT NULL",
@@ -388,14 +463,53 @@ impl Tx for SqlTx<'_> {
     }
 }
 
+/// The first column of the first row as an integer (0 if there is none, or it is NULL).
+fn first_int(rows: &[Row]) -> i64 {
+    rows.first()
+        .and_then(|r| r.first())
+        .and_then(Value::int)
+        .unwrap_or(0)
+}
+
 impl<B: Backend> Store for SqlStore<B> {
+    fn for_project(&self, project: &str) -> std::sync::Arc<dyn Store> {
+        std::sync::Arc::new(SqlStore {
+            backend: self.backend.clone(),
+            project: Some(project.into()),
+        })
+    }
+
+    fn project(&self) -> Option<&str> {
+        self.project.as_deref()
+    }
+
+    fn stored_bytes(&self) -> Result<i64> {
+        let mut params = vec![];
+        let mine = of_project(self.project.as_deref(), &mut params);
+        self.reading(|c| {
+            let rows = c.query(
+                &format!(
+                    "SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM files WHERE TRUE{mine}"
+                ),
+                &params,
+            )?;
+            Ok(first_int(&rows))
+        })
+    }
+
     fn atomically(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<()>) -> Result<()> {
-        self.backend
-            .write(&mut |c| f(&mut SqlTx { c, d: B::DIALECT }))
+        let p = self.project.as_deref();
+        self.backend.write(&mut |c| {
+            f(&mut SqlTx {
+                c,
+                d: B::DIALECT,
+                p,
+            })
+        })
     }
 
     fn get(&self, kind: Kind, id: &str) -> Result<Option<Record>> {
-        self.reading(|c| get(c, B::DIALECT, kind, id, false))
+        self.reading(|c| get(c, B::DIALECT, self.project.as_deref(), kind, id, false))
     }
 
     fn list(
@@ -405,7 +519,7 @@ impl<B: Backend> Store for SqlStore<B> {
         filter: Option<&Filter>,
         page: &Page,
     ) -> Result<(Vec<Record>, bool)> {
-        self.reading(|c| list(c, kind, scope, filter, page))
+        self.reading(|c| list(c, self.project.as_deref(), kind, scope, filter, page))
     }
 
     fn expired(
@@ -422,6 +536,7 @@ impl<B: Backend> Store for SqlStore<B> {
             params.push(f.value.as_str().into());
             sql.push_str(&format!(" AND {} = $2", filter_column(t, f)?));
         }
+        sql.push_str(&of_project(self.project.as_deref(), &mut params));
         params.push(Value::Int(limit as i64));
         sql.push_str(&format!(" ORDER BY seq LIMIT ${}", params.len()));
         self.reading(|c| records(kind, c.query(&sql, &params)?))
@@ -434,18 +549,29 @@ impl<B: Backend> Store for SqlStore<B> {
         chunks: &[super::StoredChunk],
         update: &Record,
     ) -> Result<()> {
-        self.writing(|c| super::chunks::put(c, vector_store_id, file_id, chunks, update))
+        self.writing(|c| {
+            super::chunks::put(
+                c,
+                self.project.as_deref(),
+                vector_store_id,
+                file_id,
+                chunks,
+                update,
+            )
+        })
     }
 
     fn chunks(&self, vector_store_id: &str) -> Result<Vec<super::StoredChunk>> {
-        self.reading(|c| super::chunks::all(c, vector_store_id))
+        self.reading(|c| super::chunks::all(c, self.project.as_deref(), vector_store_id))
     }
 
     fn delete_chunks(&self, vector_store_id: Option<&str>, file_id: Option<&str>) -> Result<()> {
-        self.writing(|c| super::chunks::delete(c, vector_store_id, file_id))
+        self.writing(|c| {
+            super::chunks::delete(c, self.project.as_deref(), vector_store_id, file_id)
+        })
     }
 
-    fn claim_run(&self, node: &str) -> Result<Option<(String, Option<i64>)>> {
+    fn claim_run(&self, node: &str) -> Result<Option<super::Claim>> {
         super::cluster::claim_run(self, node)
     }
 

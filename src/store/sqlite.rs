@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_objects.sql"),
     include_str!("migrations/0002_chunks.sql"),
     include_str!("migrations/0003_tables.sql"),
+    include_str!("migrations/0004_projects.sql"),
 ];
 
 /// The SQLite [`Backend`].
@@ -54,11 +55,9 @@ impl SqliteStore {
             tx.pragma_update(None, "user_version", i + 1)?;
             tx.commit()?;
         }
-        Ok(SqlStore {
-            backend: Sqlite {
-                conn: Mutex::new(conn),
-            },
-        })
+        Ok(SqlStore::system(Sqlite {
+            conn: Mutex::new(conn),
+        }))
     }
 }
 
@@ -184,6 +183,7 @@ mod tests {
             scope: None,
             created_at: 1,
             body: format!("{{\"id\":\"{id}\",\"expires_at\":{expires},\"status\":\"{status}\"}}"),
+            project: "default".into(),
         };
         s.insert_all(&[
             at("a", "100", "pending"),
@@ -277,7 +277,7 @@ mod tests {
             "run_1"
         );
         assert_eq!(
-            s.claim_run("n").unwrap().map(|c| c.0).as_deref(),
+            s.claim_run("n").unwrap().map(|c| c.run_id).as_deref(),
             Some("run_1")
         );
         let purpose = Filter {
@@ -298,6 +298,7 @@ mod tests {
             scope: Some("thread_1".into()),
             created_at: 1,
             body: r#"{"id":"msg_c"}"#.into(),
+            project: "default".into(),
         }])
         .unwrap();
         let (msgs, _) = s.list(Kind::Message, Some("thread_1"), None, &all).unwrap();

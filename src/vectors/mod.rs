@@ -55,6 +55,9 @@ pub struct VectorsConfig {
 #[derive(Clone)]
 pub struct Vectors {
     inner: Arc<Inner>,
+    /// The store as this handle's project sees it ([`Vectors::for_project`]); the system's
+    /// view for the root handle, whose ingestion lanes read every project's files.
+    store: Arc<dyn Store>,
 }
 
 /// A store's changes seen on this node, and counted in the store by every node.
@@ -86,6 +89,7 @@ struct Inner {
 impl Vectors {
     pub fn new(store: Arc<dyn Store>, config: VectorsConfig) -> Vectors {
         Vectors {
+            store: store.clone(),
             inner: Arc::new(Inner {
                 store,
                 config,
@@ -96,6 +100,14 @@ impl Vectors {
                 changes_seen: Notify::new(),
                 reading: Mutex::new(Default::default()),
             }),
+        }
+    }
+
+    /// This service as project `project` sees it: only its stores are found and searched.
+    pub fn for_project(&self, project: &str) -> Vectors {
+        Vectors {
+            inner: self.inner.clone(),
+            store: self.inner.store.for_project(project),
         }
     }
 
@@ -133,7 +145,7 @@ impl Vectors {
         self.inner.changes_seen.notify_waiters();
         // Other nodes rebuild their index of the store when its count in the store moves.
         if self.inner.config.node.is_some() {
-            let (store, key) = (self.inner.store.clone(), counter_key(vector_store_id));
+            let (store, key) = (self.store.clone(), counter_key(vector_store_id));
             tokio::task::spawn_blocking(move || {
                 if let Err(e) = store.bump(&key) {
                     tracing::warn!(error = %e, "counting a vector store's change");
@@ -184,7 +196,7 @@ impl Vectors {
             .copied()
             .unwrap_or_default();
         let everywhere = match self.inner.config.node {
-            Some(_) => self.inner.store.counter(&counter_key(vector_store_id))?,
+            Some(_) => self.store.counter(&counter_key(vector_store_id))?,
             None => 0,
         };
         Ok((here, everywhere))
@@ -199,7 +211,6 @@ impl Vectors {
             before: None,
         };
         Ok(self
-            .inner
             .store
             .page::<StoredVectorStoreFile>(Some(vector_store_id), None, &page)?
             .0)
@@ -238,24 +249,22 @@ impl Vectors {
             field: "file.id",
             value: file_id.to_string(),
         };
-        let (records, _) =
-            self.inner
-                .store
-                .list(Kind::VectorStoreFile, None, Some(&filter), &page)?;
+        let (records, _) = self
+            .store
+            .list(Kind::VectorStoreFile, None, Some(&filter), &page)?;
         for r in records {
             let f: StoredVectorStoreFile = r.decode()?;
-            self.inner.store.delete(Kind::VectorStoreFile, &f.key)?;
+            self.store.delete(Kind::VectorStoreFile, &f.key)?;
             self.changed(&f.file.vector_store_id);
         }
-        self.inner.store.delete_chunks(None, Some(file_id))
+        self.store.delete_chunks(None, Some(file_id))
     }
 
     /// Remove one file from one store (its chunks too). Whether it was there.
     pub fn remove_file(&self, vector_store_id: &str, file_id: &str) -> Result<bool> {
         let key = StoredVectorStoreFile::key_of(vector_store_id, file_id);
-        let existed = self.inner.store.delete(Kind::VectorStoreFile, &key)?;
-        self.inner
-            .store
+        let existed = self.store.delete(Kind::VectorStoreFile, &key)?;
+        self.store
             .delete_chunks(Some(vector_store_id), Some(file_id))?;
         self.changed(vector_store_id);
         Ok(existed)
@@ -265,7 +274,7 @@ impl Vectors {
     /// last minute is not written again: expiry is counted in days, and a busy store would
     /// otherwise be rewritten on every search.
     pub fn touch(&self, vector_store_id: &str) -> Result<()> {
-        let Some(mut vs) = self.inner.store.find::<VectorStore>(vector_store_id)? else {
+        let Some(mut vs) = self.store.find::<VectorStore>(vector_store_id)? else {
             return Ok(());
         };
         let t = now();
@@ -277,7 +286,7 @@ impl Vectors {
         }
         vs.last_active_at = Some(t);
         vs.expires_at = VectorStore::expiry_time(&vs.expires_after, t);
-        self.inner.store.save(&vs)
+        self.store.save(&vs)
     }
 
     /// Whether a file record is still waiting to be read.

@@ -55,7 +55,7 @@ impl Vectors {
         let mut vectors: Option<Vec<Vec<f32>>> = None;
         for id in stores {
             let vs = {
-                let store = self.inner.store.clone();
+                let store = self.store.clone();
                 let id = id.clone();
                 tokio::task::spawn_blocking(move || store.fetch::<VectorStore>(&id))
                     .await
@@ -152,13 +152,12 @@ impl Vectors {
             .collect();
         let mut names: HashMap<String, String> = HashMap::new();
         let mut chunks = vec![];
-        for c in self.inner.store.chunks(vector_store_id)? {
+        for c in self.store.chunks(vector_store_id)? {
             let Some(f) = files.get(&c.file_id) else {
                 continue;
             };
             if !names.contains_key(&c.file_id) {
                 let name = self
-                    .inner
                     .store
                     .find::<FileObject>(&c.file_id)?
                     .map(|f| f.filename)

@@ -17,7 +17,7 @@ async fn health_answers_and_unknown_routes_are_openai_shaped_404s() {
 #[tokio::test(flavor = "multi_thread")]
 async fn api_keys_are_required_when_configured() {
     let app = TestApp::spawn_with(None, |s| {
-        s.api.api_keys = Some(std::sync::Arc::new(vec!["sk-test-key-123".into()]));
+        s.api.keys = oasis::tenancy::Keys::new(Some(vec!["sk-test-key-123".into()]), None).unwrap();
     })
     .await;
     let (s, v) = app.get("/v1/assistants").await;

@@ -988,7 +988,7 @@ async fn wrong_methods_are_405s_unknown_routes_404s_and_bad_paths_400s() {
 async fn the_openapi_document_lists_exactly_the_routes_served() {
     let app = TestApp::spawn_with(None, |s| {
         s.api.thread_list = true;
-        s.api.api_keys = Some(std::sync::Arc::new(vec!["sk-doc-test-key".into()]));
+        s.api.keys = oasis::tenancy::Keys::new(Some(vec!["sk-doc-test-key".into()]), None).unwrap();
     })
     .await;
     let (s, doc) = app.get("/openapi.json").await;
@@ -1228,7 +1228,8 @@ async fn a_refused_body_that_never_ends_gets_its_answer_and_a_closed_connection(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_caller_without_a_key_gets_its_401_but_the_server_reads_less_for_it() {
     let app = TestApp::spawn_with(None, |s| {
-        s.api.api_keys = Some(std::sync::Arc::new(vec!["sk-drain-test-key".into()]));
+        s.api.keys =
+            oasis::tenancy::Keys::new(Some(vec!["sk-drain-test-key".into()]), None).unwrap();
     })
     .await;
     let client = reqwest::Client::builder()

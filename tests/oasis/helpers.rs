@@ -159,7 +159,7 @@ impl TestApp {
         // `args` is built here, not parsed (no flag comes from the environment), but `resolve`
         // also reads `OASIS_API_KEYS` and the `OASIS_UPSTREAM_*` variables: a developer's
         // exported ones must not reach the tests. A test that wants them sets them in `tweak`.
-        settings.api.api_keys = None;
+        settings.api.keys = oasis::tenancy::Keys::new(None, None).unwrap();
         settings.upstream = None;
         settings.embeddings = oasis::vectors::EmbeddingsConfig::BuiltIn;
         // Documents are read by the real binary's `extract-worker`, as in production (this test

@@ -339,7 +339,7 @@ async fn limited_server(dir: &Path) -> Server {
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile2_lower_a_50_mb_json_body_gets_its_413_and_the_connection_survives() {
     let app = TestApp::spawn_with(None, |s| {
-        s.api.api_keys = Some(std::sync::Arc::new(vec![KEY.to_string()]));
+        s.api.keys = oasis::tenancy::Keys::new(Some(vec![KEY.to_string()]), None).unwrap();
     })
     .await;
     let client = reqwest::Client::builder()

@@ -1,8 +1,6 @@
 //! `GET /metrics` (Prometheus text) and `GET /ready`: what operators watch, served without a
 //! key, and never showing a key or an id.
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
 
 use crate::helpers::TestApp;
@@ -26,7 +24,7 @@ async fn call(app: &TestApp, method: reqwest::Method, path: &str, body: Value) -
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_requests_by_route_template_and_show_no_key_or_id() {
     let app = TestApp::spawn_with(None, |s| {
-        s.api.api_keys = Some(Arc::new(vec![KEY.into()]));
+        s.api.keys = oasis::tenancy::Keys::new(Some(vec![KEY.into()]), None).unwrap();
     })
     .await;
     let post = reqwest::Method::POST;

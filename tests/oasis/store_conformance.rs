@@ -47,6 +47,7 @@ fn rec(kind: Kind, id: &str, scope: Option<&str>, body: serde_json::Value) -> Re
         scope: scope.map(str::to_string),
         created_at: 1_700_000_000,
         body: body.to_string(),
+        project: "default".into(),
     }
 }
 
@@ -449,7 +450,13 @@ fn concurrent_claimers_take_each_queued_run_exactly_once() {
         let claimed = at_once(&s, 6, |s, i| {
             let node = format!("n{i}");
             let mut mine = vec![];
-            while let Some((id, waited)) = s.claim_run(&node).unwrap() {
+            while let Some(oasis::store::Claim {
+                run_id: id,
+                waited_ms: waited,
+                project,
+            }) = s.claim_run(&node).unwrap()
+            {
+                assert_eq!(project, "default");
                 // How long a run waited is known once its owner was set (as the
                 // orchestrator does when it queues one), by the database's clock.
                 let reserved = id == "run_00" || id == "run_01";
@@ -537,6 +544,180 @@ fn chunks_are_kept_with_their_file_only_while_it_is_being_read() {
         assert_eq!(s.chunks("vs").unwrap(), [chunk(0), chunk(1)]);
         s.delete_chunks(None, Some("f")).unwrap();
         assert!(s.chunks("vs").unwrap().is_empty());
+    });
+}
+
+/// Two projects' views of one store never see each other's objects, by any operation; the
+/// system's view (the run queue, sweeps) sees both, and a claimed run names its project.
+#[test]
+fn a_projects_view_reads_and_writes_only_its_own_objects() {
+    use serde_json::json;
+    both("projects", |s| {
+        let (a, b) = (s.for_project("alpha"), s.for_project("beta"));
+        assert_eq!((a.project(), s.project()), (Some("alpha"), None));
+        // The record says `default`: the view's project wins.
+        a.insert_all(&[
+            rec(Kind::Thread, "thread_a", None, json!({})),
+            rec(
+                Kind::Message,
+                "msg_a",
+                Some("thread_a"),
+                json!({"run_id": null}),
+            ),
+            rec(
+                Kind::File,
+                "file-a",
+                None,
+                json!({"bytes": 100, "expires_at": 5}),
+            ),
+            rec(Kind::VectorStore, "vs_a", None, json!({})),
+            rec(
+                Kind::Run,
+                "run_a0",
+                Some("thread_a"),
+                json!({"status": "completed"}),
+            ),
+            rec(
+                Kind::VectorStoreFile,
+                "vs_a/file-a",
+                Some("vs_a"),
+                json!({"file": {"id": "file-a", "status": "in_progress"}}),
+            ),
+        ])
+        .unwrap();
+        b.insert_all(&[rec(
+            Kind::File,
+            "file-b",
+            None,
+            json!({"bytes": 7, "expires_at": 5}),
+        )])
+        .unwrap();
+        let found = a.get(Kind::Thread, "thread_a").unwrap().unwrap();
+        assert_eq!(found.project, "alpha");
+        assert!(b.get(Kind::Thread, "thread_a").unwrap().is_none());
+        assert!(b.get(Kind::Message, "msg_a").unwrap().is_none());
+        // Lists, and cursors naming the other project's objects.
+        let all = page(Order::Asc, None, None, 10);
+        assert_eq!(
+            ids(a.list(Kind::File, None, None, &all).unwrap().0),
+            ["file-a"]
+        );
+        assert_eq!(
+            ids(b.list(Kind::File, None, None, &all).unwrap().0),
+            ["file-b"]
+        );
+        assert_eq!(
+            ids(s.list(Kind::File, None, None, &all).unwrap().0),
+            ["file-a", "file-b"]
+        );
+        assert!(
+            b.list(Kind::Message, Some("thread_a"), None, &all)
+                .unwrap()
+                .0
+                .is_empty()
+        );
+        let cursor = page(Order::Asc, Some("file-a"), None, 10);
+        assert!(matches!(
+            b.list(Kind::File, None, None, &cursor),
+            Err(StoreError::BadCursor { .. })
+        ));
+        assert_eq!(
+            ids(b.expired(Kind::File, None, 10, 10).unwrap()),
+            ["file-b"]
+        );
+        assert_eq!(
+            ids(s.expired(Kind::File, None, 10, 10).unwrap()),
+            ["file-a", "file-b"]
+        );
+        // Changes and deletions of the other project's objects find nothing.
+        let e = b.update(Kind::Thread, "thread_a", r#"{"id":"thread_a","x":1}"#);
+        assert!(matches!(e, Err(StoreError::NotFound { .. })), "{e:?}");
+        assert!(!b.delete(Kind::Thread, "thread_a").unwrap());
+        let mut seen = None;
+        b.atomically(&mut |tx| {
+            seen = Some(tx.get(Kind::Thread, "thread_a")?.is_some());
+            let r = rec(
+                Kind::Run,
+                "run_a0",
+                Some("thread_a"),
+                json!({"status": "failed"}),
+            );
+            assert!(!tx.update_if(&r, "completed")?);
+            assert!(!tx.delete(Kind::Message, "msg_a")?);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, Some(false));
+        assert_eq!(
+            a.get(Kind::Thread, "thread_a").unwrap().unwrap().body,
+            found.body
+        );
+        assert!(a.get(Kind::Message, "msg_a").unwrap().is_some());
+        // Chunks of a store are reached only through its project.
+        let chunk = StoredChunk {
+            file_id: "file-a".into(),
+            index: 0,
+            text: "alpha's secret".into(),
+            embedder: "e".into(),
+            vector: vec![1.0],
+        };
+        let done = rec(
+            Kind::VectorStoreFile,
+            "vs_a/file-a",
+            Some("vs_a"),
+            json!({"file": {"id": "file-a", "status": "completed"}}),
+        );
+        s.put_chunks("vs_a", "file-a", std::slice::from_ref(&chunk), &done)
+            .unwrap();
+        assert!(b.chunks("vs_a").unwrap().is_empty());
+        b.delete_chunks(Some("vs_a"), None).unwrap();
+        b.delete_chunks(None, Some("file-a")).unwrap();
+        assert_eq!(a.chunks("vs_a").unwrap(), [chunk]);
+        // What each project stores, and how many of its runs are unfinished.
+        assert_eq!(
+            (a.stored_bytes().unwrap(), b.stored_bytes().unwrap()),
+            (100, 7)
+        );
+        assert_eq!(s.stored_bytes().unwrap(), 107);
+        a.insert_all(&[
+            rec(
+                Kind::Run,
+                "run_a1",
+                Some("thread_a"),
+                json!({"status": "queued"}),
+            ),
+            rec(
+                Kind::Run,
+                "run_a2",
+                Some("thread_a"),
+                json!({"status": "requires_action"}),
+            ),
+            rec(
+                Kind::Run,
+                "run_a3",
+                Some("thread_a"),
+                json!({"status": "completed"}),
+            ),
+        ])
+        .unwrap();
+        let active = |v: &Arc<dyn Store>| {
+            let mut n = 0;
+            v.atomically(&mut |tx| {
+                n = tx.active_runs()?;
+                Ok(())
+            })
+            .unwrap();
+            n
+        };
+        assert_eq!((active(&a), active(&b)), (2, 0));
+        let claim = s.claim_run("n").unwrap().unwrap();
+        assert_eq!(
+            (claim.run_id.as_str(), claim.project.as_str()),
+            ("run_a1", "alpha")
+        );
+        // Deleting through the right view deletes what belongs to it.
+        assert!(a.delete(Kind::Thread, "thread_a").unwrap());
+        assert!(s.get(Kind::Message, "msg_a").unwrap().is_none());
     });
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::{SessionManager, Slot, Victim, valid_session_id};
+use super::{SessionManager, Slot, Victim, valid_session_key};
 use crate::sandbox::SandboxError;
 use crate::sandbox::hibernate;
 use crate::sandbox::supervisor::shard_of;
@@ -144,6 +144,18 @@ impl SessionManager {
             .is_some_and(|e| e.slot.try_lock().map(|s| s.is_live()).unwrap_or(true))
     }
 
+    /// The keys of the sessions with a live interpreter here (in memory: cheap).
+    pub fn live_keys(&self) -> Vec<String> {
+        self.inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .iter()
+            .filter(|(_, e)| e.slot.try_lock().map(|s| s.is_live()).unwrap_or(true))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// How many sessions have a live interpreter here, and how many have none but a hibernated
     /// state in their folder (a walk of the root: for a metrics scrape, not a hot path). In a
     /// sandbox worker, only the sessions that shard to it.
@@ -164,7 +176,7 @@ impl SessionManager {
             .filter(|e| {
                 let name = e.file_name();
                 let name = name.to_string_lossy();
-                valid_session_id(&name)
+                valid_session_key(&name)
                     && self.owns(&name)
                     && !live.contains(name.as_ref())
                     && e.path().join(hibernate::STATE_FILE).is_file()
@@ -176,7 +188,7 @@ impl SessionManager {
     /// What is known of session `id`: whether its interpreter is live or hibernated, the
     /// bytes its state takes, when it was last used. `None` if it has no folder.
     pub fn info(&self, id: &str) -> Result<Option<SessionInfo>, SandboxError> {
-        if !valid_session_id(id) {
+        if !valid_session_key(id) {
             return Err(SandboxError::InvalidSessionId(id.to_string()));
         }
         Ok(info_on_disk(&self.inner.root, id, self.is_live(id)))
@@ -211,7 +223,7 @@ impl SessionManager {
                 };
                 rd.flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|name| valid_session_id(name) && old(&root.join(name)))
+                    .filter(|name| valid_session_key(name) && old(&root.join(name)))
                     .collect::<Vec<_>>()
             })
             .await
