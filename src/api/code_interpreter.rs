@@ -487,6 +487,9 @@ async fn list_files(
     if let Some(r) = &state.roaming {
         r.refresh(manager, &key).await?;
     }
+    if manager.info(&key).await?.is_none() {
+        return Err(ApiError::not_found("session", &id));
+    }
     let files = manager.list_files(&key)?;
     let data = files
         .into_iter()

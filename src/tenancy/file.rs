@@ -36,6 +36,7 @@ const MAX_NAME_CHARS: usize = 200;
 const NEW_FILE_HEADER: &str = "\
 # Oasis keys file: projects and the SHA-256 of each key (never the key itself).
 # `oasis keys add --project ID` adds a key; Oasis picks up changes without a restart.
+
 ";
 
 /// A project of the keys file, checked.
@@ -345,21 +346,43 @@ fn with_hash(
     Ok(doc.to_string())
 }
 
-/// Push `hash` onto `keys`, one per line if the array is written one per line.
+/// Push `hash` onto `keys`, one per line if the array is written one per line, with comments
+/// after the last entry (`"sha256:…", # laptop`) staying on its line.
 fn push_like_the_others(keys: &mut toml_edit::Array, hash: &str) {
-    let prefix = keys
+    let Some(indent) = keys
         .iter()
         .last()
         .and_then(|v| v.decor().prefix())
         .and_then(|p| p.as_str())
-        .filter(|p| p.contains('\n'))
-        .map(str::to_string);
-    keys.push(hash);
-    if let Some(prefix) = prefix
+        .and_then(|p| p.rsplit_once('\n'))
+        .map(|(_, indent)| indent.to_string())
+    else {
+        keys.push(hash);
+        return;
+    };
+    // What follows the last entry up to `]` (and its comma, which the new entry will need):
+    // its line's end, then what precedes the `]`.
+    let mut trailing = keys.trailing().as_str().unwrap_or_default().to_string();
+    if !keys.trailing_comma()
         && let Some(last) = keys.iter_mut().last()
     {
-        last.decor_mut().set_prefix(prefix);
+        let suffix = last
+            .decor()
+            .suffix()
+            .and_then(|s| s.as_str())
+            .unwrap_or_default();
+        trailing = format!("{suffix}{trailing}");
+        last.decor_mut().set_suffix("");
     }
+    let (line_end, before_bracket) = match trailing.rfind('\n') {
+        Some(i) => (&trailing[..=i], format!("\n{}", &trailing[i + 1..])),
+        None => ("\n", trailing.clone()),
+    };
+    keys.push(hash);
+    if let Some(last) = keys.iter_mut().last() {
+        last.decor_mut().set_prefix(format!("{line_end}{indent}"));
+    }
+    keys.set_trailing(before_bracket);
 }
 
 /// Write `bytes` to `file` (in `folder`) through a temporary sibling and a rename, readable
@@ -636,6 +659,31 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_hash_is_added_in_the_layout_of_the_list() {
+        let added = |keys: &str| {
+            let text = format!("[[projects]]\nid = \"a\"\nkeys = {keys}\nmax_live_sessions = 1\n");
+            let edited = with_hash(Path::new("k.toml"), &text, "a", None, "sha256:new").unwrap();
+            let start = edited.find("keys = ").unwrap() + "keys = ".len();
+            let end = edited.find("\nmax_live_sessions").unwrap();
+            edited[start..end].to_string()
+        };
+        assert_eq!(added("[]"), "[\"sha256:new\"]");
+        assert_eq!(added("[\"x\"]"), "[\"x\", \"sha256:new\"]");
+        assert_eq!(
+            added("[\n  \"x\", # laptop\n]"),
+            "[\n  \"x\", # laptop\n  \"sha256:new\",\n]"
+        );
+        assert_eq!(
+            added("[\n  \"x\" # laptop\n]"),
+            "[\n  \"x\", # laptop\n  \"sha256:new\"\n]"
+        );
+        assert_eq!(
+            added("[\n  \"x\",\n  \"y\"]"),
+            "[\n  \"x\",\n  \"y\",\n  \"sha256:new\"]"
+        );
     }
 
     #[test]

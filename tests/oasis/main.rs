@@ -19,6 +19,7 @@ mod hostile2;
 mod hostile_net;
 mod metrics;
 mod node_sdk;
+mod projects;
 mod retrieval_extract;
 mod runs;
 mod sandbox;
