@@ -2,7 +2,10 @@
 
     python bench/load.py --base-url http://127.0.0.1:8080 [--threads 200 --runs 5 --executes 50]
     python bench/load.py --base-url http://127.0.0.1:8081,http://127.0.0.1:8082,http://127.0.0.1:8083
+    python bench/load.py --api-keys KEY_A,KEY_B   # keys of different projects, taken in turn
 
+Several comma-separated API keys (of different projects: see the README's "Projects and
+keys") are taken in turn by the conversations and executes, each project with its own assistant.
 Several comma-separated base URLs (the nodes of a cluster) take the requests in turn, as a
 round-robin load balancer would: each HTTP request goes to the next node.
 
@@ -99,10 +102,11 @@ def conversation(client, assistant_id, i, runs, latencies, problems):
             problems.append(f"thread {i} turn {k}: reply {text!r} does not show {value}")
 
 
-def execute(base, i, latencies, problems):
+def execute(base, key, i, latencies, problems):
     body = json.dumps({"code": f"x = {i}\nprint(x * 2)", "session_id": f"load-{i}-{time.time_ns()}"})
     req = urllib.request.Request(base + "/v1/code_interpreter/execute", data=body.encode(),
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"Bearer {key}"})
     start = time.perf_counter()
     try:
         with urllib.request.urlopen(req, timeout=300) as r:
@@ -122,18 +126,23 @@ def main():
     ap.add_argument("--threads", type=int, default=200)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--executes", type=int, default=50)
+    ap.add_argument("--api-keys", default="sk-load")
     args = ap.parse_args()
+    keys = args.api_keys.split(",")
     bases = args.base_url.split(",")
     limits = httpx.Limits(max_connections=args.threads + 10)
     http = httpx.Client(event_hooks={"response": [count]}, timeout=300,
                         transport=RoundRobin(bases, limits=limits))
-    client = openai.OpenAI(base_url=bases[0] + "/v1", api_key="sk-load", max_retries=0, http_client=http)
-    assistant = client.beta.assistants.create(model="oasis-local", tools=[{"type": "code_interpreter"}])
+    clients = [openai.OpenAI(base_url=bases[0] + "/v1", api_key=k, max_retries=0, http_client=http)
+               for k in keys]
+    assistants = [c.beta.assistants.create(model="oasis-local", tools=[{"type": "code_interpreter"}])
+                  for c in clients]
 
     problems, run_lat = [], []
     start = time.perf_counter()
     with cf.ThreadPoolExecutor(args.threads) as pool:
-        futures = [pool.submit(conversation, client, assistant.id, i, args.runs, run_lat, problems)
+        futures = [pool.submit(conversation, clients[i % len(keys)], assistants[i % len(keys)].id,
+                               i, args.runs, run_lat, problems)
                    for i in range(args.threads)]
         for f in cf.as_completed(futures):
             try:
@@ -145,11 +154,12 @@ def main():
     exec_lat = []
     start = time.perf_counter()
     with cf.ThreadPoolExecutor(args.executes) as pool:
-        list(pool.map(lambda i: execute(bases[i % len(bases)], i, exec_lat, problems), range(args.executes)))
+        list(pool.map(lambda i: execute(bases[i % len(bases)], keys[i % len(keys)], i, exec_lat, problems),
+                      range(args.executes)))
     part2 = time.perf_counter() - start
 
     total_runs = args.threads * args.runs
-    print(f"oasis load: {args.threads} threads x {args.runs} runs (built-in model), then {args.executes} concurrent executes, over {len(bases)} node(s)")
+    print(f"oasis load: {args.threads} threads x {args.runs} runs (built-in model), then {args.executes} concurrent executes, over {len(bases)} node(s), {len(keys)} key(s)")
     print(summary("run create_and_poll (under load)", run_lat))
     print(f"{'runs completed per second':<38} {total_runs / part1:8.1f}  ({total_runs} runs in {part1:.1f} s)")
     print(summary("execute print (50 at once)", exec_lat))

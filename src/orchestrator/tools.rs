@@ -27,6 +27,18 @@ pub(super) fn status_name(o: Outcome) -> &'static str {
     }
 }
 
+/// A code call that did not run: `msg` is its output, and what the model is told.
+fn could_not_run(msg: String) -> (Vec<CodeOutput>, CodeToolResult) {
+    (
+        vec![CodeOutput::Logs { logs: msg.clone() }],
+        CodeToolResult {
+            status: "error".into(),
+            logs: msg,
+            ..Default::default()
+        },
+    )
+}
+
 /// Charge `bytes` about to become a File to the thread's session's export budget; whether it
 /// fits (a file past it stays in `/mnt/data`, unlinked).
 pub(super) fn export_fits(sessions: &Sessions, thread_id: &str, bytes: usize) -> bool {
@@ -301,14 +313,8 @@ impl Orchestrator {
         stop: &Stop,
     ) -> std::result::Result<(Vec<CodeOutput>, CodeToolResult), String> {
         let Some(sessions) = self.inner.sessions.clone() else {
-            let msg = "The code interpreter is not available on this server.";
-            return Ok((
-                vec![CodeOutput::Logs { logs: msg.into() }],
-                CodeToolResult {
-                    status: "error".into(),
-                    logs: msg.into(),
-                    ..Default::default()
-                },
+            return Ok(could_not_run(
+                "The code interpreter is not available on this server.".into(),
             ));
         };
         let opts = ExecOptions {
@@ -323,33 +329,15 @@ impl Orchestrator {
                 .project
                 .sessions_full(&sessions.live_keys().await, &key)
         {
-            let msg = format!(
+            return Ok(could_not_run(format!(
                 "The code could not run: this project may have at most {max} live \
                  code-interpreter sessions, and has that many."
-            );
-            return Ok((
-                vec![CodeOutput::Logs { logs: msg.clone() }],
-                CodeToolResult {
-                    status: "error".into(),
-                    logs: msg,
-                    ..Default::default()
-                },
-            ));
+            )));
         }
         let shared = crate::roaming::execute(roaming, &sessions, &key, None, code, opts);
         let mut r = match shared.await {
             Ok(r) => r,
-            Err(e) => {
-                let msg = format!("The code could not run: {e}");
-                return Ok((
-                    vec![CodeOutput::Logs { logs: msg.clone() }],
-                    CodeToolResult {
-                        status: "error".into(),
-                        logs: msg,
-                        ..Default::default()
-                    },
-                ));
-            }
+            Err(e) => return Ok(could_not_run(format!("The code could not run: {e}"))),
         };
         if r.worker_lost {
             return Err(format!(

@@ -333,43 +333,46 @@ impl Supervisor {
         Ok(info_on_disk(&self.inner.config.root, id, live))
     }
 
-    /// How many sessions are live and how many hibernated, over the workers that answer.
-    pub async fn counts(&self) -> (usize, usize) {
+    /// Ask every running worker the question `head` makes for a call; the answers of those
+    /// that answer (within 5 s).
+    async fn ask_all(&self, head: fn(u64) -> Head) -> Vec<Reply> {
         let asks = (0..self.inner.shards.len()).map(|shard| async move {
             let conn = self.up(shard)?;
             let (call, rx) = conn.register(None).ok()?;
             let _forget = Forget { conn: &conn, call };
-            conn.send(Frame::new(Head::Counts { call }));
-            match tokio::time::timeout(Duration::from_secs(5), rx).await {
-                Ok(Ok(Reply::Counted(live, hibernated))) => Some((live, hibernated)),
-                _ => None,
-            }
+            conn.send(Frame::new(head(call)));
+            tokio::time::timeout(Duration::from_secs(5), rx)
+                .await
+                .ok()?
+                .ok()
         });
         futures::future::join_all(asks)
             .await
             .into_iter()
             .flatten()
-            .fold((0, 0), |(l, h), (a, b)| (l + a as usize, h + b as usize))
+            .collect()
+    }
+
+    /// How many sessions are live and how many hibernated, over the workers that answer.
+    pub async fn counts(&self) -> (usize, usize) {
+        let mut total = (0, 0);
+        for reply in self.ask_all(|call| Head::Counts { call }).await {
+            if let Reply::Counted(live, hibernated) = reply {
+                total = (total.0 + live as usize, total.1 + hibernated as usize);
+            }
+        }
+        total
     }
 
     /// The keys of the sessions live in the workers that answer.
     pub async fn live_keys(&self) -> Vec<String> {
-        let asks = (0..self.inner.shards.len()).map(|shard| async move {
-            let conn = self.up(shard)?;
-            let (call, rx) = conn.register(None).ok()?;
-            let _forget = Forget { conn: &conn, call };
-            conn.send(Frame::new(Head::Live { call }));
-            match tokio::time::timeout(Duration::from_secs(5), rx).await {
-                Ok(Ok(Reply::LiveKeys(keys))) => Some(keys),
-                _ => None,
+        let mut keys = vec![];
+        for reply in self.ask_all(|call| Head::Live { call }).await {
+            if let Reply::LiveKeys(k) = reply {
+                keys.extend(k);
             }
-        });
-        futures::future::join_all(asks)
-            .await
-            .into_iter()
-            .flatten()
-            .flatten()
-            .collect()
+        }
+        keys
     }
 
     /// A graceful shutdown: every running worker hibernates its live interpreters (waiting at

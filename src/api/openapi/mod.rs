@@ -49,7 +49,8 @@ fn served_in_tools_mode(path: &str) -> bool {
 /// The whole document (the `all` mode's routes).
 pub fn document() -> Value {
     let mut g = Gen::new();
-    let paths = paths(&mut g);
+    let mut paths = paths(&mut g);
+    limited(&mut paths);
     let responses = error_responses(&mut g);
     let (paths, schemas) = g.finish(paths);
     json!({
@@ -59,8 +60,10 @@ pub fn document() -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "A self-hosted, OpenAI-compatible Assistants API (v2) with a sandboxed \
                 Python code interpreter. Every `/v1` route takes `Authorization: Bearer KEY` when \
-                the server has API keys (`OASIS_API_KEYS`; without them any key, or none, is \
-                accepted); `/health`, `/ready`, `/metrics` and `/openapi.json` never need one. \
+                the server has API keys (`OASIS_API_KEYS`, or a keys file, `OASIS_KEYS_FILE`; \
+                without them any key, or none, is accepted); a key belongs to a project, and \
+                sees only that project's objects (another project's id answers as one that \
+                never existed). `/health`, `/ready`, `/metrics` and `/openapi.json` never need one. \
                 `OpenAI-Beta: assistants=v2` is optional; `assistants=v1` is refused with a 400 \
                 on any `/v1` route. JSON request bodies may be at most 2 MiB; a body that is \
                 empty or only whitespace counts as `{}`. Errors are OpenAI's `{\"error\": {\"message\", \
@@ -82,7 +85,8 @@ pub fn document() -> Value {
                 "bearerAuth": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "One of `OASIS_API_KEYS`; not checked when none are set."
+                    "description": "One of `OASIS_API_KEYS` (the default project) or of \
+                        the keys file's projects; not checked when none are set."
                 }
             },
             "responses": responses,
@@ -210,6 +214,40 @@ fn operation(
     Value::Object(op)
 }
 
+/// The operations a project's limits may refuse (429): what creates a run, stores a File or
+/// brings a session to life.
+const LIMITED: &[&str] = &[
+    "uploadFile",
+    "createThreadAndRun",
+    "createRun",
+    "executeCode",
+    "createUpload",
+    "completeUpload",
+];
+
+/// Document the 429 of the [`LIMITED`] operations.
+fn limited(paths: &mut Value) {
+    let Some(paths) = paths.as_object_mut() else {
+        return;
+    };
+    for op in paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(Value::as_object_mut)
+    {
+        let id = op.get("operationId").and_then(Value::as_str).unwrap_or("");
+        if LIMITED.contains(&id)
+            && let Some(r) = op.get_mut("responses").and_then(Value::as_object_mut)
+        {
+            r.insert(
+                "429".into(),
+                json!({"$ref": "#/components/responses/RateLimited"}),
+            );
+        }
+    }
+}
+
 /// The statuses of a `/v1` call with neither a body nor an id in its path.
 const PLAIN: &[u16] = &[400, 401, 500];
 /// … with an id in its path.
@@ -249,6 +287,9 @@ fn error_responses(g: &mut Gen) -> Value {
         "Forbidden": r("The operation is not allowed on this object."),
         "NotFound": r("No such object (`No thread found with id '…'.`)."),
         "PayloadTooLarge": r("The body is larger than the server accepts."),
+        "RateLimited": r("The caller's project is at one of its limits (`rate_limit_exceeded`): \
+            unfinished runs, live code-interpreter sessions or stored bytes (see the keys \
+            file)."),
         "ServerError": r("Something failed inside Oasis (details are logged, never returned)."),
         "ServiceUnavailable": r("A service Oasis depends on (the database, the object store) \
             does not answer; the message names which."),
@@ -437,6 +478,25 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         assert_eq!(out, expected);
+    }
+
+    /// What a project's limits may refuse (and only that) documents its 429.
+    #[test]
+    fn the_operations_a_projects_limits_refuse_document_their_429() {
+        let doc = document();
+        let limited: Vec<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|item| item.as_object().unwrap().values())
+            .filter(|op| op["responses"]["429"].is_object())
+            .filter_map(|op| op["operationId"].as_str())
+            .collect();
+        let mut expected = LIMITED.to_vec();
+        expected.sort();
+        let mut got = limited.clone();
+        got.sort();
+        assert_eq!(got, expected);
     }
 
     /// Every operation has a unique id and answers errors with the error body.

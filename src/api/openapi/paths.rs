@@ -401,11 +401,10 @@ pub(super) fn paths(g: &mut Gen) -> Value {
             "parameters": [session_id()],
             "get": operation(
                 "listSessionFiles", "Code interpreter",
-                "The files in a session's `/mnt/data` (empty for a session that does not \
-                 exist).",
+                "The files in a session's `/mnt/data` (404 for a session that does not exist).",
                 vec![], None,
                 ok_json("The files.", g.output::<SessionFileList>()),
-                PLAIN,
+                BY_ID,
             ),
         }),
     );

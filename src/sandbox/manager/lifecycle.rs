@@ -160,15 +160,7 @@ impl SessionManager {
     /// state in their folder (a walk of the root: for a metrics scrape, not a hot path). In a
     /// sandbox worker, only the sessions that shard to it.
     pub fn counts(&self) -> (usize, usize) {
-        let live: std::collections::HashSet<String> = self
-            .inner
-            .sessions
-            .lock()
-            .expect("sessions lock")
-            .iter()
-            .filter(|(_, e)| e.slot.try_lock().map(|s| s.is_live()).unwrap_or(true))
-            .map(|(id, _)| id.clone())
-            .collect();
+        let live: std::collections::HashSet<String> = self.live_keys().into_iter().collect();
         let hibernated = std::fs::read_dir(&self.inner.root)
             .into_iter()
             .flatten()
