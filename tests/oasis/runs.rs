@@ -740,7 +740,9 @@ async fn after_a_restart_queued_runs_run_and_interrupted_ones_fail_with_a_reason
     queued.created_at = oasis::model::now();
     queued.expires_at = Some(queued.created_at + 600);
     let store = oasis::store::SqliteStore::open(&dir.path().join("oasis.sqlite3")).unwrap();
-    oasis::store::StoreExt::insert(&store, &queued).unwrap();
+    // Written as the API writes: in the default project's view.
+    let store = oasis::store::Store::for_project(&store, oasis::tenancy::DEFAULT_PROJECT);
+    oasis::store::StoreExt::insert(store.as_ref(), &queued).unwrap();
     drop(store);
 
     // The first server's workers are still busy; a new server takes the data over.

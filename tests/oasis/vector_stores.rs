@@ -46,8 +46,10 @@ async fn files_waiting_to_be_read_are_read_after_a_restart() {
             ChunkingShown, StaticChunking, StoredVectorStoreFile, VectorStoreFile,
             VectorStoreFileStatus, VectorStoreFileTag,
         };
-        use oasis::store::StoreExt;
+        use oasis::store::{Store, StoreExt};
         let store = oasis::store::SqliteStore::open(&dir.path().join("oasis.sqlite3")).unwrap();
+        // Written as the API writes: in the default project's view.
+        let store = store.for_project(oasis::tenancy::DEFAULT_PROJECT);
         store
             .insert(&StoredVectorStoreFile {
                 key: StoredVectorStoreFile::key_of(&vs, &fid),
