@@ -20,6 +20,7 @@
 //! The sandbox knows nothing of projects: a code-interpreter session's key there is made by
 //! [`Project::session_key`], which keeps the sessions of different projects apart.
 
+pub mod admit;
 pub mod file;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use sha2::{Digest as _, Sha256};
 
+pub use admit::{Admissions, Admitted};
 pub use file::add_key;
 
 /// The project of `OASIS_API_KEYS` keys, and of every request when no key is configured.
@@ -217,6 +219,8 @@ struct Inner {
     generation: AtomicU64,
     /// What the file was like when last read. Its lock also makes loads one at a time.
     seen: Mutex<Seen>,
+    /// Sessions being brought to life under their project's `max_live_sessions`.
+    admissions: Admissions,
 }
 
 /// The keys file as last read: its metadata, and the SHA-256 of the text last loaded.
@@ -288,6 +292,7 @@ impl Keys {
                 })),
                 generation: AtomicU64::new(0),
                 seen: Mutex::new(Seen::default()),
+                admissions: Admissions::default(),
             }),
         };
         let mut seen = keys.inner.seen.lock().expect("keys file state lock");
@@ -357,6 +362,12 @@ impl Keys {
                 watch_file(weak).await;
             }
         })
+    }
+
+    /// Where this process admits sessions under their project's `max_live_sessions` (shared
+    /// by the API and the run workers).
+    pub fn admissions(&self) -> &Admissions {
+        &self.inner.admissions
     }
 
     /// How many times the table was (re)loaded successfully.

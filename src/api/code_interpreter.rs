@@ -188,8 +188,9 @@ async fn execute(
         ..Default::default()
     };
     let key = state.session_key(&session_id)?;
-    state.check_sessions(&manager, &key).await?;
+    let admitted = state.admit_session(&manager, &key).await?;
     let call = Call {
+        _admitted: admitted,
         state,
         manager,
         session_id,
@@ -351,6 +352,8 @@ struct Call {
     session_id: String,
     /// The sandbox's key for the session (see `AppState::session_key`).
     key: String,
+    /// The session's place under the project's live-session limit, held until the call ends.
+    _admitted: crate::tenancy::Admitted,
 }
 
 impl Call {
@@ -367,7 +370,16 @@ impl Call {
 
     /// Store `bytes` as a File if the session's export budget allows; otherwise a note.
     async fn export(&self, name: &str, bytes: Vec<u8>) -> ApiResult<Result<FileObject, String>> {
-        let (m, id, n) = (self.manager.clone(), self.key.clone(), bytes.len() as u64);
+        let n = bytes.len() as u64;
+        let full = format!(
+            "[oasis] {name} ({n} bytes) was not stored as a File: the project has reached its \
+             storage limit\n"
+        );
+        // The project's limit first: a File it refuses costs the session nothing.
+        if !self.state.storage_fits(n).await? {
+            return Ok(Err(full));
+        }
+        let (m, id) = (self.manager.clone(), self.key.clone());
         let fits = tokio::task::spawn_blocking(move || m.charge_export(&id, n))
             .await?
             .map_err(|e| ApiError::internal(format!("charging the session's exports: {e}")))?;
@@ -377,19 +389,12 @@ impl Call {
                  what it may add to the file store\n"
             )));
         }
-        if !self.state.storage_fits(n).await? {
-            return Ok(Err(format!(
-                "[oasis] {name} ({n} bytes) was not stored as a File: the project has reached \
-                 its storage limit\n"
-            )));
+        // Checked again as the File is recorded (another request may have stored one since).
+        match create_from_bytes(&self.state, name, "assistants_output", bytes).await {
+            Ok(f) => Ok(Ok(f)),
+            Err(e) if e.status == axum::http::StatusCode::TOO_MANY_REQUESTS => Ok(Err(full)),
+            Err(e) => Err(e),
         }
-        Ok(Ok(create_from_bytes(
-            &self.state,
-            name,
-            "assistants_output",
-            bytes,
-        )
-        .await?))
     }
 
     /// Turn a sandbox result into the API body, storing changed files and images as Files

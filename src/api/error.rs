@@ -140,6 +140,7 @@ impl From<BlobError> for ApiError {
         match e {
             BlobError::Store(e) => e.into(),
             BlobError::Bucket(e) => e.into(),
+            BlobError::OverLimit(max) => super::scope::storage_full(max),
         }
     }
 }

@@ -377,7 +377,8 @@ pub async fn commit(
     tmp: tempfile::NamedTempFile,
     obj: FileObject,
 ) -> ApiResult<FileObject> {
-    blobs::commit(&state.store, &state.bucket, tmp, &obj, vec![]).await?;
+    let max = state.project.limits.max_storage_bytes;
+    blobs::commit(&state.store, &state.bucket, tmp, &obj, vec![], max).await?;
     Ok(obj)
 }
 
@@ -388,7 +389,8 @@ pub async fn create_from_bytes(
     purpose: &str,
     bytes: Vec<u8>,
 ) -> ApiResult<FileObject> {
-    Ok(blobs::create(&state.store, &state.bucket, filename, purpose, bytes).await?)
+    let max = state.project.limits.max_storage_bytes;
+    Ok(blobs::create(&state.store, &state.bucket, filename, purpose, bytes, max).await?)
 }
 
 async fn retrieve(Scoped(state): Scoped, Path(id): Path<String>) -> ApiResult<Json<FileObject>> {

@@ -66,26 +66,30 @@ impl AppState {
         Ok((used.max(0) as u64).saturating_add(bytes) <= max)
     }
 
-    /// A 429 if session `key` has no live interpreter and the project already has as many
-    /// live sessions as it may.
-    pub async fn check_sessions(
+    /// Admit session `key` (hold the answer until the call is over): a 429 if it has no live
+    /// interpreter and the project already has as many live (or admitted) sessions as it may.
+    pub async fn admit_session(
         &self,
         sessions: &crate::sandbox::Sessions,
         key: &str,
-    ) -> ApiResult<()> {
-        if self.project.limits.max_live_sessions.is_none() {
-            return Ok(());
-        }
-        let live = sessions.live_keys().await;
-        match self.project.sessions_full(&live, key) {
-            None => Ok(()),
-            Some(max) => Err(over_limit(format!(
-                "Session limit reached for project {}: at most {max} code-interpreter sessions \
-                 may be live at once. End one (DELETE /v1/code_interpreter/sessions/{{id}}) or \
-                 wait for an idle one to be put away, and try again.",
-                self.project.id
-            ))),
-        }
+    ) -> ApiResult<crate::tenancy::Admitted> {
+        let live = match self.project.limits.max_live_sessions {
+            Some(_) => sessions.live_keys().await,
+            None => vec![],
+        };
+        self.config
+            .keys
+            .admissions()
+            .admit(&self.project, &live, key)
+            .map_err(|max| {
+                over_limit(format!(
+                    "Session limit reached for project {}: at most {max} code-interpreter \
+                     sessions may be live at once. End one (DELETE \
+                     /v1/code_interpreter/sessions/{{id}}) or wait for an idle one to be put \
+                     away, and try again.",
+                    self.project.id
+                ))
+            })
     }
 
     /// A 429 unless `bytes` more Files stay within the project's storage limit.
@@ -93,13 +97,18 @@ impl AppState {
         if self.storage_fits(bytes).await? {
             return Ok(());
         }
-        Err(over_limit(format!(
-            "Storage limit reached for project {}: its Files may take at most {} bytes. \
-             Delete some Files and try again.",
-            self.project.id,
-            self.project.limits.max_storage_bytes.unwrap_or(0)
-        )))
+        Err(storage_full(
+            self.project.limits.max_storage_bytes.unwrap_or(0),
+        ))
     }
+}
+
+/// The 429 of a File that would take its project past `max` stored bytes.
+pub fn storage_full(max: u64) -> ApiError {
+    over_limit(format!(
+        "Storage limit reached: this project's Files may take at most {max} bytes. Delete some \
+         Files and try again."
+    ))
 }
 
 /// A 429: the project is at one of its limits.

@@ -412,7 +412,8 @@ async fn complete_held(
     stored.upload.status = UploadStatus::Completed;
     stored.upload.file = Some(file.clone());
     let record = Record::of(&stored)?;
-    blobs::commit(&state.store, &state.bucket, tmp, &file, vec![record]).await?;
+    let max = state.project.limits.max_storage_bytes;
+    blobs::commit(&state.store, &state.bucket, tmp, &file, vec![record], max).await?;
     hold.ended();
     remove_parts(state, &id).await;
     Ok(stored.upload)

@@ -324,16 +324,22 @@ impl Orchestrator {
         };
         let roaming = self.inner.roaming.as_deref();
         let key = self.session_of(&ctx.run.thread_id);
-        if self.project.limits.max_live_sessions.is_some()
-            && let Some(max) = self
-                .project
-                .sessions_full(&sessions.live_keys().await, &key)
-        {
-            return Ok(could_not_run(format!(
-                "The code could not run: this project may have at most {max} live \
-                 code-interpreter sessions, and has that many."
-            )));
-        }
+        // The session's place under the project's live-session limit, held for the call.
+        let _admitted = match (&self.inner.keys, self.project.limits.max_live_sessions) {
+            (Some(keys), Some(_)) => {
+                let live = sessions.live_keys().await;
+                match keys.admissions().admit(&self.project, &live, &key) {
+                    Ok(admitted) => Some(admitted),
+                    Err(max) => {
+                        return Ok(could_not_run(format!(
+                            "The code could not run: this project may have at most {max} live \
+                             code-interpreter sessions, and has that many."
+                        )));
+                    }
+                }
+            }
+            _ => None,
+        };
         let shared = crate::roaming::execute(roaming, &sessions, &key, None, code, opts);
         let mut r = match shared.await {
             Ok(r) => r,
@@ -381,13 +387,18 @@ impl Orchestrator {
                 self.session_of(&ctx.run.thread_id),
                 png.len(),
             );
+            // The project's limit first: a File it refuses costs the session nothing.
+            if !self.storage_fits(n as u64).await {
+                continue;
+            }
             let fits = tokio::task::spawn_blocking(move || export_fits(&s, &key, n)).await;
-            if !matches!(fits, Ok(true)) || !self.storage_fits(n as u64).await {
+            if !matches!(fits, Ok(true)) {
                 continue;
             }
             let name = format!("{call_id}-image-{}.png", i + 1);
             let (store, bucket) = (&self.store, &self.inner.bucket);
-            match blobs::create(store, bucket, &name, "assistants_output", png.clone()).await {
+            let max = self.project.limits.max_storage_bytes;
+            match blobs::create(store, bucket, &name, "assistants_output", png.clone(), max).await {
                 Ok(f) => stored.push(f),
                 Err(e) => tracing::warn!(error = %e, "could not store an image"),
             }

@@ -330,20 +330,25 @@ impl Orchestrator {
                 None => {
                     // The session's file, charged to its export budget (blocking work); then
                     // stored as a File (object-store work, awaited here).
+                    // (The project's limit before the budget: a File it refuses costs the
+                    // session nothing.)
                     let (s, t, rel) = (sessions.clone(), key.clone(), l.relative.clone());
-                    let read = tokio::task::spawn_blocking(move || {
-                        let bytes = s.read_file(&t, &rel, max).ok()?;
-                        export_fits(&s, &t, bytes.len()).then_some(bytes)
-                    })
-                    .await;
-                    let Ok(Some(bytes)) = read else {
+                    let read = tokio::task::spawn_blocking(move || s.read_file(&t, &rel, max).ok());
+                    let Ok(Some(bytes)) = read.await else {
                         continue;
                     };
                     if !self.storage_fits(bytes.len() as u64).await {
                         continue;
                     }
+                    let (s, t, n) = (sessions.clone(), key.clone(), bytes.len());
+                    let fits = tokio::task::spawn_blocking(move || export_fits(&s, &t, n)).await;
+                    if !matches!(fits, Ok(true)) {
+                        continue;
+                    }
                     let name = l.relative.rsplit('/').next().unwrap_or(&l.relative);
-                    match blobs::create(store, bucket, name, "assistants_output", bytes).await {
+                    let max = self.project.limits.max_storage_bytes;
+                    match blobs::create(store, bucket, name, "assistants_output", bytes, max).await
+                    {
                         Ok(f) => {
                             files.push((l.relative.clone(), f.id.clone()));
                             f.id

@@ -26,6 +26,9 @@ pub enum BlobError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Bucket(#[from] BucketError),
+    /// The File would take its project past `max` stored bytes; nothing was kept.
+    #[error("the project's Files may take at most {0} bytes")]
+    OverLimit(u64),
 }
 
 pub type Result<T> = std::result::Result<T, BlobError>;
@@ -44,28 +47,51 @@ async fn db<T: Send + 'static>(
 /// Store the staged bytes `tmp` (from `bucket.temp_file(FOLDER)`) and then record `obj`,
 /// saving `updates` (e.g. the Upload the File was made from) in the same transaction as the
 /// File's record; either both happen or neither.
+///
+/// With `max_bytes` (the project's storage limit), the File is recorded only if the project's
+/// Files then take at most that many bytes, counted in the transaction that records it (see
+/// [`super::Tx::stored_bytes`]): otherwise [`BlobError::OverLimit`], and nothing is kept.
 pub async fn commit(
     store: &Arc<dyn Store>,
     bucket: &Bucket,
     tmp: tempfile::NamedTempFile,
     obj: &FileObject,
     updates: Vec<Record>,
+    max_bytes: Option<u64>,
 ) -> Result<()> {
     let k = key(&obj.id);
     bucket.put_temp(&k, tmp).await?;
-    record(store, bucket, &k, obj, updates).await
+    record(store, bucket, &k, obj, updates, max_bytes).await
 }
 
-/// Record `obj`, whose bytes are stored as `k`; should that fail, the bytes are deleted.
+/// Record `obj`, whose bytes are stored as `k`, within `max_bytes` (see [`commit`]); should
+/// that fail, the bytes are deleted.
 async fn record(
     store: &Arc<dyn Store>,
     bucket: &Bucket,
     k: &str,
     obj: &FileObject,
     updates: Vec<Record>,
+    max_bytes: Option<u64>,
 ) -> Result<()> {
     let rec = Record::of(obj)?;
-    let inserted = db(store, move |s| s.insert_and_update(&[rec], &updates)).await;
+    let size = obj.bytes;
+    let inserted = db(store, move |s| {
+        s.within(|tx| {
+            if let Some(max) = max_bytes
+                && (tx.stored_bytes()?.max(0) as u64).saturating_add(size) > max
+            {
+                return Ok(Err(BlobError::OverLimit(max)));
+            }
+            tx.insert(&rec)?;
+            for u in &updates {
+                tx.update(u)?;
+            }
+            Ok(Ok(()))
+        })
+    })
+    .await
+    .and_then(|r| r);
     if let Err(e) = inserted {
         if let Err(d) = bucket.delete(k).await {
             tracing::warn!(key = %k, error = %d, "deleting the bytes of a File not recorded");
@@ -75,13 +101,14 @@ async fn record(
     Ok(())
 }
 
-/// Store `bytes` as a new File.
+/// Store `bytes` as a new File, within `max_bytes` (see [`commit`]).
 pub async fn create(
     store: &Arc<dyn Store>,
     bucket: &Bucket,
     filename: &str,
     purpose: &str,
     bytes: Vec<u8>,
+    max_bytes: Option<u64>,
 ) -> Result<FileObject> {
     // Names of files guest code wrote arrive here as they are: control and bidirectional
     // characters are shown, not obeyed.
@@ -92,7 +119,7 @@ pub async fn create(
     );
     let k = key(&obj.id);
     bucket.put_bytes(&k, bytes).await?;
-    record(store, bucket, &k, &obj, vec![]).await?;
+    record(store, bucket, &k, &obj, vec![], max_bytes).await?;
     Ok(obj)
 }
 

@@ -161,6 +161,10 @@ pub trait Tx {
     /// same for the same project, so a limit checked here and a run inserted after cannot be
     /// overtaken.
     fn active_runs(&mut self) -> Result<i64>;
+    /// Bytes of the Files of this view's project, serialised like [`Tx::active_runs`] with
+    /// every other transaction asking the same: a limit checked here and a File inserted
+    /// after cannot be overtaken.
+    fn stored_bytes(&mut self) -> Result<i64>;
 }
 
 pub trait Store: Send + Sync + 'static {

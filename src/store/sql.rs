@@ -381,6 +381,31 @@ struct SqlTx<'a> {
     p: Option<&'a str>,
 }
 
+impl SqlTx<'_> {
+    /// Hold the counter row `what.<project>` until the transaction ends: the next transaction
+    /// that asks for it waits here, and then sees what this one wrote.
+    fn serialise(&mut self, what: &str) -> Result<()> {
+        let project = self.p.unwrap_or("");
+        self.c.execute(
+            "INSERT INTO counters (key, value) VALUES ($1, 1) \
+             ON CONFLICT (key) DO UPDATE SET value = counters.value + 1",
+            &[format!("{what}.{project}").as_str().into()],
+        )?;
+        Ok(())
+    }
+}
+
+/// Bytes of project `p`'s Files (every project's for `None`).
+fn stored_bytes(c: &mut dyn Conn, p: Option<&str>) -> Result<i64> {
+    let mut params = vec![];
+    let mine = of_project(p, &mut params);
+    let rows = c.query(
+        &format!("SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM files WHERE TRUE{mine}"),
+        &params,
+    )?;
+    Ok(first_int(&rows))
+}
+
 impl Tx for SqlTx<'_> {
     fn get(&mut self, kind: Kind, id: &str) -> Result<Option<Record>> {
         get(self.c, self.d, self.p, kind, id, true)
@@ -434,14 +459,7 @@ impl Tx for SqlTx<'_> {
     }
 
     fn active_runs(&mut self) -> Result<i64> {
-        let project = self.p.unwrap_or("");
-        // The upsert holds the project's counter row until the transaction ends: the next
-        // transaction asking waits here, and then counts the run this one inserts.
-        self.c.execute(
-            "INSERT INTO counters (key, value) VALUES ($1, 1) \
-             ON CONFLICT (key) DO UPDATE SET value = counters.value + 1",
-            &[format!("runs.{project}").as_str().into()],
-        )?;
+        self.serialise("runs")?;
         let mut params = vec![];
         let mine = of_project(self.p, &mut params);
         let rows = self.c.query(
@@ -452,6 +470,11 @@ impl Tx for SqlTx<'_> {
             &params,
         )?;
         Ok(first_int(&rows))
+    }
+
+    fn stored_bytes(&mut self) -> Result<i64> {
+        self.serialise("files")?;
+        stored_bytes(self.c, self.p)
     }
 
     fn run_holder(&mut self, run_id: &str) -> Result<Option<String>> {
@@ -484,17 +507,7 @@ impl<B: Backend> Store for SqlStore<B> {
     }
 
     fn stored_bytes(&self) -> Result<i64> {
-        let mut params = vec![];
-        let mine = of_project(self.project.as_deref(), &mut params);
-        self.reading(|c| {
-            let rows = c.query(
-                &format!(
-                    "SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM files WHERE TRUE{mine}"
-                ),
-                &params,
-            )?;
-            Ok(first_int(&rows))
-        })
+        self.reading(|c| stored_bytes(c, self.project.as_deref()))
     }
 
     fn atomically(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<()>) -> Result<()> {

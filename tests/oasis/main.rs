@@ -20,6 +20,7 @@ mod hostile_net;
 mod metrics;
 mod node_sdk;
 mod projects;
+mod projects_limits;
 mod retrieval_extract;
 mod runs;
 mod sandbox;

@@ -685,3 +685,52 @@ async fn every_route_keeps_projects_apart_on_postgres() {
     walk(&app, &key_a, &key_b).await;
     app.stop().await;
 }
+
+/// The official Python SDK, as an app would use it with two projects' keys: another project's
+/// objects raise `NotFoundError` (streams included), and a project at its run limit gets
+/// `RateLimitError` (`tests/python/sdk_projects.py`).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_sdk_sees_only_its_projects_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, key_a, key_b) = two_projects(dir.path());
+    let key_limited = oasis::tenancy::add_key(&file, "gamma", None).unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    // Gamma may have one unfinished run (a limit is a line of its table).
+    let text = text.replacen(
+        "id = \"gamma\"",
+        "id = \"gamma\"\nmax_concurrent_runs = 1",
+        1,
+    );
+    std::fs::write(&file, text).unwrap();
+    let app = TestApp::spawn_with(None, |s| {
+        s.api.keys = oasis::tenancy::Keys::new(None, Some(file)).unwrap();
+    })
+    .await;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = tokio::task::spawn_blocking(crate::helpers::python_venv)
+        .await
+        .unwrap();
+    let out = tokio::process::Command::new(&python)
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .arg(root.join("tests/python/sdk_projects.py"))
+        .env("OASIS_BASE_URL", &app.base)
+        .env("OASIS_KEY_A", &key_a)
+        .env("OASIS_KEY_B", &key_b)
+        .env("OASIS_KEY_LIMITED", &key_limited)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "the SDK projects suite failed:\n{text}"
+    );
+    assert!(text.contains("2 passed"), "{text}");
+    app.stop().await;
+}
