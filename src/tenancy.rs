@@ -12,9 +12,9 @@
 //!   key, so a copy of it (a backup, a leak) lets no one in.
 //!
 //! [`Keys`] is the live table every request consults. It follows the file without a restart
-//! ([`Keys::watch`]: polled each second, and on SIGHUP), so a key added or struck out takes
-//! effect within about a second, and an edit that does not load leaves the last good table in
-//! force, with a warning. A presented key is hashed and compared with every stored hash in
+//! ([`Keys::watch`]: polled each second, read once it looks the same twice in a row, and on
+//! SIGHUP), so a key added or struck out takes effect within about two seconds, and an edit
+//! that does not load leaves the last good table in force, with a warning. A presented key is hashed and compared with every stored hash in
 //! constant time, so how long a lookup takes tells nothing about which keys exist.
 //!
 //! The sandbox knows nothing of projects: a code-interpreter session's key there is made by
@@ -228,6 +228,9 @@ struct Inner {
 struct Seen {
     stamp: Option<Stamp>,
     loaded: Option<KeyHash>,
+    /// A new look of the file seen once by the watcher, which reads it only if the next look
+    /// is the same: a file edited in place (emptied, then written) is not read half written.
+    settling: Option<Stamp>,
 }
 
 /// What a cheap look at the file (one `stat`) tells: a change of any of these may be a new
@@ -393,6 +396,7 @@ impl Keys {
         *seen = Seen {
             stamp,
             loaded: Some(hash_key(text)),
+            settling: None,
         };
         Ok(())
     }
@@ -410,6 +414,10 @@ impl Keys {
         let mut seen = self.inner.seen.lock().expect("keys file state lock");
         let stamp = Stamp::of(path);
         if stamp == seen.stamp {
+            return;
+        }
+        if seen.settling != stamp || stamp.is_none() {
+            seen.settling = stamp;
             return;
         }
         seen.stamp = stamp;
@@ -754,8 +762,12 @@ mod tests {
         // Same text, new inode: looked at, not loaded again.
         crate::disk::write_atomic(&path, two_projects().as_bytes()).unwrap();
         keys.poll();
+        keys.poll();
         assert_eq!(keys.generation(), 1);
+        // A new text is read once it looks the same twice in a row (not half written).
         crate::disk::write_atomic(&path, b"").unwrap();
+        keys.poll();
+        assert_eq!(keys.generation(), 1);
         keys.poll();
         assert_eq!(keys.generation(), 2);
         assert_eq!(keys.project_of("sk-a"), None);
