@@ -598,11 +598,7 @@ async fn the_official_python_sdk_suite_passes() {
     crate::helpers::hand_down_upstream_socket(&mut pytest, &upstream_socket);
     let out = pytest.output().await.unwrap();
     drop(upstream_socket);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = crate::helpers::printed(&out);
     println!("{text}");
     assert!(out.status.success(), "the Python SDK suite failed:\n{text}");
 }

@@ -733,11 +733,7 @@ async fn the_sdks_cookbook_flows_pass_on_three_nodes() {
     crate::helpers::hand_down_upstream_socket(&mut pytest, &upstream_socket);
     let out = pytest.output().await.unwrap();
     drop(upstream_socket);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = crate::helpers::printed(&out);
     println!("{text}");
     assert!(
         out.status.success(),

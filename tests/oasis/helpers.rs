@@ -312,6 +312,15 @@ pub async fn sdk_servers() -> (TestApp, TestApp, std::net::TcpListener) {
     (app, upstream_app, socket)
 }
 
+/// What a finished child process printed: its stdout, then its stderr.
+pub fn printed(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// An OpenAI error body's parts.
 pub fn err_parts(v: &serde_json::Value) -> (String, String, Option<String>) {
     let e = &v["error"];

@@ -30,11 +30,7 @@ async fn the_official_node_sdk_suite_passes() {
         .output()
         .await
         .expect("could not start `node --test`");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = crate::helpers::printed(&out);
     let took = started.elapsed().as_secs_f64();
     assert!(
         out.status.success(),

@@ -721,11 +721,7 @@ async fn the_python_sdk_sees_only_its_projects_objects() {
         .output()
         .await
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = crate::helpers::printed(&out);
     println!("{text}");
     assert!(
         out.status.success(),
