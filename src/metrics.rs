@@ -53,6 +53,9 @@ pub const UPSTREAM_DURATION: &str = "oasis_upstream_request_duration_seconds";
 pub const STORE_ERRORS: &str = "oasis_store_errors_total";
 /// `{op}`: failures of the object store.
 pub const OBJECT_STORE_ERRORS: &str = "oasis_object_store_errors_total";
+/// `{limit}` (`runs`, `sessions`, `storage`): what a project's limit refused (never by project:
+/// labels stay bounded).
+pub const LIMIT_REFUSALS: &str = "oasis_project_limit_refusals_total";
 
 /// Histogram buckets, in seconds: from a fast HTTP answer to a long run.
 pub const BUCKETS: &[f64] = &[
@@ -177,6 +180,11 @@ fn describe() {
         Unit::Count,
         "Object store failures, by operation"
     );
+    describe_counter!(
+        LIMIT_REFUSALS,
+        Unit::Count,
+        "Runs, sessions and Files a project's limits refused, by limit (runs, sessions, storage)"
+    );
 }
 
 /// An HTTP request was answered with `status` after `seconds`. `route` is the axum route
@@ -288,6 +296,11 @@ pub fn object_store_error(op: &'static str) {
     counter!(OBJECT_STORE_ERRORS, "op" => op).increment(1);
 }
 
+/// A project's limit refused something (`limit`: `runs`, `sessions` or `storage`).
+pub fn limit_refused(limit: &'static str) {
+    counter!(LIMIT_REFUSALS, "limit" => limit).increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,7 +332,13 @@ mod tests {
             );
             upstream_request(model_label("llama", Some(&allowed)), 1.0, true);
             upstream_request(model_label("llama", None), 1.0, true);
+            limit_refused("storage");
+            limit_refused("storage");
         });
+        assert!(
+            out.contains(r#"oasis_project_limit_refusals_total{limit="storage"} 2"#),
+            "{out}"
+        );
         assert!(
             out.contains(r#"method="other",route="unmatched",status="4xx""#),
             "{out}"

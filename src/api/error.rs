@@ -140,7 +140,10 @@ impl From<BlobError> for ApiError {
         match e {
             BlobError::Store(e) => e.into(),
             BlobError::Bucket(e) => e.into(),
-            BlobError::OverLimit(max) => super::scope::storage_full(max),
+            BlobError::OverLimit(max) => {
+                crate::metrics::limit_refused("storage");
+                super::scope::storage_full(max)
+            }
         }
     }
 }

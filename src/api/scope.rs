@@ -63,7 +63,11 @@ impl AppState {
             return Ok(true);
         };
         let used = super::blocking(self, |s| s.stored_bytes()).await?;
-        Ok((used.max(0) as u64).saturating_add(bytes) <= max)
+        let fits = (used.max(0) as u64).saturating_add(bytes) <= max;
+        if !fits {
+            crate::metrics::limit_refused("storage");
+        }
+        Ok(fits)
     }
 
     /// Admit session `key` (hold the answer until the call is over): a 429 if it has no live
@@ -82,6 +86,7 @@ impl AppState {
             .admissions()
             .admit(&self.project, &live, key)
             .map_err(|max| {
+                crate::metrics::limit_refused("sessions");
                 over_limit(format!(
                     "Session limit reached for project {}: at most {max} code-interpreter \
                      sessions may be live at once. End one (DELETE \

@@ -299,6 +299,7 @@ impl Orchestrator {
             }
             Some(Refused::Full(max)) => {
                 self.inner.hub.forget(&run.id);
+                crate::metrics::limit_refused("runs");
                 return Err(RunError::OverLimit(format!(
                     "Rate limit reached for project {}: at most {max} runs may be unfinished at \
                      once. Wait for one to end (or cancel one) and try again.",

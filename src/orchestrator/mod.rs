@@ -320,7 +320,13 @@ impl Orchestrator {
             return true;
         };
         match self.db(|s| s.stored_bytes()).await {
-            Ok(used) => (used.max(0) as u64).saturating_add(bytes) <= max,
+            Ok(used) => {
+                let fits = (used.max(0) as u64).saturating_add(bytes) <= max;
+                if !fits {
+                    crate::metrics::limit_refused("storage");
+                }
+                fits
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "could not sum a project's stored bytes");
                 false

@@ -331,6 +331,7 @@ impl Orchestrator {
                 match keys.admissions().admit(&self.project, &live, &key) {
                     Ok(admitted) => Some(admitted),
                     Err(max) => {
+                        crate::metrics::limit_refused("sessions");
                         return Ok(could_not_run(format!(
                             "The code could not run: this project may have at most {max} live \
                              code-interpreter sessions, and has that many."

@@ -317,6 +317,21 @@ async fn a_project_at_its_run_limit_gets_429_until_a_run_ends() {
         post(&app, ALPHA, &runs_of_t2, json!({"assistant_id": a_asst})).await,
     );
     assert!(msg.contains("at most 1 runs"), "{msg}");
+    // Operators see the refusal, by limit (never by project).
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"oasis_project_limit_refusals_total{limit="runs"}"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("alpha"), "a metric names a project");
     assert_eq!(
         ok(&app, ALPHA, Method::GET, &runs_of_t2, None).await["data"],
         json!([])
