@@ -577,6 +577,14 @@ async fn walk(app: &TestApp, key_a: &str, key_b: &str) {
         )
         .await;
     assert_eq!(s, 400, "{v}");
+    let (s, v) = b
+        .post(
+            &format!("/v1/threads/{b_thread}/messages"),
+            json!({"role": "user", "content": [{"type": "image_file",
+                "image_file": {"file_id": o.id("file_id")}}]}),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
     // B's session of A's session's name is B's own: no variable, no file of A's.
     let ran = b
         .ok(
