@@ -138,15 +138,7 @@ async fn ready_names_the_part_that_does_not_answer() {
     );
     let (s, _) = app.get("/health").await;
     assert_eq!(s, 200);
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.text("/metrics").await;
     assert!(
         text.contains(r#"oasis_object_store_errors_total{op="any"}"#),
         "{text}"
@@ -168,15 +160,7 @@ async fn the_sessions_gauge_counts_what_the_sandbox_workers_hold() {
             .await;
         assert_eq!(s, 200, "{v}");
     }
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.text("/metrics").await;
     let gauge = |state: &str| {
         let name = format!("oasis_sandbox_sessions{{state=\"{state}\"}} ");
         text.lines()

@@ -318,15 +318,7 @@ async fn a_project_at_its_run_limit_gets_429_until_a_run_ends() {
     );
     assert!(msg.contains("at most 1 runs"), "{msg}");
     // Operators see the refusal, by limit (never by project).
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.text("/metrics").await;
     assert!(
         metrics.contains(r#"oasis_project_limit_refusals_total{limit="runs"}"#),
         "{metrics}"
