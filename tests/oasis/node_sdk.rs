@@ -40,7 +40,7 @@ async fn the_official_node_sdk_suite_passes() {
 }
 
 /// Node.js 20 or newer on PATH, or a failure saying so (never a skip).
-fn require_node() {
+pub(crate) fn require_node() {
     let out = Command::new("node")
         .arg("--version")
         .output()
@@ -61,7 +61,7 @@ fn require_node() {
 }
 
 /// `npm ci` in `suite` unless node_modules was installed from this very package-lock.json.
-fn npm_ci_once(suite: &Path) {
+pub(crate) fn npm_ci_once(suite: &Path) {
     let lock = std::fs::read_to_string(suite.join("package-lock.json")).unwrap();
     let stamp = suite.join("node_modules").join(".oasis-package-lock.stamp");
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(lock.as_str()) {

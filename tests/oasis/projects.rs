@@ -694,13 +694,11 @@ async fn every_route_keeps_projects_apart_on_postgres() {
     app.stop().await;
 }
 
-/// The official Python SDK, as an app would use it with two projects' keys: another project's
-/// objects raise `NotFoundError` (streams included), and a project at its run limit gets
-/// `RateLimitError` (`tests/python/sdk_projects.py`).
-#[tokio::test(flavor = "multi_thread")]
-async fn the_python_sdk_sees_only_its_projects_objects() {
-    let dir = tempfile::tempdir().unwrap();
-    let (file, key_a, key_b) = two_projects(dir.path());
+/// A server whose keys file has projects `alpha`, `beta` and `gamma` (at most one unfinished
+/// run), and the SDK suites' environment: the server and a key of each (`OASIS_KEY_A`,
+/// `OASIS_KEY_B`, `OASIS_KEY_LIMITED`).
+async fn sdk_projects(dir: &Path) -> (TestApp, Vec<(&'static str, String)>) {
+    let (file, key_a, key_b) = two_projects(dir);
     let key_limited = oasis::tenancy::add_key(&file, "gamma", None).unwrap();
     let text = std::fs::read_to_string(&file).unwrap();
     // Gamma may have one unfinished run (a limit is a line of its table).
@@ -714,6 +712,22 @@ async fn the_python_sdk_sees_only_its_projects_objects() {
         s.api.keys = oasis::tenancy::Keys::new(None, Some(file)).unwrap();
     })
     .await;
+    let env = vec![
+        ("OASIS_BASE_URL", app.base.clone()),
+        ("OASIS_KEY_A", key_a),
+        ("OASIS_KEY_B", key_b),
+        ("OASIS_KEY_LIMITED", key_limited),
+    ];
+    (app, env)
+}
+
+/// The official Python SDK, as an app would use it with two projects' keys: another project's
+/// objects raise `NotFoundError` (streams included), and a project at its run limit gets
+/// `RateLimitError` (`tests/python/sdk_projects.py`).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_sdk_sees_only_its_projects_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, env) = sdk_projects(dir.path()).await;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = tokio::task::spawn_blocking(crate::helpers::python_venv)
         .await
@@ -721,10 +735,7 @@ async fn the_python_sdk_sees_only_its_projects_objects() {
     let out = tokio::process::Command::new(&python)
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
         .arg(root.join("tests/python/sdk_projects.py"))
-        .env("OASIS_BASE_URL", &app.base)
-        .env("OASIS_KEY_A", &key_a)
-        .env("OASIS_KEY_B", &key_b)
-        .env("OASIS_KEY_LIMITED", &key_limited)
+        .envs(env)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .await
@@ -736,5 +747,33 @@ async fn the_python_sdk_sees_only_its_projects_objects() {
         "the SDK projects suite failed:\n{text}"
     );
     assert!(text.contains("2 passed"), "{text}");
+    app.stop().await;
+}
+
+/// The same with the official Node SDK (`tests/node/projects.mjs`, run by itself, not by the
+/// main Node suite).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_node_sdk_sees_only_its_projects_objects() {
+    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    crate::node_sdk::require_node();
+    crate::node_sdk::npm_ci_once(&suite);
+    let dir = tempfile::tempdir().unwrap();
+    let (app, env) = sdk_projects(dir.path()).await;
+    let out = tokio::process::Command::new("node")
+        .args(["--test", "--test-reporter=spec", "projects.mjs"])
+        .current_dir(&suite)
+        .envs(env)
+        .env("NO_COLOR", "1")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let text = crate::helpers::printed(&out);
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "the Node SDK projects suite failed:\n{text}"
+    );
+    assert!(text.contains("pass 2") && text.contains("fail 0"), "{text}");
     app.stop().await;
 }
