@@ -334,6 +334,22 @@ impl Cluster {
         .unwrap_or_else(|e| panic!("asking which node holds {id}: {e}"))
     }
 
+    /// The node whose worker holds run `id`, once one does (every `POLL`, until `deadline`).
+    pub async fn holder(&self, pg: &Postgres, id: &str, deadline: Instant) -> String {
+        loop {
+            let node = self.run_node(pg, id);
+            if !node.is_empty() {
+                return node;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no node claimed {id}{}",
+                self.logs()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// The node that drove run `id` (that finished it, once it is over).
     pub fn ran_on(&self, pg: &Postgres, id: &str) -> String {
         pg.psql(
@@ -871,18 +887,7 @@ async fn a_node_killed_during_a_run_loses_nothing_acknowledged() {
         .await;
     let run = run["id"].as_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(60);
-    let holder = loop {
-        let node = c.run_node(&pg, &run);
-        if !node.is_empty() {
-            break node;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no node claimed {run}{}",
-            c.logs()
-        );
-        tokio::time::sleep(POLL).await;
-    };
+    let holder = c.holder(&pg, &run, deadline).await;
     let victim = c.index_of(&holder);
     // Its code is running: the cell wrote its marker into the session's folder on that node.
     let marker = c.nodes[victim]
@@ -1140,18 +1145,7 @@ async fn postgresql_restarted_under_load_gives_503s_then_recovers() {
             .await;
         assert_eq!(s, 200, "{r}");
         let run = r["id"].as_str().unwrap().to_string();
-        let holder = loop {
-            let node = c.run_node(&pg, &run);
-            if !node.is_empty() {
-                break node;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no node claimed {run}{}",
-                c.logs()
-            );
-            tokio::time::sleep(POLL).await;
-        };
+        let holder = c.holder(&pg, &run, deadline).await;
         let session = c.nodes[c.index_of(&holder)]
             .data
             .join("sessions")
@@ -1472,15 +1466,7 @@ async fn a_node_stopped_gracefully_finishes_its_run_first() {
         )
         .await;
     let run = run["id"].as_str().unwrap().to_string();
-    let start = Instant::now();
-    let holder = loop {
-        let node = c.run_node(&pg, &run);
-        if !node.is_empty() {
-            break node;
-        }
-        assert!(start.elapsed() < RUN_BOUND, "no node claimed {run}");
-        tokio::time::sleep(POLL).await;
-    };
+    let holder = c.holder(&pg, &run, Instant::now() + RUN_BOUND).await;
     let i = c.index_of(&holder);
     let other = 1 - i;
     assert!(
