@@ -106,6 +106,19 @@ impl Project {
             .is_some_and(|id| !id.is_empty() && !id.contains('.'))
     }
 
+    /// Whether `bytes` more stay within the project's storage limit when its Files take `used`
+    /// bytes (a refusal is counted in the metrics).
+    pub fn storage_fits(&self, used: i64, bytes: u64) -> bool {
+        let Some(max) = self.limits.max_storage_bytes else {
+            return true;
+        };
+        let fits = (used.max(0) as u64).saturating_add(bytes) <= max;
+        if !fits {
+            crate::metrics::limit_refused("storage");
+        }
+        fits
+    }
+
     /// With the sandbox's `live` session keys (all projects'), whether this project may not
     /// bring session `key` to life: `Some(max_live_sessions)` when `key` is not live already
     /// and the project has that many live sessions; `None` when it may (or has no limit).

@@ -54,20 +54,14 @@ impl AppState {
         }
         Ok(self.project.session_key(id))
     }
-}
 
-impl AppState {
     /// Whether `bytes` more Files stay within the project's storage limit.
     pub async fn storage_fits(&self, bytes: u64) -> ApiResult<bool> {
-        let Some(max) = self.project.limits.max_storage_bytes else {
+        if self.project.limits.max_storage_bytes.is_none() {
             return Ok(true);
-        };
-        let used = super::blocking(self, |s| s.stored_bytes()).await?;
-        let fits = (used.max(0) as u64).saturating_add(bytes) <= max;
-        if !fits {
-            crate::metrics::limit_refused("storage");
         }
-        Ok(fits)
+        let used = super::blocking(self, |s| s.stored_bytes()).await?;
+        Ok(self.project.storage_fits(used, bytes))
     }
 
     /// Admit session `key` (hold the answer until the call is over): a 429 if it has no live
@@ -77,16 +71,11 @@ impl AppState {
         sessions: &crate::sandbox::Sessions,
         key: &str,
     ) -> ApiResult<crate::tenancy::Admitted> {
-        let live = match self.project.limits.max_live_sessions {
-            Some(_) => sessions.live_keys().await,
-            None => vec![],
-        };
-        self.config
-            .keys
-            .admissions()
-            .admit(&self.project, &live, key)
+        let admissions = self.config.keys.admissions();
+        admissions
+            .admit_with(&self.project, key, || sessions.live_keys())
+            .await
             .map_err(|max| {
-                crate::metrics::limit_refused("sessions");
                 over_limit(format!(
                     "Session limit reached for project {}: at most {max} code-interpreter \
                      sessions may be live at once. End one (DELETE \

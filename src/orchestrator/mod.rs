@@ -316,17 +316,11 @@ impl Orchestrator {
     /// Whether `bytes` more stay within the project's storage limit (a File that would not is
     /// not stored; it stays in `/mnt/data`, unlinked, as one past the export budget does).
     pub(super) async fn storage_fits(&self, bytes: u64) -> bool {
-        let Some(max) = self.project.limits.max_storage_bytes else {
+        if self.project.limits.max_storage_bytes.is_none() {
             return true;
-        };
+        }
         match self.db(|s| s.stored_bytes()).await {
-            Ok(used) => {
-                let fits = (used.max(0) as u64).saturating_add(bytes) <= max;
-                if !fits {
-                    crate::metrics::limit_refused("storage");
-                }
-                fits
-            }
+            Ok(used) => self.project.storage_fits(used, bytes),
             Err(e) => {
                 tracing::warn!(error = %e, "could not sum a project's stored bytes");
                 false

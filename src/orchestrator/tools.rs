@@ -325,21 +325,22 @@ impl Orchestrator {
         let roaming = self.inner.roaming.as_deref();
         let key = self.session_of(&ctx.run.thread_id);
         // The session's place under the project's live-session limit, held for the call.
-        let _admitted = match (&self.inner.keys, self.project.limits.max_live_sessions) {
-            (Some(keys), Some(_)) => {
-                let live = sessions.live_keys().await;
-                match keys.admissions().admit(&self.project, &live, &key) {
-                    Ok(admitted) => Some(admitted),
-                    Err(max) => {
-                        crate::metrics::limit_refused("sessions");
-                        return Ok(could_not_run(format!(
-                            "The code could not run: this project may have at most {max} live \
-                             code-interpreter sessions, and has that many."
-                        )));
-                    }
-                }
+        let admitted = match &self.inner.keys {
+            Some(keys) => Some(
+                keys.admissions()
+                    .admit_with(&self.project, &key, || sessions.live_keys())
+                    .await,
+            ),
+            None => None,
+        };
+        let _admitted = match admitted.transpose() {
+            Ok(admitted) => admitted,
+            Err(max) => {
+                return Ok(could_not_run(format!(
+                    "The code could not run: this project may have at most {max} live \
+                     code-interpreter sessions, and has that many."
+                )));
             }
-            _ => None,
         };
         let shared = crate::roaming::execute(roaming, &sessions, &key, None, code, opts);
         let mut r = match shared.await {

@@ -3,6 +3,7 @@
 //! so two calls arriving together cannot both take a project's last place.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use super::Project;
@@ -22,10 +23,26 @@ pub struct Admitted {
 }
 
 impl Admissions {
-    /// Admit session `key` of `project`, whose sandbox has the `live` session keys (every
-    /// project's): `Err(max)` when the project already has `max_live_sessions` live or
-    /// admitted sessions and `key` is not one of them.
-    pub fn admit(&self, project: &Project, live: &[String], key: &str) -> Result<Admitted, u64> {
+    /// Admit session `key` of `project`: `Err(max)` (counted in the metrics) when the project
+    /// already has `max_live_sessions` live or admitted sessions and `key` is not one of them.
+    /// `live` gives the sandbox's live session keys (every project's); it is asked only when
+    /// the project has a limit.
+    pub async fn admit_with<F: Future<Output = Vec<String>>>(
+        &self,
+        project: &Project,
+        key: &str,
+        live: impl FnOnce() -> F,
+    ) -> Result<Admitted, u64> {
+        let live = match project.limits.max_live_sessions {
+            Some(_) => live().await,
+            None => vec![],
+        };
+        self.admit(project, &live, key)
+            .inspect_err(|_| crate::metrics::limit_refused("sessions"))
+    }
+
+    /// [`Self::admit_with`], the sandbox's `live` session keys known.
+    fn admit(&self, project: &Project, live: &[String], key: &str) -> Result<Admitted, u64> {
         if project.limits.max_live_sessions.is_none() {
             return Ok(Admitted { admissions: None });
         }

@@ -56,6 +56,12 @@ impl Caller<'_> {
         v
     }
 
+    /// `POST path` with `body`, which must answer 2xx: the new object's id.
+    async fn create(&self, path: &str, body: Value) -> String {
+        let v = self.ok(Method::POST, path, Some(body)).await;
+        v["id"].as_str().unwrap().to_string()
+    }
+
     async fn multipart(&self, path: &str, form: reqwest::multipart::Form) -> (u16, Value) {
         let r = self
             .app
@@ -150,15 +156,11 @@ async fn make_objects(a: &Caller<'_>) -> Objects {
         .upload("alpha2.txt", &format!("{SECRET} again, batched.\n"))
         .await;
     let vs = a
-        .ok(
-            Method::POST,
+        .create(
             "/v1/vector_stores",
-            Some(json!({"name": "alpha", "file_ids": [file]})),
+            json!({"name": "alpha", "file_ids": [file]}),
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .await;
     a.until(
         &format!("/v1/vector_stores/{vs}/files/{file}"),
         Duration::from_secs(120),
@@ -166,20 +168,15 @@ async fn make_objects(a: &Caller<'_>) -> Objects {
     )
     .await;
     let batch = a
-        .ok(
-            Method::POST,
+        .create(
             &format!("/v1/vector_stores/{vs}/file_batches"),
-            Some(json!({"file_ids": [file2]})),
+            json!({"file_ids": [file2]}),
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .await;
     let assistant = a
-        .ok(
-            Method::POST,
+        .create(
             "/v1/assistants",
-            Some(json!({
+            json!({
                 "model": "oasis-local",
                 "name": SECRET,
                 "tools": [
@@ -192,25 +189,18 @@ async fn make_objects(a: &Caller<'_>) -> Objects {
                     "code_interpreter": {"file_ids": [file]},
                     "file_search": {"vector_store_ids": [vs]}
                 }
-            })),
+            }),
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .await;
     let code = format!(
         "```python\nopen('/mnt/data/out.txt', 'w').write('{SECRET}')\nprint('{SECRET}')\n```"
     );
     let thread = a
-        .ok(
-            Method::POST,
+        .create(
             "/v1/threads",
-            Some(json!({"messages": [{"role": "user", "content": code}]})),
+            json!({"messages": [{"role": "user", "content": code}]}),
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .await;
     let message = a
         .ok(Method::GET, &format!("/v1/threads/{thread}/messages"), None)
         .await["data"][0]["id"]
@@ -218,15 +208,11 @@ async fn make_objects(a: &Caller<'_>) -> Objects {
         .unwrap()
         .to_string();
     let run = a
-        .ok(
-            Method::POST,
+        .create(
             &format!("/v1/threads/{thread}/runs"),
-            Some(json!({"assistant_id": assistant})),
+            json!({"assistant_id": assistant}),
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .await;
     let done = a
         .until(
             &format!("/v1/threads/{thread}/runs/{run}"),
@@ -268,18 +254,12 @@ async fn make_objects(a: &Caller<'_>) -> Objects {
     .await;
     // A pending Upload with one Part.
     let upload = a
-        .ok(
-            Method::POST,
+        .create(
             "/v1/uploads",
-            Some(
-                json!({"filename": "u.txt", "purpose": "assistants", "bytes": SECRET.len(),
+            json!({"filename": "u.txt", "purpose": "assistants", "bytes": SECRET.len(),
                 "mime_type": "text/plain"}),
-            ),
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .await;
     let form = reqwest::multipart::Form::new().part(
         "data",
         reqwest::multipart::Part::bytes(SECRET.as_bytes().to_vec()).file_name("part"),
@@ -446,15 +426,8 @@ async fn walk(app: &TestApp, key_a: &str, key_b: &str) {
     };
     let o = make_objects(&a).await;
     let b_assistant = b
-        .ok(
-            Method::POST,
-            "/v1/assistants",
-            Some(json!({"model": "oasis-local"})),
-        )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .create("/v1/assistants", json!({"model": "oasis-local"}))
+        .await;
     // B's own session of the same name is a new one: nothing of A's in it.
     let (s, v) = b.get("/v1/code_interpreter/sessions/shared-name").await;
     assert_eq!(s, 404, "{v}");
@@ -564,10 +537,7 @@ async fn walk(app: &TestApp, key_a: &str, key_b: &str) {
             "attachments": [{"file_id": o.id("file_id"), "tools": [{"type": "code_interpreter"}]}]}]}))
         .await;
     assert_eq!(s, 400, "{v}");
-    let b_thread = b.ok(Method::POST, "/v1/threads", Some(json!({}))).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let b_thread = b.create("/v1/threads", json!({})).await;
     let (s, v) = b
         .post(
             &format!("/v1/threads/{b_thread}/runs"),
