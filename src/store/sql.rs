@@ -148,7 +148,7 @@ impl<B: Backend> SqlStore<B> {
 const BASE: &str = "id, scope, created_at, body, project";
 
 fn columns(t: &Table) -> String {
-    let mut s = "id, scope, created_at, body, project".to_string();
+    let mut s = BASE.to_string();
     for (c, _) in t.extras {
         s.push_str(", ");
         s.push_str(c);
